@@ -1,0 +1,1 @@
+"""Built-in classifier heads."""

@@ -1,0 +1,56 @@
+"""logreg: logistic regression on standardized embeddings (scikit-learn), stored as arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+
+from review_toolkit.fitted import Standardizer, as_probabilities, load_arrays, save_arrays, sigmoid
+from review_toolkit.plugin_api import FittedHead
+
+# Inverse regularisation strengths tried; the validation split picks one.
+C_GRID = (0.01, 0.1, 1.0, 10.0)
+
+
+class LogisticModel:
+    def __init__(self, standardizer: Standardizer, coef: np.ndarray, intercept: float, c: float):
+        self.standardizer = standardizer
+        self.coef = coef
+        self.intercept = intercept
+        self.c = c
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        return as_probabilities(sigmoid(self.standardizer(features) @ self.coef + self.intercept))
+
+    def save(self, directory: Path) -> None:
+        save_arrays(
+            directory,
+            {"mean": self.standardizer.mean, "scale": self.standardizer.scale, "coef": self.coef},
+            {"type": "logistic_regression", "intercept": self.intercept, "C": self.c},
+        )
+
+
+class LogregHead(FittedHead):
+    description = "Logistic regression on standardized embeddings; C chosen on the validation split."
+
+    def fit(self, train_features, train_labels, validation_features, validation_labels, *, seed, class_weight=None):
+        standardizer = Standardizer.fit(np.asarray(train_features, dtype=np.float64))
+        x_train, x_val = standardizer(train_features), standardizer(validation_features)
+        best = None
+        for c in C_GRID:
+            model = LogisticRegression(C=c, max_iter=5000, class_weight=class_weight, random_state=seed)
+            model.fit(x_train, train_labels)
+            score = f1_score(validation_labels, model.predict(x_val), average="macro")
+            if best is None or score > best[0]:
+                best = (score, c, model)
+        _, c, model = best
+        return LogisticModel(standardizer, model.coef_[0].astype(np.float64), float(model.intercept_[0]), c)
+
+    def load(self, directory: Path) -> LogisticModel:
+        arrays, parameters = load_arrays(directory)
+        return LogisticModel(
+            Standardizer(arrays["mean"], arrays["scale"]), arrays["coef"], float(parameters["intercept"]), parameters["C"]
+        )

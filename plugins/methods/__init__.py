@@ -1,0 +1,1 @@
+"""Built-in adaptation methods."""

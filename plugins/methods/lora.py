@@ -1,0 +1,27 @@
+"""lora: low-rank adapters on the backbone's declared modules; the base weights stay frozen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from review_toolkit.adapters import add_lora, load_adapter, save_adapter
+from review_toolkit.plugin_api import Backbone, Method
+
+
+class LoraMethod(Method):
+    description = "LoRA adapters (PEFT) on the backbone's attention projections; the head trains in full."
+    trains_backbone = True
+    default_learning_rate = 5e-4  # adapters start at zero and need a larger step than full fine-tuning
+    default_optimizer = "adamw_torch"
+
+    def load_for_training(self, backbone: Backbone, checkpoint: str, config: Any) -> nn.Module:
+        return add_lora(backbone.load_encoder(checkpoint), backbone, config)
+
+    def save(self, encoder: nn.Module, directory: Path) -> None:
+        save_adapter(encoder, directory)
+
+    def load_trained(self, backbone: Backbone, checkpoint: str, directory: Path, config: Any) -> nn.Module:
+        return load_adapter(backbone.load_encoder(checkpoint), directory)

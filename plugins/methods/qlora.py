@@ -1,0 +1,27 @@
+"""qlora: LoRA on a 4-bit NF4 (double-quantized) backbone, the research recipe's method."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from review_toolkit.adapters import add_lora, load_adapter, load_quantized, save_adapter
+from review_toolkit.plugin_api import Backbone, Method
+
+
+class QloraMethod(Method):
+    description = "QLoRA: 4-bit NF4 double-quantized backbone (bitsandbytes) with LoRA adapters; paged 8-bit AdamW."
+    trains_backbone = True
+    default_learning_rate = 5e-4
+    default_optimizer = "paged_adamw_8bit"
+
+    def load_for_training(self, backbone: Backbone, checkpoint: str, config: Any) -> nn.Module:
+        return add_lora(load_quantized(backbone, checkpoint, config), backbone, config)
+
+    def save(self, encoder: nn.Module, directory: Path) -> None:
+        save_adapter(encoder, directory)
+
+    def load_trained(self, backbone: Backbone, checkpoint: str, directory: Path, config: Any) -> nn.Module:
+        return load_adapter(load_quantized(backbone, checkpoint, config), directory)

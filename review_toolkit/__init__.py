@@ -1,0 +1,40 @@
+"""review_toolkit: train, evaluate, compare and serve fake-review classifiers.
+
+Library use::
+
+    from review_toolkit import TrainConfig, train, load_run
+    result = train(TrainConfig(backbone="minilm", method="frozen", head="logreg"))
+    classifier = load_run(result.run_dir)
+    classifier.predict(["Great product, works as described."])
+
+Heavy modules (torch, transformers) load on first use, so ``import
+review_toolkit`` and ``review-toolkit plugins`` stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["TrainConfig", "train", "load_run", "list_plugins", "__version__"]
+
+if TYPE_CHECKING:
+    from review_toolkit.config import TrainConfig
+    from review_toolkit.pipeline import load_run, train
+    from review_toolkit.registry import list_plugins
+
+_LAZY = {
+    "TrainConfig": "review_toolkit.config",
+    "train": "review_toolkit.pipeline",
+    "load_run": "review_toolkit.pipeline",
+    "list_plugins": "review_toolkit.registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'review_toolkit' has no attribute {name!r}")

@@ -1,0 +1,128 @@
+"""LoRA and 4-bit quantization on a PooledEncoder, shared by the lora and qlora methods.
+
+Adapters go on ``encoder.transformer`` only, so the pooling projection and the
+head are never quantized nor replaced (the head is lost on save in peer tools
+when it sits inside the PEFT model; here it is saved on its own).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from review_toolkit.errors import ConfigError
+from review_toolkit.plugin_api import Backbone
+
+ADAPTER_DIRECTORY = "adapter"
+
+
+def lora_config(backbone: Backbone, config: Any) -> Any:
+    from peft import LoraConfig
+
+    targets = list(config.lora_targets or backbone.lora_targets)
+    if not targets:
+        raise ConfigError(
+            f"The backbone {backbone.name!r} declares no LoRA target modules; pass --lora-targets "
+            "with the names of its attention projections (for example query,key,value)."
+        )
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        bias="none",
+    )
+
+
+def add_lora(encoder: nn.Module, backbone: Backbone, config: Any) -> nn.Module:
+    """Wrap ``encoder.transformer`` with fresh LoRA adapters; everything else in it is frozen."""
+    from peft import get_peft_model
+
+    for parameter in encoder.parameters():
+        parameter.requires_grad_(False)
+    try:
+        encoder.transformer = get_peft_model(encoder.transformer, lora_config(backbone, config))
+    except ValueError as error:  # PEFT's message when no module matches the targets
+        raise ConfigError(
+            f"LoRA could not be applied to backbone {backbone.name!r}: {error}. "
+            "Check --lora-targets against the model's module names."
+        ) from error
+    return encoder
+
+
+def save_adapter(encoder: nn.Module, directory: Path) -> None:
+    """Adapters in PEFT's own format (adapter_config.json + adapter_model.safetensors)."""
+    encoder.transformer.save_pretrained(directory / ADAPTER_DIRECTORY)
+
+
+def load_adapter(encoder: nn.Module, directory: Path) -> nn.Module:
+    from peft import PeftModel
+
+    encoder.transformer = PeftModel.from_pretrained(encoder.transformer, directory / ADAPTER_DIRECTORY)
+    encoder.eval()
+    return encoder
+
+
+def compute_dtype() -> torch.dtype:
+    """bf16 where the GPU supports it, else float32 (CPUs and older GPUs)."""
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def four_bit_config(backbone: Backbone) -> Any:
+    """NF4 with double quantization; the backbone's skip list stays in full precision."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype(),
+        llm_int8_skip_modules=list(backbone.quantization_skip) or None,
+    )
+
+
+def local_device_map() -> dict[str, Any]:
+    """Place a quantized model on this process's own device (one GPU per process under accelerate)."""
+    if torch.cuda.is_available():
+        from accelerate import PartialState
+
+        return {"": PartialState().local_process_index}
+    return {"": "cpu"}
+
+
+def load_quantized(backbone: Backbone, checkpoint: str, config: Any) -> nn.Module:
+    """The backbone in 4-bit, prepared for k-bit training the same way at train and reload time.
+
+    Reload must repeat exactly what training did (same quantization, same
+    casts), otherwise the reloaded classifier scores differently from the one
+    that was trained.
+    """
+    from peft import prepare_model_for_kbit_training
+
+    encoder = backbone.load_encoder(
+        checkpoint, quantization_config=four_bit_config(backbone), device_map=local_device_map()
+    )
+    encoder.transformer = prepare_model_for_kbit_training(
+        encoder.transformer, use_gradient_checkpointing=bool(getattr(config, "gradient_checkpointing", False))
+    )
+    keep_cpu_weights_trainable(encoder)
+    return encoder
+
+
+def keep_cpu_weights_trainable(encoder: nn.Module) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference.
+
+    On CPUs with AVX512-BF16, the first forward pass in eval mode repacks the
+    weights in place into an inference-only layout; training after that (the
+    next epoch, after a validation pass) then fails in backward. Keeping the
+    training layout costs some CPU inference speed and gives the same numbers
+    before and after a save.
+    """
+    for module in encoder.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False

@@ -1,0 +1,95 @@
+"""Embedding extraction for frozen encoders, with an on-disk cache.
+
+Frozen vectors depend only on the backbone, its checkpoint, the maximum
+length and the texts; caching them under that key lets a second run with
+another head skip the expensive part entirely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+CACHE_ENVIRONMENT_VARIABLE = "REVIEW_TOOLKIT_CACHE"
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get(CACHE_ENVIRONMENT_VARIABLE)
+    if root:
+        return Path(root).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "review_toolkit"
+
+
+def cache_key(backbone: str, checkpoint: str, max_length: int, texts: list[str]) -> str:
+    texts_digest = hashlib.sha256("\0".join(texts).encode("utf-8")).hexdigest()
+    description = json.dumps([backbone, checkpoint, max_length, len(texts), texts_digest])
+    return hashlib.sha256(description.encode("utf-8")).hexdigest()[:32]
+
+
+def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length, so little padding is computed."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def model_device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+@torch.inference_mode()
+def embed_texts(
+    encoder: torch.nn.Module,
+    tokenizer: Any,
+    texts: list[str],
+    *,
+    max_length: int,
+    batch_size: int = 64,
+    progress: bool = True,
+    description: str = "Embedding reviews",
+) -> np.ndarray:
+    """Pooled vectors for ``texts`` in input order, computed in length-sorted batches."""
+    encoder.eval()
+    device = model_device(encoder)
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    result: np.ndarray | None = None
+    batches = length_sorted_batches(lengths, batch_size)
+    for batch in tqdm(batches, desc=description, disable=not progress, unit="batch"):
+        features = tokenizer.pad({"input_ids": [encoded["input_ids"][i] for i in batch]}, return_tensors="pt")
+        vectors = encoder(
+            input_ids=features["input_ids"].to(device), attention_mask=features["attention_mask"].to(device)
+        )
+        vectors = vectors.float().cpu().numpy()
+        if result is None:
+            result = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+        result[batch] = vectors
+    if result is None:
+        raise ValueError("embed_texts needs at least one text")
+    return result
+
+
+def cached_embeddings(
+    key: str, compute: Callable[[], np.ndarray], cache_dir: str | Path | None = None
+) -> tuple[np.ndarray, bool]:
+    """The cached array for ``key``, or ``compute()`` stored under it. Returns (array, was_cached)."""
+    directory = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    path = directory / "embeddings" / f"{key}.npy"
+    if path.is_file():
+        try:
+            return np.load(path, allow_pickle=False), True
+        except (ValueError, OSError):
+            path.unlink(missing_ok=True)  # a corrupt entry is recomputed, not trusted
+    array = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    with open(partial, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+    os.replace(partial, path)  # readers never see half an array
+    return array, False

@@ -1,0 +1,66 @@
+"""The composed classifier: encoder + pooling + head in one module.
+
+One module for every backbone means adapters, projection and head are
+trained, saved and reloaded together, whatever the method.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None) -> torch.Tensor:
+    weight = class_weights.to(logits.device) if class_weights is not None else None
+    return nn.functional.cross_entropy(logits.float(), labels, weight=weight)
+
+
+class ReviewClassifierModel(nn.Module):
+    """Token ids to class logits: ``head(encoder(input_ids, attention_mask))``."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, class_weights: torch.Tensor | None = None):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.class_weights = class_weights
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        **unused: torch.Tensor,  # e.g. the "length" column used for length-grouped batches
+    ) -> SequenceClassifierOutput:
+        pooled = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        head_weight = next(self.head.parameters())
+        logits = self.head(pooled.to(head_weight.dtype))
+        loss = classification_loss(logits, labels, self.class_weights) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+class HeadOnlyModel(nn.Module):
+    """A torch head trained on precomputed (frozen) embeddings."""
+
+    def __init__(self, head: nn.Module, class_weights: torch.Tensor | None = None):
+        super().__init__()
+        self.head = head
+        self.class_weights = class_weights
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None, **unused) -> SequenceClassifierOutput:
+        logits = self.head(features)
+        loss = classification_loss(logits, labels, self.class_weights) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def balanced_class_weights(labels, num_labels: int = 2) -> torch.Tensor:
+    """scikit-learn's 'balanced' weights: n_samples / (n_classes * count)."""
+    counts = torch.bincount(torch.as_tensor(labels), minlength=num_labels).float().clamp(min=1)
+    return counts.sum() / (num_labels * counts)
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in module.parameters())
+    return trainable, total

@@ -1,0 +1,368 @@
+"""Training a classifier end to end: config -> data -> backbone (+ method) -> head -> metrics -> run.
+
+``train(config)`` is the library entry point behind ``review-toolkit train``;
+``load_run(path)`` rebuilds the classifier a run directory describes.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from review_toolkit import __version__, registry
+from review_toolkit.classifier import Classifier
+from review_toolkit.config import TrainConfig
+from review_toolkit.data import LABEL_NAMES, ReviewSplits, load_splits
+from review_toolkit.embeddings import cache_key, cached_embeddings, embed_texts
+from review_toolkit.errors import PluginError
+from review_toolkit.metrics import classification_metrics, classification_report
+from review_toolkit.model import HeadOnlyModel, ReviewClassifierModel, balanced_class_weights, count_parameters
+from review_toolkit.plugin_api import Backbone, FittedHead, Head, Method, TorchHead
+from review_toolkit.registry import PluginSource
+from review_toolkit.rundir import (
+    CHECKPOINT_DIRECTORY,
+    CONFIG_FILE,
+    METRICS_FILE,
+    REPORT_FILE,
+    RUN_FILE,
+    TOKENIZER_DIRECTORY,
+    TORCH_HEAD_FILE,
+    PARTIAL_SUFFIX,
+    RunWriter,
+    read_json,
+    require_run_directory,
+    write_json,
+)
+from review_toolkit.training import feature_dataset, tokenized_dataset, train_with_trainer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Composition:
+    """The three plugins of a run, looked up and checked before any model loads."""
+
+    backbone: Backbone
+    method: Method
+    head: Head
+    sources: list[PluginSource] = field(default_factory=list)
+
+    @classmethod
+    def resolve(cls, config: TrainConfig) -> "Composition":
+        backbone, backbone_source = registry.get("backbone", config.backbone)
+        method, method_source = registry.get("method", config.method)
+        head, head_source = registry.get("head", config.resolved_head())
+        composition = cls(backbone, method, head, [backbone_source, method_source, head_source])
+        composition.check()
+        if hasattr(backbone, "trust_remote_code"):
+            backbone.trust_remote_code = config.trust_remote_code
+        return composition
+
+    def check(self) -> None:
+        """Refuse combinations that cannot train, saying what would."""
+        if self.method.trains_backbone and not self.head.trains_with_trainer:
+            torch_heads = [
+                name for name in registry.available("head") if _head_trains_with_trainer(name)
+            ]
+            raise PluginError(
+                f"The {self.head.name!r} head is fitted on frozen embeddings and cannot train through the "
+                f"{self.method.name!r} method. Use --method frozen --head {self.head.name}, or keep "
+                f"--method {self.method.name} with a head trained by Trainer: {', '.join(torch_heads)}."
+            )
+        if not isinstance(self.head, (TorchHead, FittedHead)):
+            raise PluginError(
+                f"The head {self.head.name!r} must subclass review_toolkit.plugin_api.TorchHead or FittedHead."
+            )
+
+
+def _head_trains_with_trainer(name: str) -> bool:
+    try:
+        head, _ = registry.get("head", name)
+    except PluginError:
+        return False
+    return head.trains_with_trainer
+
+
+def default_output_dir(config: TrainConfig) -> Path:
+    return Path("runs") / f"{config.backbone}-{config.method}-{config.resolved_head()}"
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak process RSS, and peak GPU memory when a GPU was used, in GiB."""
+    memory = {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    if torch.cuda.is_available():
+        memory["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return memory
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    report: str
+    classifier: Classifier
+    info: dict[str, Any]
+
+
+def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
+    """Train the composition ``config`` describes and write its run directory."""
+    config.validate()
+    composition = Composition.resolve(config)
+    backbone, method, head = composition.backbone, composition.method, composition.head
+    splits = load_splits(
+        config.data,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        label_map=config.label_map,
+        seed=config.seed,
+        split_column=config.split_column,
+        validation_data=config.validation_data,
+        test_data=config.test_data,
+    )
+    output_dir = Path(config.output_dir) if config.output_dir else default_output_dir(config)
+    resuming_in_place = bool(config.resume_from) and Path(config.resume_from).resolve() == Path(
+        str(output_dir) + PARTIAL_SUFFIX
+    ).resolve()
+    writer = RunWriter(output_dir, overwrite=config.overwrite, resuming=resuming_in_place)
+    if config.seed is not None:
+        torch.manual_seed(config.seed)
+
+    started = time.perf_counter()
+    checkpoint = backbone.resolve_checkpoint(config.model)
+    tokenizer = backbone.load_tokenizer(checkpoint)
+    max_length = min(config.max_length or backbone.max_length, backbone.max_length)
+    staging = writer.open()
+    try:
+        if method.trains_backbone:
+            classifier, trainer_info = _fine_tune(config, composition, checkpoint, tokenizer, max_length, splits, staging)
+            test_p_fake = classifier.predict_proba(splits.test.text.tolist(), batch_size=config.eval_batch_size)
+        else:
+            classifier, trainer_info, test_p_fake = _train_on_frozen(
+                config, composition, checkpoint, tokenizer, max_length, splits, staging, progress
+            )
+        training_seconds = time.perf_counter() - started
+        labels = splits.test.label.to_numpy()
+        predictions = (test_p_fake >= classifier.threshold).astype(int)
+        metrics = classification_metrics(labels, predictions, test_p_fake)
+        report = classification_report(labels, predictions)
+        info = {
+            "toolkit_version": __version__,
+            "backbone": backbone.name,
+            "method": method.name,
+            "head": head.name,
+            "checkpoint": checkpoint,
+            "max_length": max_length,
+            "embedding_size": classifier.encoder.embedding_size,
+            "label_names": list(LABEL_NAMES),
+            "threshold": classifier.threshold,
+            "data": {"source": splits.source, "sizes": splits.sizes()},
+            "plugins": [source.as_dict() for source in composition.sources],
+            "training_seconds": round(training_seconds, 2),
+            **{key: round(value, 3) for key, value in peak_memory().items()},
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+            **trainer_info,
+        }
+        classifier.info = info
+        _write_run(staging, config, tokenizer, classifier, method, metrics, report, info)
+        run_dir = writer.commit()
+    except BaseException:
+        # An interrupted fine-tune keeps its checkpoints for --resume-from; anything else is removed.
+        if not (staging / CHECKPOINT_DIRECTORY).is_dir():
+            writer.discard()
+        raise
+    return TrainResult(run_dir, metrics, report, classifier, info)
+
+
+def _fine_tune(
+    config: TrainConfig,
+    composition: Composition,
+    checkpoint: str,
+    tokenizer: Any,
+    max_length: int,
+    splits: ReviewSplits,
+    staging: Path,
+) -> tuple[Classifier, dict[str, Any]]:
+    backbone, method, head = composition.backbone, composition.method, composition.head
+    encoder = method.load_for_training(backbone, checkpoint, config)
+    torch_head = head.build(encoder.embedding_size, len(LABEL_NAMES))
+    weights = balanced_class_weights(splits.train.label.tolist()) if config.class_weight == "balanced" else None
+    model = ReviewClassifierModel(encoder, torch_head, weights)
+    if not _is_quantized(encoder):
+        model.to(_device())  # a 4-bit model is already placed by its device map
+    else:
+        torch_head.to(next(p.device for p in encoder.parameters()))
+
+    def dataset(frame):
+        return tokenized_dataset(tokenizer, backbone.prepare_texts(frame.text.tolist()), frame.label.tolist(), max_length)
+
+    trainer = train_with_trainer(
+        model,
+        config=config,
+        train_dataset=dataset(splits.train),
+        validation_dataset=dataset(splits.validation),
+        checkpoint_dir=staging / CHECKPOINT_DIRECTORY,
+        learning_rate=config.learning_rate or method.default_learning_rate,
+        optimizer=config.optimizer or method.default_optimizer,
+        group_by_length=config.group_by_length,
+        tokenizer=tokenizer,
+        max_length=max_length,
+    )
+    trainable, total = count_parameters(model)
+    metrics = trainer.state.log_history
+    info = {
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "epochs_run": trainer.state.epoch,
+        "best_validation_f1_macro": trainer.state.best_metric,
+        "train_samples_per_second": next(
+            (row["train_samples_per_second"] for row in reversed(metrics) if "train_samples_per_second" in row), None
+        ),
+    }
+    model.eval()
+    classifier = Classifier(
+        backbone=backbone, tokenizer=tokenizer, encoder=encoder, head=torch_head, max_length=max_length
+    )
+    return classifier, info
+
+
+def _is_quantized(module: torch.nn.Module) -> bool:
+    return any(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in module.modules())
+
+
+def _train_on_frozen(
+    config: TrainConfig,
+    composition: Composition,
+    checkpoint: str,
+    tokenizer: Any,
+    max_length: int,
+    splits: ReviewSplits,
+    staging: Path,
+    progress: bool,
+) -> tuple[Classifier, dict[str, Any], np.ndarray]:
+    backbone, method, head = composition.backbone, composition.method, composition.head
+    encoder = method.load_for_training(backbone, checkpoint, config).to(_device())
+    frames = [splits.train, splits.validation, splits.test]
+    texts = backbone.prepare_texts([text for frame in frames for text in frame.text.tolist()])
+    key = cache_key(backbone.name, checkpoint, max_length, texts)
+    features, was_cached = cached_embeddings(
+        key,
+        lambda: embed_texts(
+            encoder, tokenizer, texts, max_length=max_length, batch_size=config.eval_batch_size, progress=progress
+        ),
+        config.cache_dir,
+    )
+    n_train, n_val = len(splits.train), len(splits.validation)
+    train_x, val_x, test_x = features[:n_train], features[n_train : n_train + n_val], features[n_train + n_val :]
+    train_y, val_y = splits.train.label.to_numpy(), splits.validation.label.to_numpy()
+    info: dict[str, Any] = {"embeddings_cached": was_cached, "trainable_parameters": 0}
+
+    if isinstance(head, FittedHead):
+        fitted = head.fit(train_x, train_y, val_x, val_y, seed=config.seed, class_weight=config.class_weight)
+        scorer: Any = fitted
+    else:
+        torch_head = head.build(features.shape[1], len(LABEL_NAMES))
+        weights = balanced_class_weights(train_y.tolist()) if config.class_weight == "balanced" else None
+        model = HeadOnlyModel(torch_head, weights).to(_device())
+        trainer = train_with_trainer(
+            model,
+            config=config,
+            train_dataset=feature_dataset(train_x, train_y.tolist()),
+            validation_dataset=feature_dataset(val_x, val_y.tolist()),
+            checkpoint_dir=staging / CHECKPOINT_DIRECTORY,
+            learning_rate=config.learning_rate or method.default_learning_rate,
+            optimizer=config.optimizer or "adamw_torch",
+            group_by_length=False,
+        )
+        info["trainable_parameters"] = count_parameters(model)[0]
+        info["epochs_run"] = trainer.state.epoch
+        info["best_validation_f1_macro"] = trainer.state.best_metric
+        torch_head.eval()
+        scorer = torch_head
+    classifier = Classifier(backbone=backbone, tokenizer=tokenizer, encoder=encoder, head=scorer, max_length=max_length)
+    return classifier, info, classifier.p_fake_from_embeddings(test_x)
+
+
+def _write_run(
+    staging: Path,
+    config: TrainConfig,
+    tokenizer: Any,
+    classifier: Classifier,
+    method: Method,
+    metrics: dict[str, Any],
+    report: str,
+    info: dict[str, Any],
+) -> None:
+    from safetensors.torch import save_file
+
+    config.save(staging / CONFIG_FILE)
+    tokenizer.save_pretrained(staging / TOKENIZER_DIRECTORY)
+    method.save(classifier.encoder, staging)
+    if isinstance(classifier.head, torch.nn.Module):
+        state = {name: tensor.detach().cpu().contiguous() for name, tensor in classifier.head.state_dict().items()}
+        save_file(state, str(staging / TORCH_HEAD_FILE))
+    else:
+        classifier.head.save(staging)
+    write_json(staging / METRICS_FILE, metrics)
+    (staging / REPORT_FILE).write_text(report, encoding="utf-8")
+    # run.json last: its presence marks a complete run.
+    write_json(staging / RUN_FILE, info)
+
+
+def load_run(path: str | Path, *, device: str | torch.device | None = None) -> Classifier:
+    """The classifier a run directory describes, ready to ``predict``.
+
+    Base weights come from the checkpoint the run recorded (hub id or local
+    path); what training changed comes from the run directory. Nothing stored
+    in the run is executed.
+    """
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    run = require_run_directory(path)
+    info = read_json(run / RUN_FILE)
+    config = TrainConfig.from_mapping(_read_yaml(run / CONFIG_FILE), source=str(run / CONFIG_FILE))
+    backbone, _ = registry.get("backbone", info["backbone"])
+    method, _ = registry.get("method", info["method"])
+    head, _ = registry.get("head", info["head"])
+    if hasattr(backbone, "trust_remote_code"):
+        backbone.trust_remote_code = config.trust_remote_code
+    checkpoint = backbone.resolve_checkpoint(config.model)
+    tokenizer = AutoTokenizer.from_pretrained(run / TOKENIZER_DIRECTORY)
+    encoder = method.load_trained(backbone, checkpoint, run, config)
+    target = torch.device(device) if device is not None else _device()
+    if not _is_quantized(encoder):
+        encoder.to(target)
+    encoder.eval()
+    if isinstance(head, FittedHead):
+        scorer: Any = head.load(run)
+    else:
+        scorer = head.build(info["embedding_size"], len(info["label_names"]))
+        scorer.load_state_dict(load_file(str(run / TORCH_HEAD_FILE)))
+        scorer.to(next(p.device for p in encoder.parameters())).eval()
+    return Classifier(
+        backbone=backbone,
+        tokenizer=tokenizer,
+        encoder=encoder,
+        head=scorer,
+        max_length=info["max_length"],
+        threshold=info.get("threshold", 0.5),
+        info=info,
+    )
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}

@@ -1,0 +1,198 @@
+"""The contracts of the three plugin kinds: Backbone, Method and Head.
+
+A plugin is a class registered under one of the entry-point groups
+``review_toolkit.backbones``, ``review_toolkit.methods`` or
+``review_toolkit.heads``. The registry instantiates it with no arguments.
+The composer (``review_toolkit.pipeline``) reads only what these classes
+declare, so a third-party plugin composes with the built-in ones without any
+special case in the core.
+
+How the pieces fit::
+
+    texts --Backbone.tokenizer--> ids --Method-adapted PooledEncoder--> vectors --Head--> P(fake)
+
+* A **Backbone** owns the tokenizer, loading (hub id or local path), pooling to
+  one vector per review, its LoRA targets and its quantization skip list.
+* A **Method** decides how the backbone is adapted (frozen, full, LoRA,
+  QLoRA): it loads the encoder for training, and saves and reloads what it
+  trained.
+* A **Head** turns pooled vectors into class scores: a ``TorchHead`` is an
+  ``nn.Module`` trained by Hugging Face Trainer; a ``FittedHead`` is fitted
+  (scikit-learn style) on embeddings of a frozen encoder.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # heavy imports only for type checkers
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from review_toolkit.config import TrainConfig
+
+
+class Plugin(ABC):
+    """What every plugin declares: a registry name and a one-line description."""
+
+    #: Name used on the command line (``--backbone NAME``); set by the registry
+    #: from the entry point's name when the class leaves it empty.
+    name: ClassVar[str] = ""
+    #: One line shown by ``review-toolkit plugins``.
+    description: ClassVar[str] = ""
+
+
+# --------------------------------------------------------------------------- backbones
+
+
+class PooledEncoder(Protocol):
+    """The module a backbone builds: token ids in, one vector per text out.
+
+    ``transformer`` is the Hugging Face model inside it; methods wrap or
+    quantize that attribute (LoRA adapters go there), so pooling layers that
+    sit beside it (such as Stella's dense projection) stay in full precision.
+    """
+
+    transformer: nn.Module
+    embedding_size: int
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor: ...
+
+
+class Backbone(Plugin):
+    """A pretrained text encoder and everything needed to use it.
+
+    Subclasses set the class attributes and implement ``load_encoder``;
+    ``review_toolkit.encoders.TransformerBackbone`` implements it for any
+    Hugging Face encoder with mean pooling.
+    """
+
+    #: Hub id or local path used when the user gives no ``--model``.
+    default_checkpoint: ClassVar[str] = ""
+    #: Longest input, in tokens, the model was trained for; longer reviews are truncated.
+    max_length: ClassVar[int] = 512
+    #: Module names (suffixes) that LoRA adapts by default.
+    lora_targets: ClassVar[tuple[str, ...]] = ()
+    #: Module names that 4-bit quantization must leave in full precision.
+    quantization_skip: ClassVar[tuple[str, ...]] = ()
+
+    def resolve_checkpoint(self, checkpoint: str | None) -> str:
+        """The checkpoint to load: the user's ``--model`` or the default."""
+        return checkpoint or self.default_checkpoint
+
+    @abstractmethod
+    def load_tokenizer(self, checkpoint: str) -> Any:
+        """A Hugging Face tokenizer for ``checkpoint``."""
+
+    @abstractmethod
+    def load_encoder(
+        self,
+        checkpoint: str,
+        *,
+        quantization_config: Any | None = None,
+        dtype: torch.dtype | None = None,
+        device_map: Any | None = None,
+    ) -> nn.Module:
+        """Build the ``PooledEncoder`` for ``checkpoint``.
+
+        ``quantization_config`` (a ``BitsAndBytesConfig``) and ``device_map``
+        are passed by the qlora method; a backbone that cannot be quantized
+        raises ``PluginError`` saying so.
+        """
+
+    def prepare_texts(self, texts: list[str]) -> list[str]:
+        """Text-level preprocessing before tokenization (identity by default)."""
+        return texts
+
+
+# --------------------------------------------------------------------------- methods
+
+
+class Method(Plugin):
+    """How a backbone is adapted, and how what was trained is saved and reloaded."""
+
+    #: False for ``frozen``: vectors are computed once (and cached) and only
+    #: the head learns. True when Trainer optimizes encoder weights too.
+    trains_backbone: ClassVar[bool] = True
+    #: Learning rate used when the user sets none: adapters want a larger one
+    #: than full fine-tuning.
+    default_learning_rate: ClassVar[float] = 1e-4
+    #: Optimizer name (a TrainingArguments ``optim`` value) used when the user sets none.
+    default_optimizer: ClassVar[str] = "adamw_torch"
+
+    @abstractmethod
+    def load_for_training(self, backbone: Backbone, checkpoint: str, config: TrainConfig) -> nn.Module:
+        """Load the backbone's encoder, adapted and ready for Trainer."""
+
+    @abstractmethod
+    def save(self, encoder: nn.Module, directory: Path) -> None:
+        """Write what this method trained into the run ``directory``."""
+
+    @abstractmethod
+    def load_trained(
+        self, backbone: Backbone, checkpoint: str, directory: Path, config: TrainConfig
+    ) -> nn.Module:
+        """Rebuild the trained encoder from ``checkpoint`` plus what ``save`` wrote."""
+
+
+# --------------------------------------------------------------------------- heads
+
+
+class Head(Plugin):
+    """The classifier on pooled vectors."""
+
+    #: True for heads that are ``nn.Module``s trained by Trainer (``TorchHead``);
+    #: False for heads fitted on embeddings of a frozen encoder (``FittedHead``).
+    trains_with_trainer: ClassVar[bool] = True
+
+
+class TorchHead(Head):
+    """A head trained by Hugging Face Trainer, alone or together with the encoder."""
+
+    trains_with_trainer: ClassVar[bool] = True
+
+    @abstractmethod
+    def build(self, in_features: int, num_labels: int) -> nn.Module:
+        """A module mapping ``[batch, in_features]`` vectors to ``[batch, num_labels]`` logits."""
+
+
+@runtime_checkable
+class FittedModel(Protocol):
+    """A fitted head: probabilities out, and safe to save (no pickle)."""
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """``[n, 2]`` probabilities, column 1 for ``fake``."""
+        ...
+
+    def save(self, directory: Path) -> None:
+        """Write the fitted state as JSON or safetensors into ``directory``."""
+        ...
+
+
+class FittedHead(Head):
+    """A head fitted on the embeddings of a frozen encoder."""
+
+    trains_with_trainer: ClassVar[bool] = False
+
+    @abstractmethod
+    def fit(
+        self,
+        train_features: np.ndarray,
+        train_labels: np.ndarray,
+        validation_features: np.ndarray,
+        validation_labels: np.ndarray,
+        *,
+        seed: int,
+        class_weight: str | None = None,
+    ) -> FittedModel:
+        """Fit on training vectors; the validation split may pick hyperparameters."""
+
+    @abstractmethod
+    def load(self, directory: Path) -> FittedModel:
+        """Rebuild what ``FittedModel.save`` wrote, without executing stored code."""
+
+
+PLUGIN_KINDS: dict[str, type[Plugin]] = {"backbone": Backbone, "method": Method, "head": Head}

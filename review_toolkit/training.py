@@ -1,0 +1,202 @@
+"""Training torch models with Hugging Face Trainer.
+
+Two things differ from a stock Trainer:
+
+* checkpoints hold only the trainable weights (adapters, head, or everything
+  for full fine-tuning), so a 4-bit base model is never serialised and a LoRA
+  checkpoint stays a few megabytes;
+* early stopping on validation macro F1 restores the best checkpoint at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from datasets import Dataset
+from torch import nn
+from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from review_toolkit.config import TrainConfig
+from review_toolkit.errors import ConfigError
+from review_toolkit.metrics import trainer_compute_metrics
+
+WEIGHTS_NAME = "model.safetensors"  # the name Trainer looks for when it restores a checkpoint
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad}
+
+
+class ReviewTrainer(Trainer):
+    """Trainer whose checkpoints hold the trainable weights only."""
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        output_dir = output_dir or self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        safetensors.torch.save_file(trainable_state(model), os.path.join(output_dir, WEIGHTS_NAME))
+
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        # Frozen weights are absent from checkpoints by design; only surprises are worth a word.
+        if load_result.unexpected_keys:
+            raise RuntimeError(f"Checkpoint holds weights this model lacks: {load_result.unexpected_keys[:5]}")
+
+
+def bf16_enabled(config: TrainConfig) -> bool:
+    if config.bf16 is not None:
+        return config.bf16 and torch.cuda.is_available()
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def warmup_steps(config: TrainConfig) -> float | int:
+    return config.warmup if config.warmup < 1 else int(config.warmup)
+
+
+def training_arguments(
+    config: TrainConfig,
+    output_dir: Path,
+    *,
+    learning_rate: float,
+    optimizer: str,
+    group_by_length: bool,
+    has_validation: bool,
+) -> TrainingArguments:
+    evaluate_each_epoch = "epoch" if has_validation else "no"
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=warmup_steps(config),
+        weight_decay=config.weight_decay,
+        optim=optimizer,
+        bf16=bf16_enabled(config),
+        gradient_checkpointing=False,  # applied by the method on the transformer itself when asked
+        eval_strategy=evaluate_each_epoch,
+        save_strategy=evaluate_each_epoch if has_validation else "epoch",
+        save_total_limit=1,
+        load_best_model_at_end=has_validation,
+        metric_for_best_model="f1_macro",
+        greater_is_better=True,
+        logging_strategy="epoch",
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        length_column_name="length",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+    )
+
+
+def tokenized_dataset(tokenizer: Any, texts: list[str], labels: list[int], max_length: int) -> Dataset:
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)
+    return Dataset.from_dict(
+        {
+            "input_ids": encoded["input_ids"],
+            "attention_mask": encoded["attention_mask"],
+            "labels": list(labels),
+            "length": [len(ids) for ids in encoded["input_ids"]],
+        }
+    )
+
+
+def feature_dataset(features: Any, labels: list[int]) -> Dataset:
+    return Dataset.from_dict({"features": [list(map(float, row)) for row in features], "labels": list(labels)}).with_format(
+        "torch"
+    )
+
+
+def resolve_resume_checkpoint(resume_from: str | None) -> str | None:
+    """A checkpoint directory, or the latest checkpoint inside a run directory or its checkpoints/."""
+    if not resume_from:
+        return None
+    path = Path(resume_from).expanduser()
+    if (path / WEIGHTS_NAME).is_file() and (path / "trainer_state.json").is_file():
+        return str(path)
+    for folder in (path / "checkpoints", path):
+        if folder.is_dir():
+            last = get_last_checkpoint(str(folder))
+            if last:
+                return last
+    raise ConfigError(
+        f"--resume-from {resume_from}: no training checkpoint found there. Give a run directory "
+        "(or an interrupted one ending in .partial) that contains checkpoints/checkpoint-N, or such a checkpoint."
+    )
+
+
+def train_with_trainer(
+    model: nn.Module,
+    *,
+    config: TrainConfig,
+    train_dataset: Dataset,
+    validation_dataset: Dataset | None,
+    checkpoint_dir: Path,
+    learning_rate: float,
+    optimizer: str,
+    group_by_length: bool,
+    tokenizer: Any | None = None,
+    max_length: int | None = None,
+) -> Trainer:
+    """Train ``model`` and leave the best validation checkpoint's weights in it."""
+    has_validation = validation_dataset is not None and len(validation_dataset) > 0
+    args = training_arguments(
+        config,
+        checkpoint_dir,
+        learning_rate=learning_rate,
+        optimizer=optimizer,
+        group_by_length=group_by_length,
+        has_validation=has_validation,
+    )
+    collator = None
+    if tokenizer is not None:
+        collator = DataCollatorWithPadding(
+            tokenizer,
+            padding="max_length" if config.pad_to_max_length else "longest",
+            max_length=max_length if config.pad_to_max_length else None,
+            pad_to_multiple_of=None if config.pad_to_max_length else 8,
+        )
+    callbacks = []
+    if has_validation and config.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    trainer = ReviewTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=validation_dataset if has_validation else None,
+        data_collator=collator,
+        compute_metrics=trainer_compute_metrics,
+        callbacks=callbacks,
+    )
+    trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(config.resume_from))
+    return trainer
+
+
+def describe_arguments(args: TrainingArguments) -> dict[str, Any]:
+    """The Trainer settings worth recording in a run."""
+    keys = (
+        "num_train_epochs",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "learning_rate",
+        "lr_scheduler_type",
+        "warmup_steps",
+        "optim",
+        "bf16",
+        "train_sampling_strategy",
+    )
+    values = dataclasses.asdict(args)
+    return {key: str(values[key]) if not isinstance(values[key], (int, float, bool)) else values[key] for key in keys}
