@@ -71,7 +71,7 @@ def test_bundled_default_data_is_balanced_sample():
     assert len(df) == 1000
     assert df["label"].value_counts().to_dict() == {FAKE: 500, REAL: 500}
     assert df["label"].dtype == "int64"
-    assert df["row"].tolist() == list(range(1, 601))
+    assert df["row"].tolist() == list(range(1, 1001))
     assert all(isinstance(t, str) and t.strip() for t in df["text"])
     # labels line up with the file
     assert (df["label"] == (raw["label"] == "fake").astype(int)).all()
@@ -396,7 +396,7 @@ def test_default_split_sizes_and_stratification():
         assert set(counts.index) == {FAKE, REAL}
         assert abs(counts[FAKE] - counts[REAL]) <= 1  # 50/50 data stays 50/50
     rows = pd.concat([splits.train["row"], splits.validation["row"], splits.test["row"]])
-    assert sorted(rows) == list(range(1, 601))  # a partition of the file
+    assert sorted(rows) == list(range(1, 1001))  # a partition of the file
     assert "bundled default" in splits.source
 
 
@@ -414,7 +414,7 @@ def test_split_is_deterministic_for_a_seed():
 def test_split_fractions(tmp_path):
     df = load_reviews()
     splits = split_reviews(df, fractions=(0.5, 0.25, 0.25))
-    assert splits.sizes() == {"train": 300, "validation": 150, "test": 150}
+    assert splits.sizes() == {"train": 500, "validation": 250, "test": 250}
     with pytest.raises(ConfigError):
         split_reviews(df, fractions=(0.5, 0.5, 0.5))
 
