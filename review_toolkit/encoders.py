@@ -99,8 +99,9 @@ class TransformerBackbone(Backbone):
         kwargs: dict[str, Any] = {}
         if quantization_config is not None:
             kwargs["quantization_config"] = quantization_config
-        if dtype is not None:
-            kwargs["dtype"] = dtype
+        # Weights train in float32 (mixed precision comes from Trainer's autocast); a checkpoint
+        # stored in fp16 would otherwise load, and train, in fp16.
+        kwargs["dtype"] = dtype or torch.float32
         if device_map is not None:
             kwargs["device_map"] = device_map
         transformer = self.load_transformer(checkpoint, **kwargs)
