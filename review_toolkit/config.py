@@ -55,7 +55,9 @@ class TrainConfig:
     early_stopping_patience: int | None = 2
     class_weight: str | None = None  # "balanced" or None
     pad_to_max_length: bool = False  # the research recipe pads every batch to max_length
-    group_by_length: bool = True
+    # Length-sorted batches of at most batch_size reviews and this many (padded) tokens;
+    # None or 0: Trainer's random batches of exactly batch_size.
+    max_tokens_per_batch: int | None = 4096
     bf16: bool | None = None  # None: on when the GPU supports it
     gradient_checkpointing: bool = False
     resume_from: str | None = None
@@ -112,6 +114,10 @@ class TrainConfig:
             (self.lora_r >= 1, "lora_r must be at least 1"),
             (self.class_weight in (None, "balanced"), "class_weight must be 'balanced' or empty"),
             (self.warmup >= 0, "warmup must be zero or positive"),
+            (
+                not self.max_tokens_per_batch or self.max_tokens_per_batch >= (self.max_length or 8),
+                "max_tokens_per_batch must be at least max_length (one full-length review)",
+            ),
         ]
         for ok, message in checks:
             if not ok:

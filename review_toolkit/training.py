@@ -19,12 +19,15 @@ import safetensors.torch
 import torch
 from datasets import Dataset
 from torch import nn
+from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from review_toolkit.batching import TokenBudgetBatchSampler
 from review_toolkit.config import TrainConfig
 from review_toolkit.errors import ConfigError
 from review_toolkit.metrics import trainer_compute_metrics
+from review_toolkit.signals import InterruptionCallback
 
 WEIGHTS_NAME = "model.safetensors"  # the name Trainer looks for when it restores a checkpoint
 
@@ -34,7 +37,29 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 class ReviewTrainer(Trainer):
-    """Trainer whose checkpoints hold the trainable weights only."""
+    """Trainer whose checkpoints hold the trainable weights only, with token-budget batches."""
+
+    def __init__(self, *args: Any, max_tokens_per_batch: int | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.max_tokens_per_batch = max_tokens_per_batch
+
+    def get_train_dataloader(self) -> DataLoader:
+        if not self.max_tokens_per_batch or "length" not in self.train_dataset.column_names:
+            return super().get_train_dataloader()
+        sampler = TokenBudgetBatchSampler(
+            self.train_dataset["length"],
+            max_tokens=self.max_tokens_per_batch,
+            max_batch_size=self.args.per_device_train_batch_size,
+            seed=self.args.seed,
+        )
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir or self.args.output_dir
@@ -66,7 +91,6 @@ def training_arguments(
     *,
     learning_rate: float,
     optimizer: str,
-    group_by_length: bool,
     has_validation: bool,
 ) -> TrainingArguments:
     evaluate_each_epoch = "epoch" if has_validation else "no"
@@ -87,14 +111,13 @@ def training_arguments(
         save_strategy=evaluate_each_epoch if has_validation else "epoch",
         save_total_limit=1,
         load_best_model_at_end=has_validation,
+        restore_callback_states_from_checkpoint=True,  # early-stopping patience survives --resume-from
         metric_for_best_model="f1_macro",
         greater_is_better=True,
         logging_strategy="epoch",
         report_to="none",
         seed=config.seed,
         data_seed=config.seed,
-        train_sampling_strategy="group_by_length" if group_by_length else "random",
-        length_column_name="length",
         remove_unused_columns=False,
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
@@ -147,7 +170,7 @@ def train_with_trainer(
     checkpoint_dir: Path,
     learning_rate: float,
     optimizer: str,
-    group_by_length: bool,
+    max_tokens_per_batch: int | None = None,
     tokenizer: Any | None = None,
     max_length: int | None = None,
 ) -> Trainer:
@@ -158,7 +181,6 @@ def train_with_trainer(
         checkpoint_dir,
         learning_rate=learning_rate,
         optimizer=optimizer,
-        group_by_length=group_by_length,
         has_validation=has_validation,
     )
     collator = None
@@ -169,7 +191,7 @@ def train_with_trainer(
             max_length=max_length if config.pad_to_max_length else None,
             pad_to_multiple_of=None if config.pad_to_max_length else 8,
         )
-    callbacks = []
+    callbacks: list[Any] = [InterruptionCallback()]  # SIGINT/SIGTERM: checkpoint, then stop
     if has_validation and config.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     trainer = ReviewTrainer(
@@ -180,6 +202,7 @@ def train_with_trainer(
         data_collator=collator,
         compute_metrics=trainer_compute_metrics,
         callbacks=callbacks,
+        max_tokens_per_batch=max_tokens_per_batch,
     )
     trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(config.resume_from))
     return trainer
@@ -196,7 +219,6 @@ def describe_arguments(args: TrainingArguments) -> dict[str, Any]:
         "warmup_steps",
         "optim",
         "bf16",
-        "train_sampling_strategy",
     )
     values = dataclasses.asdict(args)
     return {key: str(values[key]) if not isinstance(values[key], (int, float, bool)) else values[key] for key in keys}

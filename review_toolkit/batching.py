@@ -1,0 +1,69 @@
+"""Length-sorted batches under a token budget.
+
+Reviews vary from a dozen tokens to hundreds. Random batches pad every review
+to the longest in its batch; a fixed batch size lets one batch of long reviews
+set the peak memory. Here batches are cut from the length-sorted order so that
+``batch length x longest review <= max_tokens`` (and at most ``max_batch_size``
+reviews), and their order is shuffled each epoch.
+
+The number of batches depends only on the multiset of lengths, so it is the
+same every epoch (Trainer counts steps up front); within a run of equal
+lengths the examples are reshuffled every epoch, so batch contents vary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+
+class _Epoch:
+    """Epoch holder; accelerate's sharding wrapper reaches it as ``.sampler.set_epoch``."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
+class TokenBudgetBatchSampler:
+    """Batches of similar length whose padded size stays within ``max_tokens``."""
+
+    def __init__(self, lengths: Sequence[int], *, max_tokens: int, max_batch_size: int, seed: int = 0):
+        if max_tokens < max(lengths, default=1):
+            raise ValueError(f"max_tokens={max_tokens} is below the longest example ({max(lengths)} tokens)")
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.max_tokens = max_tokens
+        self.max_batch_size = max_batch_size
+        self.seed = seed
+        self.sampler = _Epoch()
+        self._boundaries = self._cut(np.sort(self.lengths))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def _cut(self, sorted_lengths: np.ndarray) -> list[tuple[int, int]]:
+        """[start, end) ranges over the length-sorted order, each within the budget."""
+        boundaries, start = [], 0
+        for end in range(1, len(sorted_lengths) + 1):
+            size = end - start
+            # Sorted ascending, so the newest element is the longest in the batch.
+            if size > self.max_batch_size or size * sorted_lengths[end - 1] > self.max_tokens:
+                boundaries.append((start, end - 1))
+                start = end - 1
+        if start < len(sorted_lengths):
+            boundaries.append((start, len(sorted_lengths)))
+        return boundaries
+
+    def __len__(self) -> int:
+        return len(self._boundaries)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng(self.seed + self.sampler.epoch)
+        # Sort by length with a random tie-break: the same cut points, new companions each epoch.
+        order = np.lexsort((rng.random(len(self.lengths)), self.lengths))
+        batches = [order[start:end].tolist() for start, end in self._boundaries]
+        for index in rng.permutation(len(batches)):
+            yield batches[index]
