@@ -7,6 +7,7 @@ another head skip the expensive part entirely.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -39,6 +40,13 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
+def inference_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 matrix products on GPUs that have them (several times faster); float32 elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def model_device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
@@ -63,9 +71,10 @@ def embed_texts(
     batches = length_sorted_batches(lengths, batch_size)
     for batch in tqdm(batches, desc=description, disable=not progress, unit="batch"):
         features = tokenizer.pad({"input_ids": [encoded["input_ids"][i] for i in batch]}, return_tensors="pt")
-        vectors = encoder(
-            input_ids=features["input_ids"].to(device), attention_mask=features["attention_mask"].to(device)
-        )
+        with inference_autocast(device):
+            vectors = encoder(
+                input_ids=features["input_ids"].to(device), attention_mask=features["attention_mask"].to(device)
+            )
         vectors = vectors.float().cpu().numpy()
         if result is None:
             result = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)

