@@ -6,6 +6,7 @@ review texts, tokenized, so lengths follow the data (mean ~81 tokens). For
 each architecture and method (full, lora, qlora), three rows:
 
   toolkit  `review-toolkit train` as a user runs it (defaults), one epoch
+  throughput  the same with examples/gpu_throughput.yaml (large token-budget batches), one epoch
   recipe   the research recipe through the toolkit: pad to 512, batch 2 x 8,
            paged_adamw_8bit, cosine (examples/research_recipe.yaml), 40 steps
   plain    a plain PyTorch + PEFT loop (as ../shared/bench/gpu_baseline.py):
@@ -35,6 +36,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 RECIPE = HERE.parent / "examples" / "research_recipe.yaml"
+THROUGHPUT = HERE.parent / "examples" / "gpu_throughput.yaml"
 
 
 def measure_peak_bf16() -> float:
@@ -107,7 +109,8 @@ def save_t5(directory: Path, tokenizer) -> int:
 
 
 def toolkit_row(arch: str, method: str, checkpoint: Path, data: str, work: Path, extra: list[str]) -> dict:
-    run_dir = work / f"run-{arch}-{method}-{'recipe' if extra else 'toolkit'}"
+    label = "toolkit" if not extra else ("recipe" if str(RECIPE) in extra else "throughput")
+    run_dir = work / f"run-{arch}-{method}-{label}"
     command = [
         sys.executable, "-m", "review_toolkit", "train", "--quiet", "--overwrite",
         "--backbone", arch, "--model", str(checkpoint), "--method", method, "--head", "linear",
@@ -115,6 +118,8 @@ def toolkit_row(arch: str, method: str, checkpoint: Path, data: str, work: Path,
     ]
     if not extra:
         command += ["--epochs", "1"]
+    elif str(RECIPE) not in extra:
+        pass  # the throughput preset sets its own epochs on the command line
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         return {"error": completed.stderr[-3000:]}
@@ -136,6 +141,7 @@ def plain_loop_row(arch: str, method: str, checkpoint: Path, texts: list[str], t
         config, cls, targets, skip = stella_config(), GteForSequenceClassification, ["q_proj", "k_proj", "v_proj", "o_proj"], ["classifier"]
     else:
         config, cls, targets, skip = t5_config(), T5ForSequenceClassification, ["q", "k", "v", "o"], ["classification_head"]
+        config.eos_token_id = tokenizer.sep_token_id  # the WordPiece stand-in ends inputs with [SEP]
     config.num_labels = 2
     if method == "qlora":
         directory = tempfile.mkdtemp()
@@ -205,6 +211,7 @@ def pipeline_inference(arch: str, texts: list[str], tokenizer) -> dict:
     else:
         config = t5_config()
         config.num_labels = 2
+        config.eos_token_id = tokenizer.sep_token_id
         T5ForSequenceClassification(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     classify = pipeline("text-classification", model=directory, device=0, dtype=torch.bfloat16)
@@ -241,7 +248,7 @@ def main() -> None:
     parser.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
     parser.add_argument("--archs", default="stella,flan-t5")
     parser.add_argument("--methods", default="full,lora,qlora")
-    parser.add_argument("--rows", default="toolkit,recipe,plain,infer")
+    parser.add_argument("--rows", default="toolkit,throughput,recipe,plain,infer")
     args = parser.parse_args()
 
     import pandas as pd
@@ -268,6 +275,8 @@ def main() -> None:
             rows = []
             if "toolkit" in wanted:
                 rows.append(("toolkit", toolkit_row(arch, method, checkpoint, args.data, work, [])))
+            if "throughput" in wanted:
+                rows.append(("throughput", toolkit_row(arch, method, checkpoint, args.data, work, ["--config", str(THROUGHPUT), "--epochs", "1"])))
             if "recipe" in wanted:
                 rows.append(("recipe", toolkit_row(arch, method, checkpoint, args.data, work, ["--config", str(RECIPE), "--max-steps", "20"])))
             if "plain" in wanted:
@@ -285,7 +294,10 @@ def main() -> None:
             toolkit_run = rows[0][1].get("run_dir") if rows and rows[0][0] == "toolkit" else None
             if "infer" in wanted and method == "full" and toolkit_run:
                 inference = {"arch": arch, "row": "inference", "toolkit_reviews_per_s": round(toolkit_inference(toolkit_run, texts), 1)}
-                inference["pipeline_reviews_per_s"] = pipeline_inference(arch, texts, AutoTokenizer.from_pretrained(args.tokenizer))
+                try:
+                    inference["pipeline_reviews_per_s"] = pipeline_inference(arch, texts, AutoTokenizer.from_pretrained(args.tokenizer))
+                except Exception as error:  # keep the rows measured so far
+                    inference["pipeline_reviews_per_s"] = {"error": repr(error)[:300]}
                 report["rows"].append(inference)
                 print(json.dumps(inference), flush=True)
         (out / "gpu_speed.json").write_text(json.dumps(report, indent=1))

@@ -13,9 +13,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from review_toolkit.calibration import Calibration
 from review_toolkit.data import LABEL_NAMES
 from review_toolkit.embeddings import embed_texts
-from review_toolkit.plugin_api import Backbone, FittedModel
+from review_toolkit.errors import PluginError
+from review_toolkit.plugin_api import Backbone, Featurizer, FittedModel
+
+
+def featurize(featurizer: Featurizer, texts: list[str]) -> np.ndarray:
+    """A featurizer's vectors as a dense float32 array, checked: training and serving share this path."""
+    features = featurizer.transform(list(texts))
+    if hasattr(features, "toarray"):  # scipy sparse
+        features = features.toarray()
+    features = np.asarray(features, dtype=np.float32)
+    if features.shape != (len(texts), featurizer.embedding_size):
+        raise PluginError(
+            f"{type(featurizer).__name__}.transform returned shape {features.shape} for {len(texts)} texts; "
+            f"the contract is [{len(texts)}, embedding_size={featurizer.embedding_size}]."
+        )
+    return features
 
 
 @dataclass
@@ -25,28 +41,47 @@ class Prediction:
 
 
 class Classifier:
-    """Scores reviews with an encoder and either a torch head or a fitted model."""
+    """Scores reviews with an encoder and either a torch head or a fitted model.
+
+    ``calibration`` (fitted on the validation split, stored in run.json) maps the head's
+    probabilities to calibrated ones (it defaults to what ``info``, i.e. run.json, records);
+    ``threshold`` applies to the calibrated P(fake).
+    """
 
     def __init__(
         self,
         *,
         backbone: Backbone,
-        tokenizer: Any,
-        encoder: nn.Module,
+        tokenizer: Any = None,
+        encoder: nn.Module | None = None,
         head: nn.Module | FittedModel,
         max_length: int,
         threshold: float = 0.5,
         info: dict[str, Any] | None = None,
+        calibration: Calibration | dict[str, Any] | None = None,
+        featurizer: Featurizer | None = None,
     ):
+        if featurizer is None and encoder is None:
+            raise ValueError("Classifier needs an encoder (with its tokenizer) or a fitted featurizer.")
         self.backbone = backbone
+        self.featurizer = featurizer
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.head = head
         self.max_length = max_length
         self.threshold = threshold
         self.info = info or {}
+        if calibration is None:
+            calibration = self.info.get("calibration")
+        self.calibration = calibration if isinstance(calibration, Calibration) else Calibration.from_dict(calibration)
+
+    @property
+    def embedding_size(self) -> int:
+        return (self.featurizer if self.featurizer is not None else self.encoder).embedding_size
 
     def embed(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        if self.featurizer is not None:
+            return featurize(self.featurizer, self.backbone.prepare_texts(list(texts)))
         return embed_texts(
             self.encoder,
             self.tokenizer,
@@ -56,7 +91,11 @@ class Classifier:
             progress=progress,
         )
 
-    def p_fake_from_embeddings(self, features: np.ndarray) -> np.ndarray:
+    def p_fake_from_embeddings(self, features: np.ndarray, *, calibrated: bool = True) -> np.ndarray:
+        raw = self._raw_p_fake(features)
+        return self.calibration.apply(raw) if calibrated else raw
+
+    def _raw_p_fake(self, features: np.ndarray) -> np.ndarray:
         if isinstance(self.head, nn.Module):
             self.head.eval()
             weight = next(self.head.parameters())
@@ -65,12 +104,15 @@ class Classifier:
                 return torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy().astype(np.float64)
         return self.head.predict_proba(features)[:, 1]
 
-    def predict_proba(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """P(fake) for each text, in input order."""
+    def predict_proba(
+        self, texts: list[str], *, batch_size: int = 64, progress: bool = False, calibrated: bool = True
+    ) -> np.ndarray:
+        """P(fake) for each text, in input order (calibrated unless ``calibrated=False``)."""
         texts = list(texts)
         if not texts:
             return np.zeros(0, dtype=np.float64)
-        return self.p_fake_from_embeddings(self.embed(texts, batch_size=batch_size, progress=progress))
+        features = self.embed(texts, batch_size=batch_size, progress=progress)
+        return self.p_fake_from_embeddings(features, calibrated=calibrated)
 
     def labels_for(self, p_fake: np.ndarray) -> list[str]:
         return [LABEL_NAMES[int(p >= self.threshold)] for p in p_fake]

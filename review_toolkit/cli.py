@@ -66,10 +66,14 @@ def _split_list(value: str | None) -> list[str] | None:
 @click.option("--overwrite", is_flag=True, default=None, help="Replace an existing run directory.")
 @click.option("--cache-dir", help="Where frozen embeddings are cached (default: ~/.cache/review_toolkit).")
 @click.option("--epochs", type=float, help="Training epochs (default: 4).")
+@click.option("--max-steps", type=int, help="Stop after this many optimizer steps (overrides --epochs).")
 @click.option("--learning-rate", type=float, help="Learning rate (default: the method's own).")
 @click.option("--batch-size", type=int, help="Training batch size per device (default: 32).")
 @click.option("--gradient-accumulation-steps", type=int, help="Batches per optimizer step (default: 1).")
 @click.option("--max-length", type=int, help="Truncate reviews to this many tokens (default: the backbone's maximum).")
+@click.option("--max-tokens-per-batch", type=int, help="Token budget of a length-sorted batch (default: 4096; 0: random batches of --batch-size).")
+@click.option("--pad-to-max-length", is_flag=True, default=None, help="Pad every review to --max-length (the research recipe; slow).")
+@click.option("--gradient-checkpointing", is_flag=True, default=None, help="Recompute activations in backward: far less memory, ~30% more compute.")
 @click.option("--optimizer", help="TrainingArguments optim name (default: the method's own).")
 @click.option("--lr-scheduler", help="Learning-rate schedule: linear, cosine, ... (default: linear).")
 @click.option("--early-stopping-patience", type=int, help="Epochs without validation F1 gain before stopping (default: 2; 0 turns it off).")
@@ -90,16 +94,20 @@ def train(config_file: str | None, quiet: bool, **options: Any) -> None:
     options["label_map"] = parse_label_map(options["label_map"])
     options["lora_targets"] = _split_list(options["lora_targets"])
     config = build_config(config_file, options)
+    from review_toolkit.rundir import describe_interrupted_run, run_of_staging
+    from review_toolkit.signals import graceful_interruption
+
+    if not config.output_dir and config.resume_from and run_of_staging(config.resume_from):
+        config.output_dir = str(run_of_staging(config.resume_from))  # finish RUN.partial as RUN
     output_dir = config.output_dir or str(default_output_dir(config))
     config.output_dir = output_dir
+
     try:
-        result = run_training(config, progress=not quiet)
-    except KeyboardInterrupt:
-        click.echo(
-            f"\nInterrupted. Checkpoints, if any were written, are in {output_dir}.partial; "
-            f"continue with --resume-from {output_dir}.partial.",
-            err=True,
-        )
+        # SIGINT / SIGTERM during training: checkpoint after the current step, then stop.
+        with graceful_interruption():
+            result = run_training(config, progress=not quiet)
+    except KeyboardInterrupt as interrupt:
+        click.echo("\n" + describe_interrupted_run(output_dir, interrupt), err=True)
         sys.exit(EXIT_INTERRUPTED)
     _print_summary(result)
 
@@ -116,17 +124,91 @@ def _print_summary(result: Any) -> None:
     click.echo(f"trained in {info['training_seconds']:.1f} s; run saved to {result.run_dir}")
 
 
+_IO_FORMATS = ["csv", "tsv", "jsonl"]
+
+
 @cli.command()
 @click.option("--run", "run_dir", required=True, help="Run directory written by 'train'.")
-@click.option("--text", "texts", multiple=True, required=True, help="A review to score; repeat for several.")
-def predict(run_dir: str, texts: tuple[str, ...]) -> None:
-    """Print the label and P(fake) of each review."""
-    _quiet_libraries()
-    from review_toolkit.pipeline import load_run
+@click.option("--text", "texts", multiple=True, help="A review to score; repeat for several.")
+@click.option("--input", "input_path", help="Reviews to score: a CSV, TSV or JSON Lines file, or '-' for standard input.")
+@click.option("--output", "output_path", help="Write scored rows here (.csv, .tsv or .jsonl; default: standard output).")
+@click.option("--text-column", default="text", show_default=True, help="Column (JSON key) holding the review text.")
+@click.option("--input-format", type=click.Choice(_IO_FORMATS), help="Format of --input (default: its extension; guessed on standard input).")
+@click.option("--output-format", type=click.Choice(_IO_FORMATS), help="Format of the output (default: --output's extension, else the input's).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Reviews per forward pass (default: 64 on GPU, 16 on CPU).")
+@click.option("--allow-unverified", is_flag=True, help="Load a run that does not match its manifest (still never unpickles).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code that comes with the run's checkpoint to run.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def predict(
+    run_dir: str,
+    texts: tuple[str, ...],
+    input_path: str | None,
+    output_path: str | None,
+    text_column: str,
+    input_format: str | None,
+    output_format: str | None,
+    batch_size: int | None,
+    allow_unverified: bool,
+    trust_remote_code: bool,
+    quiet: bool,
+) -> None:
+    """Score reviews: one row per review with its original columns, `label` and `p_fake`.
 
-    classifier = load_run(run_dir)
-    for text, prediction in zip(texts, classifier.predict(list(texts))):
-        click.echo(f"{prediction.label}\tp_fake={prediction.p_fake:.4f}\t{text}")
+    Input is streamed in chunks in constant memory, rows come out in input order, and an --output
+    file appears only once every row is written. `label` uses the run's decision threshold on the
+    calibrated `p_fake` (see `evaluate --threshold-for / --target-precision`).
+    """
+    _quiet_libraries()
+    from review_toolkit.prediction import (
+        STDIO,
+        ReviewReader,
+        format_of,
+        predict_to_output,
+        return_freed_memory_promptly,
+        sniff_stdin,
+        texts_reader,
+    )
+    from review_toolkit.signals import graceful_interruption
+
+    if bool(texts) == bool(input_path):
+        raise click.UsageError("Give the reviews either with --text (repeatable) or with --input FILE ('-' for standard input).")
+    if texts:
+        reader = texts_reader(list(texts))
+    elif input_path == STDIO:
+        stream, detected = sniff_stdin(click.get_binary_stream("stdin"), input_format)
+        reader = ReviewReader(stream, detected, text_column, "standard input")
+    else:
+        reader = ReviewReader(input_path, format_of(input_path, "--input-format", input_format), text_column, input_path)
+    if output_format is None:
+        output_format = format_of(output_path, "--output-format", None) if output_path not in (None, STDIO) else (
+            "csv" if texts else reader.format
+        )
+
+    def load() -> Any:
+        from review_toolkit.pipeline import load_run
+
+        return load_run(run_dir, allow_unverified=allow_unverified, trust_remote_code=trust_remote_code)
+
+    return_freed_memory_promptly()  # constant memory over any number of rows
+    try:
+        with graceful_interruption():  # SIGTERM too ends in the clean-up that removes a partial output
+            summary = predict_to_output(
+                load,
+                reader,
+                output_path,
+                output_format,
+                stdout=click.get_text_stream("stdout"),
+                batch_size=batch_size,
+                progress=not quiet,
+            )
+    except KeyboardInterrupt:
+        kept = f"; {output_path} was not written" if output_path not in (None, STDIO) else ""
+        click.echo(f"\nInterrupted{kept}.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    for note in summary.notes:
+        click.echo(note, err=True)
+    if output_path not in (None, STDIO):
+        click.echo(f"{summary.rows} reviews scored -> {summary.output}", err=True)
 
 
 @cli.command()
@@ -146,6 +228,108 @@ def plugins() -> None:
     widths = [max(len(line[i]) for line in table) for i in range(4)]
     for line in table:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(line[:4], widths)) + "  " + line[4])
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, help="Run directory written by 'train'.")
+@click.option("--data", help="Labelled reviews to evaluate on (default: the run's own test split).")
+@click.option("--text-column", help="Text column of --data (default: the run's).")
+@click.option("--label-column", help="Label column of --data (default: the run's).")
+@click.option("--label-map", help="Label mapping for --data, e.g. 'CG=fake,OR=real' (default: the run's).")
+@click.option("--output-dir", help="Folder for the outputs (default: RUN/evaluation/test, or RUN/evaluation/<data file name>).")
+@click.option("--calibration", type=click.Choice(["temperature", "platt", "none"]), help="Refit calibration on the validation split.")
+@click.option("--threshold-for", type=click.Choice(["f1", "accuracy"]), help="Choose the threshold with the best macro F1 (or accuracy) on validation.")
+@click.option("--target-precision", type=click.FloatRange(0, 1, min_open=True), help="Choose the lowest threshold reaching this precision for 'fake' on validation.")
+@click.option("--threshold", type=click.FloatRange(0, 1), help="Set the decision threshold by hand.")
+@click.option("--no-save", is_flag=True, help="Try a calibration or threshold without storing it in the run.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Reviews per forward pass with --data (default: 64 on GPU, 16 on CPU).")
+@click.option("--allow-unverified", is_flag=True, help="Evaluate a run that does not match its manifest (it is then not re-sealed).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def evaluate(run_dir: str, label_map: str | None, no_save: bool, quiet: bool, **options: Any) -> None:
+    """Metrics, classification report and plots (confusion matrix, ROC, precision-recall, calibration).
+
+    Calibration and threshold options are fitted on the run's validation split and, unless
+    --no-save, stored in the run: `predict` and `load_run` then use them.
+    """
+    _quiet_libraries()
+    from review_toolkit.data import parse_label_map
+    from review_toolkit.evaluation import evaluate_run, summary_lines
+
+    from review_toolkit.signals import graceful_interruption
+
+    try:
+        with graceful_interruption():
+            result = evaluate_run(
+                run_dir, label_map=parse_label_map(label_map), save=not no_save, progress=not quiet, **options
+            )
+    except KeyboardInterrupt:
+        click.echo("\nInterrupted; no evaluation output was written.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    click.echo(result.report)
+    for line in summary_lines(result):
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--output-dir", help="Folder for leaderboard.md, .csv and .png (default: comparison/ beside the runs).")
+def compare(paths: tuple[str, ...], output_dir: str | None) -> None:
+    """Leaderboard of runs (run directories, or folders holding them), best macro F1 first."""
+    from review_toolkit.compare import compare_runs, markdown_table
+
+    rows, target = compare_runs(paths, output_dir)
+    click.echo(markdown_table(rows))
+    click.echo(f"leaderboard written to {target} (leaderboard.md, leaderboard.csv, leaderboard.png)")
+
+
+@cli.command("train-many")
+@click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False))
+@click.option("--output-dir", help="Parent folder of the runs (default: the plan's output_dir, else runs/<plan name>).")
+@click.option("--data", help="Data for every run, overriding the plan's shared data.")
+@click.option("--cache-dir", help="Embedding cache for every run, overriding the plan's.")
+@click.option("--overwrite", is_flag=True, help="Train runs whose folders exist again, replacing them.")
+@click.option("--skip-existing", is_flag=True, help="Keep finished runs whose folders exist; train the rest.")
+@click.option("--stop-on-error", is_flag=True, help="Stop at the first failed run (default: train the others).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train_many(
+    plan_file: str,
+    output_dir: str | None,
+    data: str | None,
+    cache_dir: str | None,
+    overwrite: bool,
+    skip_existing: bool,
+    stop_on_error: bool,
+    quiet: bool,
+) -> None:
+    """Train every run of a YAML plan (shared options + a list of runs), then print the comparison."""
+    from review_toolkit.compare import compare_runs, markdown_table
+    from review_toolkit.plan import load_plan, run_plan
+
+    from review_toolkit.signals import graceful_interruption
+
+    planned = load_plan(plan_file, output_dir=output_dir, overrides={"data": data, "cache_dir": cache_dir})
+    try:
+        with graceful_interruption():
+            outcome = run_plan(
+                planned,
+                overwrite=overwrite,
+                skip_existing=skip_existing,
+                stop_on_error=stop_on_error,
+                quiet=quiet,
+                echo=lambda line: click.echo(line, err=True),
+            )
+    except KeyboardInterrupt:
+        click.echo("\nInterrupted. Runs already finished are kept; run the plan again with --skip-existing.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    finished = outcome.trained + outcome.skipped
+    if finished:
+        rows, target = compare_runs(finished, planned[0].output_dir.parent / "comparison")
+        click.echo("")
+        click.echo(markdown_table(rows))
+        click.echo(f"leaderboard written to {target}")
+    if outcome.failed:
+        failures = "; ".join(f"{name}: {why}" for name, why in outcome.failed)
+        raise click.ClickException(f"{len(outcome.failed)} of {len(planned)} runs failed: {failures}")
 
 
 def main() -> None:

@@ -44,6 +44,7 @@ class TrainConfig:
     # Training (Trainer); None means "the method's or head's own default".
     max_length: int | None = None  # None: the backbone's maximum
     epochs: float = 4.0
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke tests, benchmarks)
     learning_rate: float | None = None
     batch_size: int = 32
     eval_batch_size: int = 64

@@ -24,6 +24,7 @@ import csv
 import difflib
 import io
 import json
+import logging
 import math
 import numbers
 import pathlib
@@ -38,6 +39,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from review_toolkit.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "FAKE",
@@ -175,6 +178,8 @@ def _read_utf8(path: pathlib.Path) -> str:
         ) from None
     # Drop a byte-order mark, which would otherwise glue itself to the first column name
     # ("\ufefftext") and make the text column look missing.
+    if text.startswith("\ufeff"):
+        logger.info("%s starts with a UTF-8 byte-order mark; it was removed before parsing.", path)
     return text.removeprefix("\ufeff")
 
 
@@ -183,11 +188,42 @@ def _read_delimited(path: pathlib.Path, text: str, *, sep: str) -> pd.DataFrame:
     try:
         # keep_default_na=False: pandas would otherwise turn reviews like "NA", "null" or "n/a"
         # into missing values. Short rows still give NaN, which the column checks report.
-        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+        # index_col=False: with extra fields in the first data row pandas would otherwise quietly use
+        # the first column as the index and shift every cell; it warns instead, and that is an error.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, index_col=False)
+        for warning in caught:
+            if issubclass(warning.category, pd.errors.ParserWarning):
+                raise DataError(_explain_extra_fields(path, text, sep, len(frame.columns)))
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        return frame
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} has no header and no data rows.") from None
     except (pd.errors.ParserError, ValueError, csv.Error) as exc:
         raise DataError(_explain_csv_error(path, text, sep, str(exc))) from None
+
+
+def _explain_extra_fields(path: pathlib.Path, text: str, sep: str, n_columns: int) -> str:
+    """Message for rows with more fields than the header, found with the csv module."""
+    rows = []
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+        next(reader, None)  # header
+        data_row = 0
+        for record in reader:
+            if len(record) <= 1 and not "".join(record).strip():
+                continue  # blank line, skipped by pandas too
+            data_row += 1
+            if len(record) > n_columns:
+                rows.append(data_row)
+    except csv.Error:
+        rows = []
+    where = _describe_rows(rows, str(path), text=text, sep=sep) if rows else "a row"
+    return (
+        f"Cannot parse {path}: {where} has more fields than the header's {n_columns}. A field that contains "
+        'the separator must be enclosed in double quotes, with quotes inside it doubled ("").'
+    )
 
 
 def _explain_csv_error(path: pathlib.Path, text: str, sep: str, message: str) -> str:
@@ -232,6 +268,8 @@ def _parse_json_lines(path: pathlib.Path, text: str) -> list[dict[str, Any]]:
                 f"Cannot parse {path}: line {line_number} is not valid JSON ({exc.msg} at column {exc.colno}). "
                 "JSON Lines files need one complete JSON object per line."
             ) from None
+        except (ValueError, RecursionError) as exc:  # a number of thousands of digits, absurd nesting
+            raise DataError(f"Cannot parse {path}: line {line_number} cannot be read as JSON ({_first_line(exc)}).") from None
         if not isinstance(record, dict):
             raise DataError(
                 f"Cannot parse {path}: line {line_number} is a JSON {_json_type(record)}, "
@@ -252,6 +290,8 @@ def _parse_json_document(path: pathlib.Path, text: str) -> list[dict[str, Any]]:
             ) from None
         # "Extra data" after the first object is what JSON Lines looks like to json.loads.
         return _parse_json_lines(path, text)
+    except (ValueError, RecursionError) as exc:  # a number of thousands of digits, absurd nesting
+        raise DataError(f"Cannot parse {path}: it cannot be read as JSON ({_first_line(exc)}).") from None
     if isinstance(document, dict):
         document = [document]  # a JSON Lines file with a single record
     if not isinstance(document, list):
@@ -491,6 +531,9 @@ def normalise_labels(
     return ids
 
 
+_MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "null", "none", "<na>"})
+
+
 def _label_key(value: Any) -> str | None:
     """Canonical lookup key for a raw label: stripped, casefolded, 1.0 -> "1"; None if missing."""
     if isinstance(value, (bool, np.bool_)):
@@ -504,7 +547,7 @@ def _label_key(value: Any) -> str | None:
     if value is None or value is pd.NA or value is pd.NaT:
         return None
     key = str(value).strip().casefold()
-    if not key:
+    if key in _MISSING_LABELS:  # empty, or a missing value spelled out by a spreadsheet or pandas
         return None
     # "1.0" / "0.0" appear when a 0/1 column went through a float dtype on the way.
     if re.fullmatch(r"[+-]?\d+\.0*", key):
@@ -564,6 +607,19 @@ def _unknown_labels_message(
         accepted = (
             f"The label map given ({', '.join(f'{k}={v}' for k, v in label_map.items())}) is the only "
             "mapping used, so it must name every value."
+        )
+    distinct = list(dict.fromkeys(keys.dropna()))
+    mapping = _resolve_label_map(label_map) if label_map is not None else LABEL_ALIASES
+    n_classes = len({mapping[key] for key in distinct if key in mapping}) + len(first_position)
+    if n_classes > 2:  # more classes than fake and real: say that the toolkit is binary
+        shown_values = ", ".join(repr(value) for value in distinct[:_MAX_LISTED])
+        shown_values += f" and {len(distinct) - _MAX_LISTED} more" if len(distinct) > _MAX_LISTED else ""
+        return (
+            f"{source}: column {label_column!r} has {len(distinct)} different labels ({shown_values}), but "
+            "review_toolkit trains binary fake-vs-real classifiers only. Not fake or real: "
+            f"{'; '.join(listed)}{more}. {accepted} Map every value to fake or real with "
+            "--label-map 'VALUE=fake,OTHER=real' (one VALUE=fake|real per value; label_map={...} in Python), "
+            "or remove the rows of the other classes."
         )
     return (
         f"{source}: column {label_column!r} has labels that are neither fake nor real: "
@@ -674,7 +730,25 @@ def _clean_texts(texts: pd.Series, source: str, text_column: str) -> pd.Series:
             f"{source}: column {text_column!r} is empty or missing in {_describe_rows(_first_rows(empty), source)}. "
             "Remove these rows or fill in their text."
         )
-    return pd.Series([v if isinstance(v, str) else str(v) for v in texts], dtype=object, index=texts.index)
+    cleaned = pd.Series([v if isinstance(v, str) else str(v) for v in texts], dtype=object, index=texts.index)
+    long = np.array([len(text) > _LONG_REVIEW_CHARACTERS for text in cleaned], dtype=bool)
+    if long.any():
+        # Not an error: every backbone truncates to its maximum number of tokens, so only the start
+        # of such a review is used. Worth a word, as it can also mean an unclosed quote upstream.
+        logger.warning(
+            "%s: column %r has %d review(s) over %d characters (longest: %d, in %s); only their first "
+            "tokens, up to the backbone's maximum length, are used.",
+            source,
+            text_column,
+            int(long.sum()),
+            _LONG_REVIEW_CHARACTERS,
+            max(len(text) for text in cleaned),
+            _describe_rows(_first_rows(long), source),
+        )
+    return cleaned
+
+
+_LONG_REVIEW_CHARACTERS = 100_000
 
 
 def _is_blank(value: Any) -> bool:

@@ -19,6 +19,10 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, class_weight
 class ReviewClassifierModel(nn.Module):
     """Token ids to class logits: ``head(encoder(input_ids, attention_mask))``."""
 
+    # The loss is a per-batch mean: Trainer must scale it for gradient accumulation itself
+    # (and need not count label tokens, a device sync, every step).
+    accepts_loss_kwargs = False
+
     def __init__(self, encoder: nn.Module, head: nn.Module, class_weights: torch.Tensor | None = None):
         super().__init__()
         self.encoder = encoder
@@ -41,6 +45,8 @@ class ReviewClassifierModel(nn.Module):
 
 class HeadOnlyModel(nn.Module):
     """A torch head trained on precomputed (frozen) embeddings."""
+
+    accepts_loss_kwargs = False
 
     def __init__(self, head: nn.Module, class_weights: torch.Tensor | None = None):
         super().__init__()

@@ -18,18 +18,22 @@ import numpy as np
 import torch
 
 from review_toolkit import __version__, registry
-from review_toolkit.classifier import Classifier
+from review_toolkit.classifier import Classifier, featurize
 from review_toolkit.config import TrainConfig
 from review_toolkit.data import LABEL_NAMES, ReviewSplits, load_splits
 from review_toolkit.embeddings import cache_key, cached_embeddings, embed_texts
-from review_toolkit.errors import PluginError
+from review_toolkit.errors import PluginError, ReviewToolkitError, RunDirectoryError
+from review_toolkit.evaluation import calibrate_after_training
+from review_toolkit.modelcard import write_model_card
+from review_toolkit.manifest import refuse_unpickling, verify_run_directory
 from review_toolkit.metrics import classification_metrics, classification_report
 from review_toolkit.model import HeadOnlyModel, ReviewClassifierModel, balanced_class_weights, count_parameters
-from review_toolkit.plugin_api import Backbone, FittedHead, Head, Method, TorchHead
+from review_toolkit.plugin_api import Backbone, FeaturizerBackbone, FittedHead, Head, Method, TorchHead
 from review_toolkit.registry import PluginSource
 from review_toolkit.rundir import (
     CHECKPOINT_DIRECTORY,
     CONFIG_FILE,
+    FEATURIZER_DIRECTORY,
     METRICS_FILE,
     REPORT_FILE,
     RUN_FILE,
@@ -68,6 +72,14 @@ class Composition:
 
     def check(self) -> None:
         """Refuse combinations that cannot train, saying what would."""
+        if isinstance(self.backbone, FeaturizerBackbone) and self.method.trains_backbone:
+            frozen = [name for name in registry.available("method") if _method_keeps_backbone_frozen(name)]
+            raise PluginError(
+                f"The {self.backbone.name!r} backbone is a featurizer fitted on the training texts: it has no "
+                f"trainable encoder for the {self.method.name!r} method to adapt. Use --method "
+                f"{' or --method '.join(frozen) or 'frozen'} with it, or a backbone with a trainable encoder "
+                f"for --method {self.method.name} (see 'review-toolkit plugins')."
+            )
         if self.method.trains_backbone and not self.head.trains_with_trainer:
             torch_heads = [
                 name for name in registry.available("head") if _head_trains_with_trainer(name)
@@ -81,6 +93,14 @@ class Composition:
             raise PluginError(
                 f"The head {self.head.name!r} must subclass review_toolkit.plugin_api.TorchHead or FittedHead."
             )
+
+
+def _method_keeps_backbone_frozen(name: str) -> bool:
+    try:
+        method, _ = registry.get("method", name)
+    except PluginError:
+        return False
+    return not method.trains_backbone
 
 
 def _head_trains_with_trainer(name: str) -> bool:
@@ -132,26 +152,33 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         test_data=config.test_data,
     )
     output_dir = Path(config.output_dir) if config.output_dir else default_output_dir(config)
-    resuming_in_place = bool(config.resume_from) and Path(config.resume_from).resolve() == Path(
-        str(output_dir) + PARTIAL_SUFFIX
-    ).resolve()
+    # Resuming from the staging directory itself, or from a checkpoint inside it: it must be kept.
+    staging_dir = Path(str(output_dir) + PARTIAL_SUFFIX).resolve()
+    resume_path = Path(config.resume_from).expanduser().resolve() if config.resume_from else None
+    resuming_in_place = resume_path is not None and (resume_path == staging_dir or staging_dir in resume_path.parents)
     writer = RunWriter(output_dir, overwrite=config.overwrite, resuming=resuming_in_place)
     if config.seed is not None:
         torch.manual_seed(config.seed)
 
     started = time.perf_counter()
     checkpoint = backbone.resolve_checkpoint(config.model)
-    tokenizer = backbone.load_tokenizer(checkpoint)
+    # A featurizer backbone has no tokenizer: it is fitted on the training texts in _train_on_frozen.
+    tokenizer = None if isinstance(backbone, FeaturizerBackbone) else backbone.load_tokenizer(checkpoint)
     max_length = min(config.max_length or backbone.max_length, backbone.max_length)
     staging = writer.open()
     try:
         if method.trains_backbone:
             classifier, trainer_info = _fine_tune(config, composition, checkpoint, tokenizer, max_length, splits, staging)
             test_p_fake = classifier.predict_proba(splits.test.text.tolist(), batch_size=config.eval_batch_size)
+            validation_p_fake = classifier.predict_proba(splits.validation.text.tolist(), batch_size=config.eval_batch_size)
         else:
-            classifier, trainer_info, test_p_fake = _train_on_frozen(
+            classifier, trainer_info, test_p_fake, validation_p_fake = _train_on_frozen(
                 config, composition, checkpoint, tokenizer, max_length, splits, staging, progress
             )
+        # Calibrate on validation (temperature scaling) and keep the raw split scores for `evaluate`.
+        test_p_fake, calibration_info = calibrate_after_training(
+            staging, classifier, splits, validation_p_fake, test_p_fake
+        )
         training_seconds = time.perf_counter() - started
         labels = splits.test.label.to_numpy()
         predictions = (test_p_fake >= classifier.threshold).astype(int)
@@ -164,10 +191,11 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
             "head": head.name,
             "checkpoint": checkpoint,
             "max_length": max_length,
-            "embedding_size": classifier.encoder.embedding_size,
+            "embedding_size": classifier.embedding_size,
             "label_names": list(LABEL_NAMES),
             "threshold": classifier.threshold,
-            "data": {"source": splits.source, "sizes": splits.sizes()},
+            "data": {"source": splits.source, "sizes": splits.sizes(), "split": splits.method},
+            **calibration_info,
             "plugins": [source.as_dict() for source in composition.sources],
             "training_seconds": round(training_seconds, 2),
             **{key: round(value, 3) for key, value in peak_memory().items()},
@@ -177,10 +205,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         classifier.info = info
         _write_run(staging, config, tokenizer, classifier, method, metrics, report, info)
         run_dir = writer.commit()
-    except BaseException:
+    except BaseException as error:
         # An interrupted fine-tune keeps its checkpoints for --resume-from; anything else is removed.
-        if not (staging / CHECKPOINT_DIRECTORY).is_dir():
-            writer.discard()
+        writer.abandon(error)
         raise
     return TrainResult(run_dir, metrics, report, classifier, info)
 
@@ -215,26 +242,38 @@ def _fine_tune(
         checkpoint_dir=staging / CHECKPOINT_DIRECTORY,
         learning_rate=config.learning_rate or method.default_learning_rate,
         optimizer=config.optimizer or method.default_optimizer,
-        group_by_length=config.group_by_length,
+        max_tokens_per_batch=(
+            None if config.pad_to_max_length or not config.max_tokens_per_batch
+            else max(config.max_tokens_per_batch, max_length)  # one full-length review always fits
+        ),
         tokenizer=tokenizer,
         max_length=max_length,
     )
     trainable, total = count_parameters(model)
-    metrics = trainer.state.log_history
     info = {
         "trainable_parameters": trainable,
         "total_parameters": total,
         "epochs_run": trainer.state.epoch,
         "best_validation_f1_macro": trainer.state.best_metric,
-        "train_samples_per_second": next(
-            (row["train_samples_per_second"] for row in reversed(metrics) if "train_samples_per_second" in row), None
-        ),
+        "train_samples_per_second": _samples_per_second(len(splits.train), trainer),
     }
     model.eval()
     classifier = Classifier(
         backbone=backbone, tokenizer=tokenizer, encoder=encoder, head=torch_head, max_length=max_length
     )
     return classifier, info
+
+
+def _samples_per_second(train_size: int, trainer: Any) -> float | None:
+    """Reviews trained per second of Trainer's train loop (evaluation included).
+
+    Counted from the data, not from Trainer's own figure, which assumes every
+    batch is full: token-budget batches are not.
+    """
+    runtime = next((row["train_runtime"] for row in reversed(trainer.state.log_history) if "train_runtime" in row), None)
+    if not runtime:
+        return None
+    return round(train_size * trainer.state.epoch / runtime, 2)
 
 
 def _is_quantized(module: torch.nn.Module) -> bool:
@@ -252,18 +291,25 @@ def _train_on_frozen(
     progress: bool,
 ) -> tuple[Classifier, dict[str, Any], np.ndarray]:
     backbone, method, head = composition.backbone, composition.method, composition.head
-    encoder = method.load_for_training(backbone, checkpoint, config).to(_device())
     frames = [splits.train, splits.validation, splits.test]
     texts = backbone.prepare_texts([text for frame in frames for text in frame.text.tolist()])
-    key = cache_key(backbone.name, checkpoint, max_length, texts)
-    features, was_cached = cached_embeddings(
-        key,
-        lambda: embed_texts(
-            encoder, tokenizer, texts, max_length=max_length, batch_size=config.eval_batch_size, progress=progress
-        ),
-        config.cache_dir,
-    )
     n_train, n_val = len(splits.train), len(splits.validation)
+    encoder, featurizer = None, None
+    if isinstance(backbone, FeaturizerBackbone):
+        # Fitted on the training texts only, so nothing of validation or test leaks into the features;
+        # not cached: the fitted state is part of the run and fitting is the cheap part.
+        featurizer = backbone.fit_featurizer(texts[:n_train], checkpoint=checkpoint, seed=config.seed)
+        features, was_cached = featurize(featurizer, texts), False
+    else:
+        encoder = method.load_for_training(backbone, checkpoint, config).to(_device())
+        key = cache_key(backbone.name, checkpoint, max_length, texts)
+        features, was_cached = cached_embeddings(
+            key,
+            lambda: embed_texts(
+                encoder, tokenizer, texts, max_length=max_length, batch_size=config.eval_batch_size, progress=progress
+            ),
+            config.cache_dir,
+        )
     train_x, val_x, test_x = features[:n_train], features[n_train : n_train + n_val], features[n_train + n_val :]
     train_y, val_y = splits.train.label.to_numpy(), splits.validation.label.to_numpy()
     info: dict[str, Any] = {"embeddings_cached": was_cached, "trainable_parameters": 0}
@@ -283,15 +329,16 @@ def _train_on_frozen(
             checkpoint_dir=staging / CHECKPOINT_DIRECTORY,
             learning_rate=config.learning_rate or method.default_learning_rate,
             optimizer=config.optimizer or "adamw_torch",
-            group_by_length=False,
         )
         info["trainable_parameters"] = count_parameters(model)[0]
         info["epochs_run"] = trainer.state.epoch
         info["best_validation_f1_macro"] = trainer.state.best_metric
         torch_head.eval()
         scorer = torch_head
-    classifier = Classifier(backbone=backbone, tokenizer=tokenizer, encoder=encoder, head=scorer, max_length=max_length)
-    return classifier, info, classifier.p_fake_from_embeddings(test_x)
+    classifier = Classifier(
+        backbone=backbone, tokenizer=tokenizer, encoder=encoder, head=scorer, max_length=max_length, featurizer=featurizer
+    )
+    return classifier, info, classifier.p_fake_from_embeddings(test_x), classifier.p_fake_from_embeddings(val_x)
 
 
 def _write_run(
@@ -307,8 +354,12 @@ def _write_run(
     from safetensors.torch import save_file
 
     config.save(staging / CONFIG_FILE)
-    tokenizer.save_pretrained(staging / TOKENIZER_DIRECTORY)
-    method.save(classifier.encoder, staging)
+    if classifier.featurizer is not None:
+        (staging / FEATURIZER_DIRECTORY).mkdir()
+        classifier.featurizer.save(staging / FEATURIZER_DIRECTORY)
+    else:
+        tokenizer.save_pretrained(staging / TOKENIZER_DIRECTORY)
+        method.save(classifier.encoder, staging)
     if isinstance(classifier.head, torch.nn.Module):
         state = {name: tensor.detach().cpu().contiguous() for name, tensor in classifier.head.state_dict().items()}
         save_file(state, str(staging / TORCH_HEAD_FILE))
@@ -316,45 +367,85 @@ def _write_run(
         classifier.head.save(staging)
     write_json(staging / METRICS_FILE, metrics)
     (staging / REPORT_FILE).write_text(report, encoding="utf-8")
+    write_model_card(staging, config, info, metrics, report)
     # run.json last: its presence marks a complete run.
     write_json(staging / RUN_FILE, info)
 
 
-def load_run(path: str | Path, *, device: str | torch.device | None = None) -> Classifier:
+def load_run(
+    path: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    allow_unverified: bool = False,
+    trust_remote_code: bool = False,
+) -> Classifier:
     """The classifier a run directory describes, ready to ``predict``.
 
     Base weights come from the checkpoint the run recorded (hub id or local
     path); what training changed comes from the run directory. Nothing stored
-    in the run is executed.
+    in the run is executed: the run's manifest is verified before anything is
+    read (``allow_unverified=True`` tolerates a mismatch, with a warning), no
+    file of the run is ever unpickled, and model code shipped with a checkpoint
+    runs only when the caller passes ``trust_remote_code=True``; a run's own
+    config cannot switch that on. See :mod:`review_toolkit.manifest`.
     """
+    run = require_run_directory(path)
+    verify_run_directory(run, allow_unverified=allow_unverified)
+    with refuse_unpickling(run):
+        if not allow_unverified:
+            return _load_verified_run(run, device=device, trust_remote_code=trust_remote_code)
+        try:
+            return _load_verified_run(run, device=device, trust_remote_code=trust_remote_code)
+        except ReviewToolkitError:
+            raise
+        except Exception as error:  # unverified files: a damaged one is the likely cause
+            first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
+            raise RunDirectoryError(
+                f"Cannot load the unverified run {run}: {type(error).__name__}: {first_line}"
+            ) from error
+
+
+def _load_verified_run(run: Path, *, device: str | torch.device | None, trust_remote_code: bool) -> Classifier:
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    run = require_run_directory(path)
     info = read_json(run / RUN_FILE)
     config = TrainConfig.from_mapping(_read_yaml(run / CONFIG_FILE), source=str(run / CONFIG_FILE))
+    if config.trust_remote_code and not trust_remote_code:
+        raise RunDirectoryError(
+            f"{run} was trained with --trust-remote-code: loading it runs Python code that comes with the "
+            f"checkpoint {config.model!r}. A run's own settings cannot allow that; if you trust that code, "
+            "pass trust_remote_code=True to load_run (--trust-remote-code where a command offers it)."
+        )
     backbone, _ = registry.get("backbone", info["backbone"])
     method, _ = registry.get("method", info["method"])
     head, _ = registry.get("head", info["head"])
     if hasattr(backbone, "trust_remote_code"):
-        backbone.trust_remote_code = config.trust_remote_code
+        backbone.trust_remote_code = trust_remote_code
     checkpoint = backbone.resolve_checkpoint(config.model)
-    tokenizer = AutoTokenizer.from_pretrained(run / TOKENIZER_DIRECTORY)
-    encoder = method.load_trained(backbone, checkpoint, run, config)
     target = torch.device(device) if device is not None else _device()
-    if not _is_quantized(encoder):
-        encoder.to(target)
-    encoder.eval()
+    tokenizer, encoder, featurizer = None, None, None
+    if isinstance(backbone, FeaturizerBackbone):
+        featurizer = backbone.load_featurizer(run / FEATURIZER_DIRECTORY, checkpoint=checkpoint)
+        head_device = target
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(run / TOKENIZER_DIRECTORY, trust_remote_code=trust_remote_code)
+        encoder = method.load_trained(backbone, checkpoint, run, config)
+        if not _is_quantized(encoder):
+            encoder.to(target)
+        encoder.eval()
+        head_device = next(p.device for p in encoder.parameters())
     if isinstance(head, FittedHead):
         scorer: Any = head.load(run)
     else:
         scorer = head.build(info["embedding_size"], len(info["label_names"]))
         scorer.load_state_dict(load_file(str(run / TORCH_HEAD_FILE)))
-        scorer.to(next(p.device for p in encoder.parameters())).eval()
+        scorer.to(head_device).eval()
     return Classifier(
         backbone=backbone,
         tokenizer=tokenizer,
         encoder=encoder,
+        featurizer=featurizer,
         head=scorer,
         max_length=info["max_length"],
         threshold=info.get("threshold", 0.5),

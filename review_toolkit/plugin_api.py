@@ -10,12 +10,18 @@ special case in the core.
 How the pieces fit::
 
     texts --Backbone.tokenizer--> ids --Method-adapted PooledEncoder--> vectors --Head--> P(fake)
+    texts --FeaturizerBackbone's fitted Featurizer------------------> vectors --Head--> P(fake)
 
 * A **Backbone** owns the tokenizer, loading (hub id or local path), pooling to
   one vector per review, its LoRA targets and its quantization skip list.
 * A **Method** decides how the backbone is adapted (frozen, full, LoRA,
   QLoRA): it loads the encoder for training, and saves and reloads what it
   trained.
+* A **FeaturizerBackbone** has no torch encoder at all (TF-IDF, hashing,
+  hand-made features): it is *fitted* on the training texts and its fitted
+  ``Featurizer`` is saved in the run. It composes only with methods whose
+  ``trains_backbone`` is False; the composer refuses the others before
+  anything loads.
 * A **Head** turns pooled vectors into class scores: a ``TorchHead`` is an
   ``nn.Module`` trained by Hugging Face Trainer; a ``FittedHead`` is fitted
   (scikit-learn style) on embeddings of a frozen encoder.
@@ -26,6 +32,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from review_toolkit.errors import PluginError
 
 if TYPE_CHECKING:  # heavy imports only for type checkers
     import numpy as np
@@ -106,6 +114,59 @@ class Backbone(Plugin):
     def prepare_texts(self, texts: list[str]) -> list[str]:
         """Text-level preprocessing before tokenization (identity by default)."""
         return texts
+
+
+@runtime_checkable
+class Featurizer(Protocol):
+    """Texts in, one dense vector per text out: what a ``FeaturizerBackbone`` fits.
+
+    It is fitted on the training split only (a vocabulary or IDF fitted on test
+    texts would leak them into the score), saved into the run directory and
+    rebuilt by ``FeaturizerBackbone.load_featurizer`` so a reloaded run scores
+    exactly as the trained one did.
+    """
+
+    #: Length of every vector ``transform`` returns.
+    embedding_size: int
+
+    def transform(self, texts: list[str]) -> np.ndarray:
+        """``[len(texts), embedding_size]`` features (a scipy sparse matrix is densified)."""
+        ...
+
+    def save(self, directory: Path) -> None:
+        """Write the fitted state as JSON or safetensors (never pickle) into ``directory`` (it exists)."""
+        ...
+
+
+class FeaturizerBackbone(Backbone):
+    """A backbone fitted on the training texts instead of loaded as a torch encoder.
+
+    The frozen path calls ``fit_featurizer`` on the training texts, embeds every
+    split with ``Featurizer.transform`` and saves the featurizer in the run's
+    ``featurizer/`` directory; ``load_run`` calls ``load_featurizer``. There is
+    no tokenizer and no encoder, so methods that train the backbone (full,
+    lora, qlora) are refused when the composition is checked, and the method's
+    own load/save hooks are not called.
+    """
+
+    def load_tokenizer(self, checkpoint: str) -> Any:
+        raise PluginError(
+            f"The {self.name!r} backbone is a featurizer fitted on the training texts; it has no tokenizer."
+        )
+
+    def load_encoder(self, checkpoint: str, **_: Any) -> nn.Module:
+        raise PluginError(
+            f"The {self.name!r} backbone is a featurizer fitted on the training texts; it has no trainable "
+            "encoder. Use it with --method frozen."
+        )
+
+    @abstractmethod
+    def fit_featurizer(self, texts: list[str], *, checkpoint: str, seed: int | None = None) -> Featurizer:
+        """Fit on the training texts (after ``prepare_texts``); ``checkpoint`` is ``--model`` or the default."""
+
+    @abstractmethod
+    def load_featurizer(self, directory: Path, *, checkpoint: str) -> Featurizer:
+        """Rebuild what ``Featurizer.save`` wrote into ``directory``, without executing stored code."""
 
 
 # --------------------------------------------------------------------------- methods

@@ -8,9 +8,9 @@ loaded, and remembers the distribution and version it came from, which each
 run records.
 
 A user can block plugins with ``REVIEW_TOOLKIT_BLOCK_PLUGINS`` (comma
-separated ``name`` or ``kind:name``). When two distributions register the same
-name, lookups by the bare name fail and name both; ``distribution:name``
-picks one.
+separated ``name``, ``kind:name`` or ``distribution:name``). When two
+distributions register the same name, lookups by the bare name fail and name
+both; ``distribution:name`` picks one, and so does blocking the other.
 """
 
 from __future__ import annotations
@@ -122,12 +122,16 @@ def _find_entry_point(kind: str, name: str) -> EntryPoint:
             f"Unknown {kind} {name!r}.{hint} Available {kind}s: {listing}. "
             f"Run 'review-toolkit plugins' to see every plugin and where it comes from."
         )
-    if len(candidates) > 1:
-        owners = ", ".join(sorted(_source(kind, ep).distribution for ep in candidates))
+    # Blocking one of two same-named plugins is a way to pick the other.
+    unblocked = [ep for ep in candidates if not _is_blocked(_source(kind, ep))]
+    if len(unblocked) > 1:
+        owners = ", ".join(sorted(_source(kind, ep).distribution for ep in unblocked))
         raise PluginError(
             f"The {kind} name {bare_name!r} is registered by more than one distribution ({owners}). "
-            f"Pick one as DISTRIBUTION:{bare_name}, or uninstall one of them."
+            f"Pick one as DISTRIBUTION:{bare_name}, block the other with "
+            f"{BLOCK_ENVIRONMENT_VARIABLE}=DISTRIBUTION:{bare_name}, or uninstall one of them."
         )
+    candidates = unblocked or candidates
     source = _source(kind, candidates[0])
     if _is_blocked(source):
         raise PluginError(

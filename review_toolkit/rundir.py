@@ -8,30 +8,48 @@ Layout::
       metrics.json     test-split metrics
       report.txt       scikit-learn classification report
       tokenizer/       the tokenizer used in training
+      featurizer/      instead of tokenizer/: a FeaturizerBackbone's fitted state (JSON / safetensors)
       head.safetensors torch head weights, or a fitted head's arrays (+ head.json)
       adapter/         lora, qlora: PEFT adapters        | encoder.safetensors: full
       checkpoints/     the last Trainer checkpoint, for --resume-from
+      manifest.json    SHA-256 and size of every file above except checkpoints/
 
 A run appears complete or not at all: everything is written into
-``RUN.partial`` and renamed at the end; an existing run is replaced only with
-``--overwrite``.
+``RUN.partial``, the manifest is written last, and the directory is renamed
+into place. An existing run is replaced only with ``--overwrite``.
+
+When a training fails, its staging directory is removed, with two exceptions
+that exist to be resumed with ``--resume-from RUN.partial``: a training
+interrupted (Ctrl-C, SIGTERM) after a checkpoint was saved, and a staging
+directory that the training was resuming from (it held the user's checkpoints
+before this attempt). ``load_run`` verifies the manifest before it reads
+anything (see :mod:`review_toolkit.manifest`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from review_toolkit.errors import RunDirectoryError
+from review_toolkit.manifest import MANIFEST_FILE, write_manifest
+
+logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.txt"
 TOKENIZER_DIRECTORY = "tokenizer"
+FEATURIZER_DIRECTORY = "featurizer"
 TORCH_HEAD_FILE = "head.safetensors"
 CHECKPOINT_DIRECTORY = "checkpoints"
 PARTIAL_SUFFIX = ".partial"
@@ -45,40 +63,125 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def checkpoints_in(directory: Path) -> list[Path]:
+    """Trainer checkpoints (``checkpoints/checkpoint-N``) in a run or staging directory, oldest first."""
+    folder = Path(directory) / CHECKPOINT_DIRECTORY
+    if not folder.is_dir():
+        return []
+    found = [path for path in folder.glob("checkpoint-*") if path.is_dir() and path.name[11:].isdigit()]
+    return sorted(found, key=lambda path: int(path.name[11:]))
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT / SIGTERM back until the block is done (POSIX main thread; elsewhere a no-op)."""
+    deferred = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class RunWriter:
-    """Stage a run in ``<output>.partial`` and move it into place when complete."""
+    """Stage a run in ``<output>.partial`` and move it into place when complete.
+
+    Construct it before loading any model: refusals (the run exists, an interrupted run would be
+    thrown away) cost nothing then.
+    """
 
     def __init__(self, output_dir: str | Path, *, overwrite: bool = False, resuming: bool = False):
         self.final = Path(output_dir).expanduser()
         self.partial = self.final.with_name(self.final.name + PARTIAL_SUFFIX)
+        self.resuming = resuming  # continuing the interrupted training staged in self.partial
         if self.final.exists() and not overwrite:
             raise RunDirectoryError(
                 f"{self.final} already exists. Choose another --output-dir, or pass --overwrite to replace it."
             )
         if self.final.exists() and not self.final.is_dir():
             raise RunDirectoryError(f"{self.final} exists and is not a directory; choose another --output-dir.")
-        self.resuming = resuming
+        if not resuming and not overwrite and checkpoints_in(self.partial):
+            raise RunDirectoryError(
+                f"{self.partial} holds an interrupted training (checkpoint {checkpoints_in(self.partial)[-1].name}). "
+                f"Continue it with --resume-from {self.partial}, or pass --overwrite to discard it and start again."
+            )
 
     def open(self) -> Path:
         """Create the staging directory (kept when resuming an interrupted run in place)."""
         if self.partial.exists() and not self.resuming:
+            if checkpoints_in(self.partial):
+                logger.warning("Discarding the interrupted training in %s (--overwrite).", self.partial)
             shutil.rmtree(self.partial)
         self.partial.mkdir(parents=True, exist_ok=True)
         return self.partial
 
     def commit(self) -> Path:
-        """Move the finished run into place; an overwritten run is removed only after that succeeds."""
+        """Seal the run with its manifest and move it into place.
+
+        An overwritten run is moved aside first and removed only once the new one is in place.
+        """
+        write_manifest(self.partial)
         previous = None
-        if self.final.exists():
-            previous = self.final.with_name(self.final.name + f".replaced-{os.getpid()}")
-            os.replace(self.final, previous)
-        os.replace(self.partial, self.final)
+        with _signals_deferred():  # Ctrl-C between the two renames would hide the previous run
+            if self.final.exists():
+                previous = self.final.with_name(self.final.name + f".replaced-{os.getpid()}")
+                os.replace(self.final, previous)
+            os.replace(self.partial, self.final)
         if previous is not None:
             shutil.rmtree(previous, ignore_errors=True)
         return self.final
 
     def discard(self) -> None:
         shutil.rmtree(self.partial, ignore_errors=True)
+
+    def abandon(self, error: BaseException) -> bool:
+        """Clean up after ``error`` ended the run; True when the staging directory is kept to resume.
+
+        Kept: an interruption (KeyboardInterrupt, which SIGTERM becomes under the train command)
+        once a checkpoint exists, and a staging directory this training resumed from. Anything
+        else, including a crash after checkpoints were saved, leaves nothing behind.
+        """
+        interrupted = isinstance(error, KeyboardInterrupt)
+        if self.resuming or (interrupted and checkpoints_in(self.partial)):
+            if self.partial.is_dir():
+                (self.partial / MANIFEST_FILE).unlink(missing_ok=True)  # only a finished run has one
+                return True
+            return False
+        self.discard()
+        return False
+
+
+def run_of_staging(path: str | Path) -> Path | None:
+    """``RUN`` for ``RUN.partial`` or a checkpoint inside it; None for anything else.
+
+    Lets ``--resume-from RUN.partial`` finish the interrupted run in place without repeating
+    ``--output-dir``.
+    """
+    candidate = Path(path).expanduser()
+    for folder in (candidate, *candidate.parents):
+        if folder.name.endswith(PARTIAL_SUFFIX) and len(folder.name) > len(PARTIAL_SUFFIX):
+            return folder.with_name(folder.name[: -len(PARTIAL_SUFFIX)])
+    return None
+
+
+def describe_interrupted_run(output_dir: str | Path, interrupt: BaseException | None = None) -> str:
+    """What the train command prints after an interruption: where the checkpoint is, how to resume."""
+    partial = Path(output_dir).expanduser()
+    partial = partial.with_name(partial.name + PARTIAL_SUFFIX)
+    cause = interrupt.args[0] if interrupt is not None and interrupt.args and isinstance(interrupt.args[0], str) else ""
+    stopped = f"Interrupted ({cause})." if cause else "Interrupted."
+    found = checkpoints_in(partial)
+    if not found:
+        return f"{stopped} No checkpoint had been saved, so nothing was kept; run the command again to start over."
+    step = found[-1].name.removeprefix("checkpoint-")
+    return (
+        f"{stopped} Training stopped at step {step}; its checkpoint is in {found[-1]}. "
+        f"To continue, run the same command (same options and seed) with --resume-from {partial} "
+        "added: it finishes with the same model an uninterrupted run would have given."
+    )
 
 
 def require_run_directory(path: str | Path) -> Path:

@@ -25,6 +25,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from review_toolkit.batching import TokenBudgetBatchSampler
 from review_toolkit.config import TrainConfig
+from review_toolkit.embeddings import use_shape_agnostic_attention
 from review_toolkit.errors import ConfigError
 from review_toolkit.metrics import trainer_compute_metrics
 from review_toolkit.signals import InterruptionCallback
@@ -97,6 +98,7 @@ def training_arguments(
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.eval_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -115,6 +117,7 @@ def training_arguments(
         metric_for_best_model="f1_macro",
         greater_is_better=True,
         logging_strategy="epoch",
+        logging_nan_inf_filter=False,  # its per-step NaN check waits for the GPU every step
         report_to="none",
         seed=config.seed,
         data_seed=config.seed,
@@ -175,6 +178,7 @@ def train_with_trainer(
     max_length: int | None = None,
 ) -> Trainer:
     """Train ``model`` and leave the best validation checkpoint's weights in it."""
+    use_shape_agnostic_attention()
     has_validation = validation_dataset is not None and len(validation_dataset) > 0
     args = training_arguments(
         config,

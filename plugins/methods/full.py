@@ -8,6 +8,7 @@ from typing import Any
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from review_toolkit.adapters import enable_gradient_checkpointing
 from review_toolkit.plugin_api import Backbone, Method
 
 ENCODER_FILE = "encoder.safetensors"
@@ -22,7 +23,7 @@ class FullMethod(Method):
     def load_for_training(self, backbone: Backbone, checkpoint: str, config: Any) -> nn.Module:
         encoder = backbone.load_encoder(checkpoint)
         encoder.requires_grad_(True)
-        return encoder
+        return enable_gradient_checkpointing(encoder, config)
 
     def save(self, encoder: nn.Module, directory: Path) -> None:
         # save_model (not save_file) copes with tied weights, as in T5's shared embeddings.

@@ -7,7 +7,13 @@ from typing import Any
 
 from torch import nn
 
-from review_toolkit.adapters import add_lora, load_adapter, save_adapter
+from review_toolkit.adapters import (
+    add_lora,
+    enable_gradient_checkpointing,
+    frozen_weights_dtype,
+    load_adapter,
+    save_adapter,
+)
 from review_toolkit.plugin_api import Backbone, Method
 
 
@@ -18,10 +24,11 @@ class LoraMethod(Method):
     default_optimizer = "adamw_torch"
 
     def load_for_training(self, backbone: Backbone, checkpoint: str, config: Any) -> nn.Module:
-        return add_lora(backbone.load_encoder(checkpoint), backbone, config)
+        encoder = backbone.load_encoder(checkpoint, dtype=frozen_weights_dtype())
+        return add_lora(enable_gradient_checkpointing(encoder, config), backbone, config)
 
     def save(self, encoder: nn.Module, directory: Path) -> None:
         save_adapter(encoder, directory)
 
     def load_trained(self, backbone: Backbone, checkpoint: str, directory: Path, config: Any) -> nn.Module:
-        return load_adapter(backbone.load_encoder(checkpoint), directory)
+        return load_adapter(backbone.load_encoder(checkpoint, dtype=frozen_weights_dtype()), directory)

@@ -1,0 +1,89 @@
+"""Where a training step's time goes, on one GPU: step times by phase and the top CUDA kernels.
+
+    python3 benchmarks/profile_train.py --checkpoint DIR --backbone stella --method full --data reviews.csv
+
+Trains through the toolkit's own Trainer path with a callback that times each
+optimizer step (synchronised), then profiles a few steps with torch.profiler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from transformers import TrainerCallback
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.started = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        torch.cuda.synchronize()
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        torch.cuda.synchronize()
+        self.times.append(time.perf_counter() - self.started)
+
+
+def _value(raw: str):
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--backbone", default="stella")
+    parser.add_argument("--method", default="full")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--set", action="append", default=[], help="TrainConfig field=value (JSON value)")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators")
+    args = parser.parse_args()
+
+    import review_toolkit.training as training
+    from review_toolkit import TrainConfig, train
+
+    timer = StepTimer()
+    original = training.ReviewTrainer.__init__
+
+    def with_timer(self, *a, **k):
+        original(self, *a, **k)
+        self.add_callback(timer)
+
+    training.ReviewTrainer.__init__ = with_timer
+    overrides = {key: _value(raw) for key, raw in (item.split("=", 1) for item in args.set)}
+    config = TrainConfig(
+        backbone=args.backbone, model=args.checkpoint, method=args.method, head="linear", data=args.data,
+        output_dir="/tmp/profile-run", overwrite=True, max_steps=args.steps, early_stopping_patience=0, **overrides,
+    )
+    started = time.perf_counter()
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
+            result = train(config, progress=False)
+        for key in ("self_cpu_time_total", "self_cuda_time_total"):
+            print(profiler.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=50))
+    else:
+        result = train(config, progress=False)
+    total = time.perf_counter() - started
+    steps = sorted(timer.times[5:])
+    median = steps[len(steps) // 2]
+    print(json.dumps({
+        "method": args.method, "overrides": overrides, "steps": len(timer.times), "median_step_ms": round(median * 1000, 1),
+        "sum_step_s": round(sum(timer.times), 2), "train_call_s": round(total, 2),
+        "samples_per_s_reported": result.info.get("train_samples_per_second"),
+        "peak_gpu_gib": result.info.get("peak_gpu_gib"),
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""A leaderboard of runs: markdown table, CSV and bar chart, best macro F1 first.
+
+Everything comes from what training recorded in each run (metrics.json: the
+test split at training time; run.json: timings, memory, parameters), so
+comparing never loads a model. Peak memory is the GPU's when the run used one,
+else the process's resident set size; the ``memory`` column says which.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Iterable
+
+from review_toolkit.errors import RunDirectoryError
+from review_toolkit.rundir import CHECKPOINT_DIRECTORY, METRICS_FILE, PARTIAL_SUFFIX, RUN_FILE, read_json
+
+LEADERBOARD_DIRECTORY = "comparison"
+MARKDOWN_FILE = "leaderboard.md"
+CSV_FILE = "leaderboard.csv"
+PLOT_FILE = "leaderboard.png"
+# Folders of a run that are not the model: Trainer's resume state and evaluate's outputs.
+_NOT_MODEL = (CHECKPOINT_DIRECTORY, "evaluation")
+
+COLUMNS = (
+    ("run", "run"),
+    ("model", "model"),
+    ("method", "method"),
+    ("head", "head"),
+    ("f1_macro", "macro F1"),
+    ("accuracy", "accuracy"),
+    ("training_seconds", "training time (s)"),
+    ("peak_memory_gib", "peak memory (GiB)"),
+    ("memory", "memory"),
+    ("size_mib", "size on disk (MiB)"),
+    ("trainable_parameters", "parameters trained"),
+    ("embeddings_cached", "embeddings from cache"),
+)
+
+
+def find_runs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run directories named directly, or found (at any depth) inside the folders given."""
+    runs: list[Path] = []
+    for given in paths:
+        path = Path(given).expanduser()
+        if not path.exists():
+            raise RunDirectoryError(f"{path} does not exist. Give run directories or folders that contain them.")
+        if (path / RUN_FILE).is_file():
+            runs.append(path)
+            continue
+        if not path.is_dir():
+            raise RunDirectoryError(f"{path} is not a directory. Give run directories or folders that contain them.")
+        found = sorted(
+            candidate.parent
+            for candidate in path.rglob(RUN_FILE)
+            if not any(part.endswith(PARTIAL_SUFFIX) or part.startswith(".") for part in candidate.parent.relative_to(path).parts)
+        )
+        if not found:
+            raise RunDirectoryError(
+                f"{path} is neither a run directory nor a folder containing one (no {RUN_FILE} below it)."
+            )
+        runs.extend(found)
+    unique: dict[Path, None] = {}
+    for run in runs:
+        unique.setdefault(run.resolve(), None)
+    return [Path(run) for run in unique]
+
+
+def size_on_disk(run: Path) -> int:
+    """Bytes of the run's files, without Trainer checkpoints or evaluation outputs."""
+    total = 0
+    for path in run.rglob("*"):
+        relative = path.relative_to(run).parts
+        if relative[0] in _NOT_MODEL or path.is_symlink() or not path.is_file():
+            continue
+        total += path.stat().st_size
+    return total
+
+
+def _run_name(run: Path, runs: list[Path]) -> str:
+    names = [r.name for r in runs]
+    if names.count(run.name) == 1:
+        return run.name
+    return f"{run.parent.name}/{run.name}"
+
+
+def leaderboard_rows(runs: list[Path]) -> list[dict[str, Any]]:
+    rows = []
+    for run in runs:
+        try:
+            info = read_json(run / RUN_FILE)
+            metrics = read_json(run / METRICS_FILE)
+        except (OSError, ValueError) as error:
+            raise RunDirectoryError(f"Cannot read the records of {run}: {error}. Is it a complete run directory?") from None
+        gpu = info.get("peak_gpu_gib")
+        used_gpu = gpu is not None and gpu > 0
+        rows.append(
+            {
+                "run": _run_name(run, runs),
+                "path": str(run),
+                "model": info.get("backbone"),
+                "method": info.get("method"),
+                "head": info.get("head"),
+                "f1_macro": metrics.get("f1_macro"),
+                "accuracy": metrics.get("accuracy"),
+                "training_seconds": info.get("training_seconds"),
+                "peak_memory_gib": gpu if used_gpu else info.get("peak_rss_gib"),
+                "memory": "GPU" if used_gpu else "RSS",
+                "size_mib": round(size_on_disk(run) / 2**20, 2),
+                "trainable_parameters": info.get("trainable_parameters"),
+                # A frozen run that found its embeddings cached did not pay for embedding in its time.
+                "embeddings_cached": info.get("embeddings_cached"),
+                "device": info.get("device"),
+            }
+        )
+    rows.sort(key=lambda row: (-(row["f1_macro"] or 0.0), -(row["accuracy"] or 0.0), row["run"]))
+    return rows
+
+
+def _format(key: str, value: Any) -> str:
+    if value is None:
+        return "-" if key == "embeddings_cached" else "n/a"
+    if key in ("f1_macro", "accuracy"):
+        return f"{value:.4f}"
+    if key == "training_seconds":
+        return f"{value:.1f}"
+    if key == "peak_memory_gib":
+        return f"{value:.2f}"
+    if key == "size_mib":
+        return f"{value:.2f}"
+    if key == "trainable_parameters":
+        return f"{value:,}"
+    if key == "embeddings_cached":
+        return "yes" if value else "no"
+    return str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    header = "| " + " | ".join(title for _, title in COLUMNS) + " |"
+    rule = "|" + "|".join("---:" if key not in ("run", "model", "method", "head", "memory") else "---" for key, _ in COLUMNS) + "|"
+    lines = [header, rule]
+    for row in rows:
+        lines.append("| " + " | ".join(_format(key, row.get(key)) for key, _ in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    fields = [key for key, _ in COLUMNS] + ["device", "path"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def default_output_dir(runs: list[Path]) -> Path:
+    parents = {run.resolve().parent for run in runs}
+    if len(parents) == 1:
+        return next(iter(parents)) / LEADERBOARD_DIRECTORY
+    import os
+
+    return Path(os.path.commonpath([str(p) for p in parents])) / LEADERBOARD_DIRECTORY
+
+
+def write_leaderboard(rows: list[dict[str, Any]], output_dir: str | Path) -> Path:
+    """leaderboard.md, .csv and .png in ``output_dir``, which appears with all three or not at all."""
+    from review_toolkit.outputs import staged_directory
+    from review_toolkit.plots import leaderboard_plot
+
+    target = Path(output_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with staged_directory(target) as staging:
+        (staging / MARKDOWN_FILE).write_text(markdown_table(rows), encoding="utf-8")
+        (staging / CSV_FILE).write_text(csv_text(rows), encoding="utf-8")
+        leaderboard_plot(staging / PLOT_FILE, rows)
+    return target
+
+
+def compare_runs(paths: Iterable[str | Path], output_dir: str | Path | None = None) -> tuple[list[dict[str, Any]], Path]:
+    runs = find_runs(paths)
+    rows = leaderboard_rows(runs)
+    target = write_leaderboard(rows, output_dir or default_output_dir(runs))
+    return rows, target

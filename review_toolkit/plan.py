@@ -1,0 +1,213 @@
+"""Training several combinations from one YAML plan, then comparing them.
+
+A plan::
+
+    output_dir: runs/compare_frozen_heads   # parent of the runs (default: runs/<plan file name>)
+    shared:                                 # train options every run gets
+      backbone: minilm
+      method: frozen
+      data: ../shared/data/fake_reviews.csv
+    runs:                                   # one entry per run; its options override shared ones
+      - head: logreg
+      - head: svm
+      - {head: mlp, name: minilm-mlp}       # name: the run's folder (default BACKBONE-METHOD-HEAD)
+
+Keys are ``train`` options with ``_`` or ``-`` (as in ``--config`` files); relative
+paths are relative to the current directory, as on the command line.
+
+Every run is checked (options, plugin combination, existing output) before
+the first one starts, so a typo in the third entry does not surface after an
+hour of training. Each run trains in its own process: its peak memory is its
+own, and a crash in one does not take the others down. Frozen runs on the same
+backbone and data share the on-disk embedding cache, so the backbone embeds
+the reviews once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from review_toolkit.config import TrainConfig
+from review_toolkit.errors import ConfigError, ReviewToolkitError
+from review_toolkit.rundir import RUN_FILE
+
+PLAN_KEYS = {"output_dir", "shared", "runs"}
+
+
+@dataclass
+class PlannedRun:
+    name: str
+    config: TrainConfig
+    output_dir: Path
+
+
+@dataclass
+class PlanOutcome:
+    trained: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (name, why)
+
+
+def _options(values: Any, where: str) -> dict[str, Any]:
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a mapping of option: value, not {type(values).__name__}.")
+    return {str(key).replace("-", "_"): value for key, value in values.items()}
+
+
+def load_plan(
+    path: str | Path,
+    *,
+    output_dir: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> list[PlannedRun]:
+    """Read and check a plan; ``overrides`` (e.g. ``data`` from the command line) beat the plan's shared options."""
+    from review_toolkit.pipeline import Composition
+
+    path = Path(path)
+    raw = _read_plan(path)
+    unknown = sorted(set(raw) - PLAN_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key(s) {', '.join(map(repr, unknown))}. A plan has 'shared' (options for every run), "
+            "'runs' (a list of per-run options) and optionally 'output_dir'."
+        )
+    shared = _options(raw.get("shared"), f"{path}: 'shared'")
+    shared.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    entries = raw.get("runs")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: 'runs' must be a non-empty list, e.g. runs: [{{head: logreg}}, {{head: svm}}].")
+    parent = Path(output_dir or raw.get("output_dir") or Path("runs") / path.stem)
+
+    planned: list[PlannedRun] = []
+    for number, entry in enumerate(entries, start=1):
+        where = f"{path}: run {number}"
+        options = _options(entry, where)
+        name = options.pop("name", None)
+        if "output_dir" in options:
+            raise ConfigError(f"{where}: give the run a 'name' (its folder under {parent}) instead of 'output_dir'.")
+        values = {**shared, **options}
+        config = TrainConfig.from_mapping(values, source=where)
+        name = str(name or f"{config.backbone}-{config.method}-{config.resolved_head()}")
+        if not name or Path(name).name != name or name.startswith("."):
+            raise ConfigError(f"{where}: name {name!r} must be a plain folder name.")
+        config.output_dir = str(parent / name)
+        try:
+            Composition.resolve(config)  # plugins exist and fit together, before anything trains
+        except ReviewToolkitError as error:
+            raise ConfigError(f"{where}: {error}") from None
+        planned.append(PlannedRun(name, config, parent / name))
+    names = [run.name for run in planned]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(
+            f"{path}: several runs would write to {', '.join(duplicates)}; give them distinct 'name' values."
+        )
+    return planned
+
+
+def _read_plan(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"Plan file {path} does not exist.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"Plan file {path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Plan file {path} must be a mapping with 'shared' and 'runs'.")
+    return {str(key).replace("-", "_"): value for key, value in raw.items()}
+
+
+def check_outputs(planned: list[PlannedRun], *, overwrite: bool, skip_existing: bool) -> None:
+    """Refuse, before anything trains, to write where something already is (unless told how)."""
+    if overwrite:
+        return
+    runs = [run.output_dir for run in planned if (run.output_dir / RUN_FILE).is_file()]
+    others = [run.output_dir for run in planned if run.output_dir.exists() and run.output_dir not in runs]
+    if others:
+        raise ConfigError(
+            f"{', '.join(map(str, others))} already exist(s) and is not a finished run. Move it away, or pass "
+            "--overwrite to replace it."
+        )
+    if runs and not skip_existing:
+        raise ConfigError(
+            f"{len(runs)} run folder(s) already exist: {', '.join(map(str, runs))}. "
+            "Pass --skip-existing to keep them and train the rest, or --overwrite to train them again."
+        )
+
+
+def run_plan(
+    planned: list[PlannedRun],
+    *,
+    overwrite: bool = False,
+    skip_existing: bool = False,
+    stop_on_error: bool = False,
+    quiet: bool = False,
+    echo: Callable[[str], None] = print,
+) -> PlanOutcome:
+    """Train each planned run in a child process, in order."""
+    check_outputs(planned, overwrite=overwrite, skip_existing=skip_existing)
+    outcome = PlanOutcome()
+    for number, run in enumerate(planned, start=1):
+        if skip_existing and not overwrite and (run.output_dir / RUN_FILE).is_file():
+            echo(f"[{number}/{len(planned)}] {run.name}: exists, skipped")
+            outcome.skipped.append(run.output_dir)
+            continue
+        config = run.config
+        config.overwrite = overwrite
+        echo(f"[{number}/{len(planned)}] {run.name}: training {config.backbone} + {config.method} + {config.resolved_head()}")
+        run.output_dir.parent.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        error = _train_in_child(config, quiet=quiet)
+        if error is None:
+            echo(f"[{number}/{len(planned)}] {run.name}: done in {time.perf_counter() - started:.1f} s -> {run.output_dir}")
+            outcome.trained.append(run.output_dir)
+        else:
+            echo(f"[{number}/{len(planned)}] {run.name}: FAILED: {error}")
+            outcome.failed.append((run.name, error))
+            if stop_on_error:
+                break
+    return outcome
+
+
+def _train_in_child(config: TrainConfig, *, quiet: bool) -> str | None:
+    """``review-toolkit train --config`` in a child process; None on success, else why not.
+
+    On an interruption the child is given the chance to stop cleanly (the ``train`` command keeps a
+    checkpoint to resume from): a terminal's Ctrl-C reaches it directly, so it is waited for; any other
+    signal (SIGTERM from a scheduler, a second Ctrl-C) is passed on as SIGTERM.
+    """
+    descriptor, config_path = tempfile.mkstemp(prefix="review-toolkit-plan-", suffix=".yaml")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
+        command = [sys.executable, "-m", "review_toolkit", "train", "--config", config_path]
+        if quiet:
+            command.append("--quiet")
+        process = subprocess.Popen(command)
+        try:
+            returncode = process.wait()
+        except KeyboardInterrupt as interrupt:
+            if str(interrupt) != "SIGINT":
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait()
+            except KeyboardInterrupt:
+                process.send_signal(signal.SIGTERM)
+                process.wait()
+            raise
+        return None if returncode == 0 else f"exit status {returncode} (its messages are above)"
+    finally:
+        Path(config_path).unlink(missing_ok=True)
+
