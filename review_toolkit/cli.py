@@ -17,6 +17,10 @@ from review_toolkit.errors import ReviewToolkitError
 
 EXIT_INTERRUPTED = 130
 
+# bitsandbytes warns on import, on CPUs with AVX512-BF16, that an optional kernel package is
+# missing; the toolkit does not use that inference kernel (see adapters.keep_cpu_weights_trainable).
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
 
 class FriendlyGroup(click.Group):
     """Turns the toolkit's own errors into click errors: message, no traceback."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import subprocess
 import sys
@@ -35,7 +37,8 @@ def test_default_train_prints_a_report_above_chance(tmp_path):
 
     predicted = run_cli("predict", "--run", str(run), "--text", "Great product, works exactly as described.", cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
-    assert predicted.stdout.split()[0] in {"fake", "real"} and "p_fake" in predicted.stdout
+    rows = list(csv.DictReader(io.StringIO(predicted.stdout)))
+    assert len(rows) == 1 and rows[0]["label"] in {"fake", "real"} and 0 <= float(rows[0]["p_fake"]) <= 1
 
 
 def test_second_head_reuses_cached_embeddings_at_least_five_times_faster(tmp_path):
