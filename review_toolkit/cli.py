@@ -32,12 +32,14 @@ class FriendlyGroup(click.Group):
             raise click.ClickException(str(error)) from error
 
 
-def _quiet_libraries() -> None:
+def _quiet_libraries(progress: bool = True) -> None:
     """Library chatter (hub warnings, weight-loading reports) hides the toolkit's own output."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import transformers
 
     transformers.logging.set_verbosity_error()
+    if not progress:  # --quiet: no "Loading weights" / "Writing model shards" bars either
+        transformers.utils.logging.disable_progress_bar()
     logging.getLogger("datasets").setLevel(logging.ERROR)
 
 
@@ -90,7 +92,7 @@ def _split_list(value: str | None) -> list[str] | None:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(config_file: str | None, quiet: bool, **options: Any) -> None:
     """Train a classifier and write its run directory."""
-    _quiet_libraries()
+    _quiet_libraries(progress=not quiet)
     from review_toolkit.config import build_config
     from review_toolkit.data import parse_label_map
     from review_toolkit.pipeline import default_output_dir, train as run_training

@@ -57,6 +57,7 @@ __all__ = [
     "load_reviews",
     "split_reviews",
     "load_splits",
+    "load_splits_for",
 ]
 
 LABEL_NAMES: tuple[str, str] = ("real", "fake")  # label id 0 = real, 1 = fake
@@ -1022,3 +1023,17 @@ def _warn_about_leakage(splits: ReviewSplits, sources: Mapping[str, str]) -> Non
             LeakageWarning,
             stacklevel=3,
         )
+
+
+def load_splits_for(config: Any) -> ReviewSplits:
+    """The splits a training configuration (``TrainConfig`` or a run's config) describes."""
+    return load_splits(
+        config.data,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        label_map=config.label_map,
+        seed=config.seed,
+        split_column=config.split_column,
+        validation_data=config.validation_data,
+        test_data=config.test_data,
+    )

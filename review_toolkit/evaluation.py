@@ -117,18 +117,9 @@ def load_split_predictions(run: Path) -> dict[str, SplitScores] | None:
 
 def _rescore_splits(run: Path, config: Any, classifier_factory: Callable[[], Any], batch_size: int, progress: bool) -> dict[str, SplitScores]:
     """Score validation and test again for a run that did not store its split predictions."""
-    from review_toolkit.data import load_splits
+    from review_toolkit.data import load_splits_for
 
-    splits = load_splits(
-        config.data,
-        text_column=config.text_column,
-        label_column=config.label_column,
-        label_map=config.label_map,
-        seed=config.seed,
-        split_column=config.split_column,
-        validation_data=config.validation_data,
-        test_data=config.test_data,
-    )
+    splits = load_splits_for(config)
     classifier = classifier_factory()
     result = {}
     for split in ("validation", "test"):

@@ -20,7 +20,7 @@ import torch
 from review_toolkit import __version__, registry
 from review_toolkit.classifier import Classifier, featurize
 from review_toolkit.config import TrainConfig
-from review_toolkit.data import LABEL_NAMES, ReviewSplits, load_splits
+from review_toolkit.data import LABEL_NAMES, ReviewSplits, load_splits_for
 from review_toolkit.embeddings import cache_key, cached_embeddings, embed_texts
 from review_toolkit.errors import PluginError, ReviewToolkitError, RunDirectoryError
 from review_toolkit.evaluation import calibrate_after_training
@@ -141,16 +141,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     config.validate()
     composition = Composition.resolve(config)
     backbone, method, head = composition.backbone, composition.method, composition.head
-    splits = load_splits(
-        config.data,
-        text_column=config.text_column,
-        label_column=config.label_column,
-        label_map=config.label_map,
-        seed=config.seed,
-        split_column=config.split_column,
-        validation_data=config.validation_data,
-        test_data=config.test_data,
-    )
+    splits = load_splits_for(config)
     output_dir = Path(config.output_dir) if config.output_dir else default_output_dir(config)
     # Resuming from the staging directory itself, or from a checkpoint inside it: it must be kept.
     staging_dir = Path(str(output_dir) + PARTIAL_SUFFIX).resolve()
@@ -168,7 +159,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     staging = writer.open()
     try:
         if method.trains_backbone:
-            classifier, trainer_info = _fine_tune(config, composition, checkpoint, tokenizer, max_length, splits, staging)
+            classifier, trainer_info = _fine_tune(
+                config, composition, checkpoint, tokenizer, max_length, splits, staging, progress
+            )
             test_p_fake = classifier.predict_proba(splits.test.text.tolist(), batch_size=config.eval_batch_size)
             validation_p_fake = classifier.predict_proba(splits.validation.text.tolist(), batch_size=config.eval_batch_size)
         else:
@@ -220,6 +213,7 @@ def _fine_tune(
     max_length: int,
     splits: ReviewSplits,
     staging: Path,
+    progress: bool,
 ) -> tuple[Classifier, dict[str, Any]]:
     backbone, method, head = composition.backbone, composition.method, composition.head
     encoder = method.load_for_training(backbone, checkpoint, config)
@@ -248,6 +242,7 @@ def _fine_tune(
         ),
         tokenizer=tokenizer,
         max_length=max_length,
+        progress=progress,
     )
     trainable, total = count_parameters(model)
     info = {
@@ -329,6 +324,7 @@ def _train_on_frozen(
             checkpoint_dir=staging / CHECKPOINT_DIRECTORY,
             learning_rate=config.learning_rate or method.default_learning_rate,
             optimizer=config.optimizer or "adamw_torch",
+            progress=progress,
         )
         info["trainable_parameters"] = count_parameters(model)[0]
         info["epochs_run"] = trainer.state.epoch

@@ -21,6 +21,7 @@ from datasets import Dataset
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from review_toolkit.batching import TokenBudgetBatchSampler
@@ -93,6 +94,7 @@ def training_arguments(
     learning_rate: float,
     optimizer: str,
     has_validation: bool,
+    progress: bool = True,
 ) -> TrainingArguments:
     evaluate_each_epoch = "epoch" if has_validation else "no"
     return TrainingArguments(
@@ -108,7 +110,6 @@ def training_arguments(
         weight_decay=config.weight_decay,
         optim=optimizer,
         bf16=bf16_enabled(config),
-        gradient_checkpointing=False,  # applied by the method on the transformer itself when asked
         eval_strategy=evaluate_each_epoch,
         save_strategy=evaluate_each_epoch if has_validation else "epoch",
         save_total_limit=1,
@@ -124,7 +125,7 @@ def training_arguments(
         remove_unused_columns=False,
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
+        disable_tqdm=not progress,
     )
 
 
@@ -176,6 +177,7 @@ def train_with_trainer(
     max_tokens_per_batch: int | None = None,
     tokenizer: Any | None = None,
     max_length: int | None = None,
+    progress: bool = True,
 ) -> Trainer:
     """Train ``model`` and leave the best validation checkpoint's weights in it."""
     use_shape_agnostic_attention()
@@ -186,6 +188,7 @@ def train_with_trainer(
         learning_rate=learning_rate,
         optimizer=optimizer,
         has_validation=has_validation,
+        progress=progress,
     )
     collator = None
     if tokenizer is not None:
@@ -208,6 +211,8 @@ def train_with_trainer(
         callbacks=callbacks,
         max_tokens_per_batch=max_tokens_per_batch,
     )
+    if not progress:
+        trainer.remove_callback(PrinterCallback)  # without progress bars Trainer prints every log line
     trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(config.resume_from))
     return trainer
 
