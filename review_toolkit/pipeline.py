@@ -12,7 +12,7 @@ import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -73,7 +73,7 @@ class Composition:
     def check(self) -> None:
         """Refuse combinations that cannot train, saying what would."""
         if isinstance(self.backbone, FeaturizerBackbone) and self.method.trains_backbone:
-            frozen = [name for name in registry.available("method") if _method_keeps_backbone_frozen(name)]
+            frozen = _plugins_where("method", lambda method: not method.trains_backbone)
             raise PluginError(
                 f"The {self.backbone.name!r} backbone is a featurizer fitted on the training texts: it has no "
                 f"trainable encoder for the {self.method.name!r} method to adapt. Use --method "
@@ -81,9 +81,7 @@ class Composition:
                 f"for --method {self.method.name} (see 'review-toolkit plugins')."
             )
         if self.method.trains_backbone and not self.head.trains_with_trainer:
-            torch_heads = [
-                name for name in registry.available("head") if _head_trains_with_trainer(name)
-            ]
+            torch_heads = _plugins_where("head", lambda head: head.trains_with_trainer)
             raise PluginError(
                 f"The {self.head.name!r} head is fitted on frozen embeddings and cannot train through the "
                 f"{self.method.name!r} method. Use --method frozen --head {self.head.name}, or keep "
@@ -95,20 +93,17 @@ class Composition:
             )
 
 
-def _method_keeps_backbone_frozen(name: str) -> bool:
-    try:
-        method, _ = registry.get("method", name)
-    except PluginError:
-        return False
-    return not method.trains_backbone
-
-
-def _head_trains_with_trainer(name: str) -> bool:
-    try:
-        head, _ = registry.get("head", name)
-    except PluginError:
-        return False
-    return head.trains_with_trainer
+def _plugins_where(kind: str, predicate: Callable[[Any], bool]) -> list[str]:
+    """Names of the loadable plugins of ``kind`` that satisfy ``predicate`` (for suggestions in errors)."""
+    names = []
+    for name in registry.available(kind):
+        try:
+            plugin, _ = registry.get(kind, name)
+        except PluginError:
+            continue  # a broken plugin is no suggestion
+        if predicate(plugin):
+            names.append(name)
+    return names
 
 
 def default_output_dir(config: TrainConfig) -> Path:
