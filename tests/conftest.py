@@ -62,3 +62,15 @@ def fifty_reviews() -> list[str]:
     from review_toolkit.data import load_reviews
 
     return load_reviews().text.tolist()[:50]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine spinning
+    threads stall them (one thread trained a tiny Stella about 5x faster there)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -36,6 +36,8 @@ from review_toolkit.data import LABEL_NAMES, load_reviews
 from review_toolkit.errors import PluginError
 from review_toolkit.pipeline import load_run
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 HIDDEN, LAYERS, HEADS, INTERMEDIATE = 64, 2, 4, 128
 STELLA_VOCAB = 30528  # Stella's vocabulary size; covers the ids of the bundled MiniLM (BERT) tokenizer
 MAX_LENGTH = 48  # keeps CPU training fast; both backbones allow 512
@@ -221,14 +223,6 @@ def _write_dense(directory: Path, in_features: int, out_features: int, *, seed: 
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine spinning threads stall
-    (one thread trained the tiny Stella about 5x faster there)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,8 @@ from review_toolkit.cli import cli
 from review_toolkit.manifest import MANIFEST_FILE, check_run_integrity
 from review_toolkit.rundir import checkpoints_in
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 # tiny_bert (a random BERT, hidden 64, 2 layers, MiniLM's tokenizer) and small_reviews (240
 # balanced reviews of the bundled sample) come from conftest.py.
@@ -37,15 +39,6 @@ def small_data(small_reviews: Path) -> Path:
     return small_reviews
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models train faster on one thread, above all on a busy 2-core machine."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def train_arguments(model: str | Path, data: Path, output: Path, *extra: str, method: str = "full") -> list[str]:

@@ -34,6 +34,8 @@ from review_toolkit.errors import RunDirectoryError
 from review_toolkit.manifest import MANIFEST_FILE, check_run_integrity, refuse_unpickling, write_manifest
 from review_toolkit.pipeline import load_run, train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REVIEWS = ["Absolutely love it, works as described.", "Terrible. Broke after one day and support never answered."]
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,15 +54,6 @@ def plant_pickle(path: Path, marker: Path) -> None:
     path.write_bytes(pickle.dumps(Payload(marker), protocol=4))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models train faster on one thread, above all on a busy 2-core machine."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
