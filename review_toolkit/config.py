@@ -125,18 +125,31 @@ class TrainConfig:
                 raise ConfigError(f"{source}: {message}.")
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a mapping, with errors that name the file."""
-    path = Path(path)
+def read_yaml_mapping(path: Path, *, what: str, missing_hint: str, mapping_hint: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping, keys with ``-`` read as ``_``; errors name the file.
+
+    ``what`` names the file in messages ("Config file"); the hints end the messages for a
+    missing file and for a file that is not a mapping (``{kind}`` is replaced by the type found).
+    """
     if not path.is_file():
-        raise ConfigError(f"Config file {path} does not exist. Check the path given to --config.")
+        raise ConfigError(f"{what} {path} does not exist.{missing_hint}")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ConfigError(f"Config file {path} is not valid YAML: {error}") from error
+        raise ConfigError(f"{what} {path} is not valid YAML: {error}") from None
     if not isinstance(values, dict):
-        raise ConfigError(f"Config file {path} must hold a mapping of option: value, not {type(values).__name__}.")
+        raise ConfigError(f"{what} {path} must {mapping_hint.format(kind=type(values).__name__)}.")
     return {str(key).replace("-", "_"): value for key, value in values.items()}
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a mapping, with errors that name the file."""
+    return read_yaml_mapping(
+        Path(path),
+        what="Config file",
+        missing_hint=" Check the path given to --config.",
+        mapping_hint="hold a mapping of option: value, not {kind}",
+    )
 
 
 def build_config(config_file: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:

@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 import yaml
 
-from review_toolkit.config import TrainConfig
+from review_toolkit.config import TrainConfig, read_yaml_mapping
 from review_toolkit.errors import ConfigError, ReviewToolkitError
 from review_toolkit.rundir import RUN_FILE
 
@@ -118,15 +118,9 @@ def load_plan(
 
 
 def _read_plan(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"Plan file {path} does not exist.")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ConfigError(f"Plan file {path} is not valid YAML: {error}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"Plan file {path} must be a mapping with 'shared' and 'runs'.")
-    return {str(key).replace("-", "_"): value for key, value in raw.items()}
+    return read_yaml_mapping(
+        path, what="Plan file", missing_hint="", mapping_hint="be a mapping with 'shared' and 'runs'"
+    )
 
 
 def check_outputs(planned: list[PlannedRun], *, overwrite: bool, skip_existing: bool) -> None:
