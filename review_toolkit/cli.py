@@ -115,7 +115,10 @@ def train(config_file: str | None, quiet: bool, **options: Any) -> None:
     except KeyboardInterrupt as interrupt:
         click.echo("\n" + describe_interrupted_run(output_dir, interrupt), err=True)
         sys.exit(EXIT_INTERRUPTED)
-    _print_summary(result)
+    from review_toolkit import distributed
+
+    if distributed.is_main_process():  # one report, not one per process of a multi-GPU launch
+        _print_summary(result)
 
 
 def _print_summary(result: Any) -> None:

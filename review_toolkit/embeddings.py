@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from review_toolkit import distributed
+
 CACHE_ENVIRONMENT_VARIABLE = "REVIEW_TOOLKIT_CACHE"
 
 
@@ -101,18 +103,31 @@ def embed_texts(
 def cached_embeddings(
     key: str, compute: Callable[[], np.ndarray], cache_dir: str | Path | None = None
 ) -> tuple[np.ndarray, bool]:
-    """The cached array for ``key``, or ``compute()`` stored under it. Returns (array, was_cached)."""
+    """The cached array for ``key``, or ``compute()`` stored under it. Returns (array, was_cached).
+
+    With several processes ``compute`` is collective (each embeds a shard, all get the whole
+    array): the cache is used only if every process finds it, and written by the main process.
+    """
     directory = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     path = directory / "embeddings" / f"{key}.npy"
-    if path.is_file():
-        try:
-            return np.load(path, allow_pickle=False), True
-        except (ValueError, OSError):
-            path.unlink(missing_ok=True)  # a corrupt entry is recomputed, not trusted
+    array = _read_cached(path)
+    if distributed.all_true(array is not None):
+        return array, True
     array = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.partial")
-    with open(partial, "wb") as handle:
-        np.save(handle, array, allow_pickle=False)
-    os.replace(partial, path)  # readers never see half an array
+    if distributed.is_main_process():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        with open(partial, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+        os.replace(partial, path)  # readers never see half an array
     return array, False
+
+
+def _read_cached(path: Path) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError):
+        path.unlink(missing_ok=True)  # a corrupt entry is recomputed, not trusted
+        return None

@@ -52,7 +52,7 @@ PLOT_FILES = {
 
 
 def calibrate_after_training(
-    staging: Path,
+    staging: Path | None,
     classifier: Any,
     splits: Any,
     validation_p_fake: np.ndarray,
@@ -62,6 +62,7 @@ def calibrate_after_training(
 
     Sets ``classifier.calibration``. The returned dict goes into run.json. Temperature scaling
     keeps the 0.5 decision where it was, so test metrics at the default threshold are unchanged.
+    ``staging`` None stores nothing (a process other than the main one of a distributed run).
     """
     validation_labels = splits.validation.label.to_numpy()
     test_labels = splits.test.label.to_numpy()
@@ -70,10 +71,11 @@ def calibrate_after_training(
     calibration.details["test_ece_before"] = expected_calibration_error(test_labels, test_p_fake)
     calibration.details["test_ece_after"] = expected_calibration_error(test_labels, calibrated_test)
     classifier.calibration = calibration
-    save_split_predictions(
-        staging,
-        {"validation": (splits.validation, validation_p_fake), "test": (splits.test, test_p_fake)},
-    )
+    if staging is not None:
+        save_split_predictions(
+            staging,
+            {"validation": (splits.validation, validation_p_fake), "test": (splits.test, test_p_fake)},
+        )
     return calibrated_test, {"calibration": calibration.to_dict(), "threshold_selection": {"rule": "default"}}
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from review_toolkit import __version__, registry
+from review_toolkit import __version__, distributed, registry
 from review_toolkit.classifier import Classifier, featurize
 from review_toolkit.config import TrainConfig
 from review_toolkit.data import LABEL_NAMES, ReviewSplits, load_splits_for
@@ -118,10 +118,6 @@ def peak_memory() -> dict[str, float]:
     return memory
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -151,21 +147,28 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     # A featurizer backbone has no tokenizer: it is fitted on the training texts in _train_on_frozen.
     tokenizer = None if isinstance(backbone, FeaturizerBackbone) else backbone.load_tokenizer(checkpoint)
     max_length = min(config.max_length or backbone.max_length, backbone.max_length)
-    staging = writer.open()
+    # Under a multi-process launch every process trains and scores; only the main one writes files.
+    writes = distributed.is_main_process()
+    with distributed.main_process_first():  # Trainer's checkpoints need the staging directory everywhere
+        staging = writer.open() if writes else writer.partial
     try:
         if method.trains_backbone:
             classifier, trainer_info = _fine_tune(
                 config, composition, checkpoint, tokenizer, max_length, splits, staging, progress
             )
-            test_p_fake = classifier.predict_proba(splits.test.text.tolist(), batch_size=config.eval_batch_size)
-            validation_p_fake = classifier.predict_proba(splits.validation.text.tolist(), batch_size=config.eval_batch_size)
+
+            def p_fake(texts: list[str]) -> np.ndarray:
+                return classifier.predict_proba(texts, batch_size=config.eval_batch_size)
+
+            test_p_fake = distributed.map_in_shards(p_fake, splits.test.text.tolist())
+            validation_p_fake = distributed.map_in_shards(p_fake, splits.validation.text.tolist())
         else:
             classifier, trainer_info, test_p_fake, validation_p_fake = _train_on_frozen(
                 config, composition, checkpoint, tokenizer, max_length, splits, staging, progress
             )
         # Calibrate on validation (temperature scaling) and keep the raw split scores for `evaluate`.
         test_p_fake, calibration_info = calibrate_after_training(
-            staging, classifier, splits, validation_p_fake, test_p_fake
+            staging if writes else None, classifier, splits, validation_p_fake, test_p_fake
         )
         training_seconds = time.perf_counter() - started
         labels = splits.test.label.to_numpy()
@@ -188,14 +191,19 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
             "training_seconds": round(training_seconds, 2),
             **{key: round(value, 3) for key, value in peak_memory().items()},
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+            "processes": distributed.process_count(),
             **trainer_info,
         }
         classifier.info = info
-        _write_run(staging, config, tokenizer, classifier, method, metrics, report, info)
-        run_dir = writer.commit()
+        if writes:
+            _write_run(staging, config, tokenizer, classifier, method, metrics, report, info)
+            writer.commit()
+        distributed.wait_for_everyone()  # every process returns once the run directory is in place
+        run_dir = writer.final
     except BaseException as error:
         # An interrupted fine-tune keeps its checkpoints for --resume-from; anything else is removed.
-        writer.abandon(error)
+        if writes:
+            writer.abandon(error)
         raise
     return TrainResult(run_dir, metrics, report, classifier, info)
 
@@ -216,7 +224,7 @@ def _fine_tune(
     weights = balanced_class_weights(splits.train.label.tolist()) if config.class_weight == "balanced" else None
     model = ReviewClassifierModel(encoder, torch_head, weights)
     if not _is_quantized(encoder):
-        model.to(_device())  # a 4-bit model is already placed by its device map
+        model.to(distributed.device())  # a 4-bit model is already placed by its device map
     else:
         torch_head.to(next(p.device for p in encoder.parameters()))
 
@@ -291,15 +299,16 @@ def _train_on_frozen(
         featurizer = backbone.fit_featurizer(texts[:n_train], checkpoint=checkpoint, seed=config.seed)
         features, was_cached = featurize(featurizer, texts), False
     else:
-        encoder = method.load_for_training(backbone, checkpoint, config).to(_device())
+        encoder = method.load_for_training(backbone, checkpoint, config).to(distributed.device())
+
+        def embed(shard: list[str]) -> np.ndarray:
+            return embed_texts(
+                encoder, tokenizer, shard, max_length=max_length, batch_size=config.eval_batch_size,
+                progress=progress and distributed.is_main_process(),
+            )
+
         key = cache_key(backbone.name, checkpoint, max_length, texts)
-        features, was_cached = cached_embeddings(
-            key,
-            lambda: embed_texts(
-                encoder, tokenizer, texts, max_length=max_length, batch_size=config.eval_batch_size, progress=progress
-            ),
-            config.cache_dir,
-        )
+        features, was_cached = cached_embeddings(key, lambda: distributed.map_in_shards(embed, texts), config.cache_dir)
     train_x, val_x, test_x = features[:n_train], features[n_train : n_train + n_val], features[n_train + n_val :]
     train_y, val_y = splits.train.label.to_numpy(), splits.validation.label.to_numpy()
     info: dict[str, Any] = {"embeddings_cached": was_cached, "trainable_parameters": 0}
@@ -310,7 +319,7 @@ def _train_on_frozen(
     else:
         torch_head = head.build(features.shape[1], len(LABEL_NAMES))
         weights = balanced_class_weights(train_y.tolist()) if config.class_weight == "balanced" else None
-        model = HeadOnlyModel(torch_head, weights).to(_device())
+        model = HeadOnlyModel(torch_head, weights).to(distributed.device())
         trainer = train_with_trainer(
             model,
             config=config,
@@ -414,7 +423,7 @@ def _load_verified_run(run: Path, *, device: str | torch.device | None, trust_re
     if hasattr(backbone, "trust_remote_code"):
         backbone.trust_remote_code = trust_remote_code
     checkpoint = backbone.resolve_checkpoint(config.model)
-    target = torch.device(device) if device is not None else _device()
+    target = torch.device(device) if device is not None else distributed.device()
     tokenizer, encoder, featurizer = None, None, None
     if isinstance(backbone, FeaturizerBackbone):
         featurizer = backbone.load_featurizer(run / FEATURIZER_DIRECTORY, checkpoint=checkpoint)
