@@ -1,0 +1,125 @@
+"""Multi-process runs (``accelerate launch --multi_gpu``), on the CPU over gloo with a tiny BERT.
+
+Two processes must give what one gives: the same embeddings, gathered in input
+order; the same metrics on the whole test split; one run directory, written
+once, that loads and predicts in a plain process.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from review_toolkit import load_run
+from review_toolkit.distributed import shard_bounds
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def launch(processes: int, arguments: list[str], cache: Path) -> subprocess.CompletedProcess:
+    """``review-toolkit train`` as a user launches it: through accelerate when there are several processes."""
+    if processes == 1:
+        command = [sys.executable, "-m", "review_toolkit"]
+    else:
+        command = [
+            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(free_port()), "-m", "review_toolkit",
+        ]
+    environment = {**os.environ, "REVIEW_TOOLKIT_CACHE": str(cache), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    completed = subprocess.run(
+        [*command, "train", "--quiet", *arguments], capture_output=True, text=True, env=environment, timeout=600
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return completed
+
+
+@pytest.fixture(scope="module")
+def odd_reviews(small_reviews, tmp_path_factory) -> Path:
+    """239 reviews: an odd count, so the two processes' shards differ in size."""
+    path = tmp_path_factory.mktemp("odd") / "reviews.csv"
+    pd.read_csv(small_reviews).iloc[:239].to_csv(path, index=False)
+    return path
+
+
+def cached_array(cache: Path) -> np.ndarray:
+    (entry,) = (cache / "embeddings").glob("*.npy")
+    return np.load(entry)
+
+
+def rounded(value, digits: int = 6):
+    """Metrics with floats rounded: vectors agree to ~1e-7, not bit for bit."""
+    if isinstance(value, dict):
+        return {key: rounded(item, digits) for key, item in value.items()}
+    if isinstance(value, list):
+        return [rounded(item, digits) for item in value]
+    return round(value, digits) if isinstance(value, float) else value
+
+
+def split_rows(run: Path) -> list[tuple[str, str]]:
+    with open(run / "split_predictions.csv", encoding="utf-8") as handle:
+        return [(row["split"], row["row"]) for row in csv.DictReader(handle)]
+
+
+def test_shards_cover_every_item_once_in_order():
+    for total in (0, 1, 2, 5, 239):
+        for processes in (1, 2, 3, 8):
+            bounds = [shard_bounds(total, process, processes) for process in range(processes)]
+            assert [i for start, stop in bounds for i in range(start, stop)] == list(range(total))
+            sizes = [stop - start for start, stop in bounds]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_two_processes_embed_and_score_like_one(tiny_bert, odd_reviews, tmp_path):
+    common = ["--backbone", "bert", "--model", tiny_bert, "--method", "frozen", "--head", "logreg", "--data", str(odd_reviews)]
+    launch(1, [*common, "--output-dir", str(tmp_path / "one")], tmp_path / "cache-one")
+    two = launch(2, [*common, "--output-dir", str(tmp_path / "two")], tmp_path / "cache-two")
+
+    # Gathered in input order: row for row the vectors one process computes (padding differs per batch).
+    np.testing.assert_allclose(cached_array(tmp_path / "cache-two"), cached_array(tmp_path / "cache-one"), atol=1e-5)
+    one_metrics = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    two_metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert rounded(two_metrics) == rounded(one_metrics)
+    assert split_rows(tmp_path / "two") == split_rows(tmp_path / "one")  # same seed, same split everywhere
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["processes"] == 2
+    assert two.stdout.count("macro F1") == 1  # one report, from the main process
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cache-one", "cache-two", "one", "two"]
+
+    # A second launch finds the cache the first one wrote, on every process.
+    again = launch(2, [*common, "--output-dir", str(tmp_path / "again")], tmp_path / "cache-two")
+    assert json.loads((tmp_path / "again" / "run.json").read_text())["embeddings_cached"] is True
+    assert again.stdout.count("macro F1") == 1
+
+
+def test_fine_tuning_on_two_processes_saves_a_run_that_loads_alone(tiny_bert, odd_reviews, tmp_path, fifty_reviews):
+    run = tmp_path / "lora"
+    launch(2, [
+        "--backbone", "bert", "--model", tiny_bert, "--method", "lora", "--head", "linear", "--epochs", "1",
+        "--data", str(odd_reviews), "--output-dir", str(run),
+    ], tmp_path / "cache")
+
+    info = json.loads((run / "run.json").read_text())
+    assert info["processes"] == 2
+    test_rows = [row for split, row in split_rows(run) if split == "test"]
+    assert len(test_rows) == len(set(test_rows)) == info["data"]["sizes"]["test"]  # the whole split, once
+    classifier = load_run(run)
+    p_fake = classifier.predict_proba(fifty_reviews)
+    assert p_fake.shape == (50,) and np.all((p_fake >= 0) & (p_fake <= 1))
+    stored = pd.read_csv(run / "split_predictions.csv").query("split == 'test'")
+    frame = pd.read_csv(odd_reviews)
+    texts = frame.text.iloc[stored.row.to_numpy() - 1].tolist()  # rows count from 1, as in error messages
+    rescored = classifier.predict_proba(texts, calibrated=False)
+    np.testing.assert_allclose(rescored, stored.p_fake_raw.to_numpy(), atol=1e-5)
