@@ -214,6 +214,10 @@ def predict(
         kept = f"; {output_path} was not written" if output_path not in (None, STDIO) else ""
         click.echo(f"\nInterrupted{kept}.", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    from review_toolkit import distributed
+
+    if not distributed.is_main_process():
+        return  # the main process of a multi-GPU launch wrote the output and speaks for all
     for note in summary.notes:
         click.echo(note, err=True)
     if output_path not in (None, STDIO):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from review_toolkit import distributed
 from review_toolkit.data import _describe_rows, _is_blank
 from review_toolkit.errors import DataError
 
@@ -386,6 +388,10 @@ def score_stream(
     writer = ReviewWriter(handle, output_format, reader.columns)
     notes = writer.choose_names(reader.columns)
     names_chosen = reader.columns is not None
+    def p_fake_of(texts: list[str]) -> np.ndarray:
+        return classifier.predict_proba(texts, batch_size=batch_size)
+
+    progress = progress and distributed.is_main_process()
     with tqdm(total=reader.total, desc="Scoring reviews", unit="review", disable=not progress, file=sys.stderr) as bar:
         for rows, texts in reader.chunks():
             if not names_chosen:
@@ -399,7 +405,7 @@ def score_stream(
                         f"{reader.name}: a record further down has a key 'label' or 'p_fake', which the predictions "
                         "would overwrite. Rename that key in the input."
                     )
-            p_fake = classifier.predict_proba(texts, batch_size=batch_size)
+            p_fake = distributed.map_in_shards(p_fake_of, texts)  # one shard per process of a launch
             writer.write(rows, classifier.labels_for(p_fake), p_fake, reader.name)
             bar.update(len(texts))
     return writer.rows, notes
@@ -421,6 +427,10 @@ def predict_to_output(
     reader.check()
     classifier = classifier_factory()
     batch_size = batch_size or default_batch_size()
+    if not distributed.is_main_process():  # scores its shard of each chunk; the main process writes
+        with open(os.devnull, "w", encoding="utf-8") as discard:
+            rows, notes = score_stream(classifier, reader, discard, output_format, batch_size=batch_size, progress=False)
+        return PredictSummary(rows, str(output), notes)
     if output is None or output == STDIO:
         handle = stdout or sys.stdout
         rows, notes = score_stream(classifier, reader, handle, output_format, batch_size=batch_size, progress=progress)

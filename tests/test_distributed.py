@@ -30,7 +30,7 @@ def free_port() -> int:
 
 
 def launch(processes: int, arguments: list[str], cache: Path) -> subprocess.CompletedProcess:
-    """``review-toolkit train`` as a user launches it: through accelerate when there are several processes."""
+    """``review-toolkit ARGUMENTS`` as a user launches it: through accelerate when there are several processes."""
     if processes == 1:
         command = [sys.executable, "-m", "review_toolkit"]
     else:
@@ -41,7 +41,7 @@ def launch(processes: int, arguments: list[str], cache: Path) -> subprocess.Comp
         ]
     environment = {**os.environ, "REVIEW_TOOLKIT_CACHE": str(cache), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     completed = subprocess.run(
-        [*command, "train", "--quiet", *arguments], capture_output=True, text=True, env=environment, timeout=600
+        [*command, *arguments, "--quiet"], capture_output=True, text=True, env=environment, timeout=600
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     return completed
@@ -84,7 +84,7 @@ def test_shards_cover_every_item_once_in_order():
 
 
 def test_two_processes_embed_and_score_like_one(tiny_bert, odd_reviews, tmp_path):
-    common = ["--backbone", "bert", "--model", tiny_bert, "--method", "frozen", "--head", "logreg", "--data", str(odd_reviews)]
+    common = ["train", "--backbone", "bert", "--model", tiny_bert, "--method", "frozen", "--head", "logreg", "--data", str(odd_reviews)]
     launch(1, [*common, "--output-dir", str(tmp_path / "one")], tmp_path / "cache-one")
     two = launch(2, [*common, "--output-dir", str(tmp_path / "two")], tmp_path / "cache-two")
 
@@ -104,10 +104,10 @@ def test_two_processes_embed_and_score_like_one(tiny_bert, odd_reviews, tmp_path
     assert again.stdout.count("macro F1") == 1
 
 
-def test_fine_tuning_on_two_processes_saves_a_run_that_loads_alone(tiny_bert, odd_reviews, tmp_path, fifty_reviews):
+def test_fine_tuning_and_scoring_on_two_processes(tiny_bert, odd_reviews, tmp_path, fifty_reviews):
     run = tmp_path / "lora"
     launch(2, [
-        "--backbone", "bert", "--model", tiny_bert, "--method", "lora", "--head", "linear", "--epochs", "1",
+        "train", "--backbone", "bert", "--model", tiny_bert, "--method", "lora", "--head", "linear", "--epochs", "1",
         "--data", str(odd_reviews), "--output-dir", str(run),
     ], tmp_path / "cache")
 
@@ -123,3 +123,13 @@ def test_fine_tuning_on_two_processes_saves_a_run_that_loads_alone(tiny_bert, od
     texts = frame.text.iloc[stored.row.to_numpy() - 1].tolist()  # rows count from 1, as in error messages
     rescored = classifier.predict_proba(texts, calibrated=False)
     np.testing.assert_allclose(rescored, stored.p_fake_raw.to_numpy(), atol=1e-5)
+
+    # Scoring a file on two processes: each scores a shard of every chunk, the main one writes it all.
+    scored = {}
+    for processes in (1, 2):
+        output = tmp_path / f"scored-{processes}.csv"
+        launch(processes, ["predict", "--run", str(run), "--input", str(odd_reviews), "--output", str(output)], tmp_path / "cache")
+        scored[processes] = pd.read_csv(output)
+    assert len(scored[2]) == len(frame)
+    assert scored[2].predicted_label.tolist() == scored[1].predicted_label.tolist()
+    np.testing.assert_allclose(scored[2].predicted_p_fake, scored[1].predicted_p_fake, atol=1e-5)
