@@ -12,7 +12,7 @@ import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -127,8 +127,12 @@ class TrainResult:
     info: dict[str, Any]
 
 
-def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
-    """Train the composition ``config`` describes and write its run directory."""
+def train(config: TrainConfig, *, progress: bool = True, callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Train the composition ``config`` describes and write its run directory.
+
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects for every training that
+    runs through Trainer (fine-tuning, torch heads on frozen embeddings): logging, timing.
+    """
     config.validate()
     composition = Composition.resolve(config)
     backbone, method, head = composition.backbone, composition.method, composition.head
@@ -154,7 +158,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     try:
         if method.trains_backbone:
             classifier, trainer_info = _fine_tune(
-                config, composition, checkpoint, tokenizer, max_length, splits, staging, progress
+                config, composition, checkpoint, tokenizer, max_length, splits, staging, progress, callbacks
             )
 
             def p_fake(texts: list[str]) -> np.ndarray:
@@ -164,7 +168,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
             validation_p_fake = distributed.map_in_shards(p_fake, splits.validation.text.tolist())
         else:
             classifier, trainer_info, test_p_fake, validation_p_fake = _train_on_frozen(
-                config, composition, checkpoint, tokenizer, max_length, splits, staging, progress
+                config, composition, checkpoint, tokenizer, max_length, splits, staging, progress, callbacks
             )
         # Calibrate on validation (temperature scaling) and keep the raw split scores for `evaluate`.
         test_p_fake, calibration_info = calibrate_after_training(
@@ -217,6 +221,7 @@ def _fine_tune(
     splits: ReviewSplits,
     staging: Path,
     progress: bool,
+    callbacks: Sequence[Any] = (),
 ) -> tuple[Classifier, dict[str, Any]]:
     backbone, method, head = composition.backbone, composition.method, composition.head
     encoder = method.load_for_training(backbone, checkpoint, config)
@@ -246,6 +251,7 @@ def _fine_tune(
         tokenizer=tokenizer,
         max_length=max_length,
         progress=progress,
+        callbacks=callbacks,
     )
     trainable, total = count_parameters(model)
     info = {
@@ -287,7 +293,8 @@ def _train_on_frozen(
     splits: ReviewSplits,
     staging: Path,
     progress: bool,
-) -> tuple[Classifier, dict[str, Any], np.ndarray]:
+    callbacks: Sequence[Any] = (),
+) -> tuple[Classifier, dict[str, Any], np.ndarray, np.ndarray]:
     backbone, method, head = composition.backbone, composition.method, composition.head
     frames = [splits.train, splits.validation, splits.test]
     texts = backbone.prepare_texts([text for frame in frames for text in frame.text.tolist()])
@@ -329,6 +336,7 @@ def _train_on_frozen(
             learning_rate=config.learning_rate or method.default_learning_rate,
             optimizer=config.optimizer or "adamw_torch",
             progress=progress,
+            callbacks=callbacks,
         )
         info["trainable_parameters"] = count_parameters(model)[0]
         info["epochs_run"] = trainer.state.epoch

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import safetensors.torch
 import torch
@@ -178,6 +178,7 @@ def train_with_trainer(
     tokenizer: Any | None = None,
     max_length: int | None = None,
     progress: bool = True,
+    callbacks: Sequence[Any] = (),
 ) -> Trainer:
     """Train ``model`` and leave the best validation checkpoint's weights in it."""
     use_shape_agnostic_attention()
@@ -198,9 +199,9 @@ def train_with_trainer(
             max_length=max_length if config.pad_to_max_length else None,
             pad_to_multiple_of=None if config.pad_to_max_length else 8,
         )
-    callbacks: list[Any] = [InterruptionCallback()]  # SIGINT/SIGTERM: checkpoint, then stop
+    every_callback: list[Any] = [InterruptionCallback(), *callbacks]  # SIGINT/SIGTERM: checkpoint, then stop
     if has_validation and config.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+        every_callback.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     trainer = ReviewTrainer(
         model=model,
         args=args,
@@ -208,7 +209,7 @@ def train_with_trainer(
         eval_dataset=validation_dataset if has_validation else None,
         data_collator=collator,
         compute_metrics=trainer_compute_metrics,
-        callbacks=callbacks,
+        callbacks=every_callback,
         max_tokens_per_batch=max_tokens_per_batch,
     )
     if not progress:
