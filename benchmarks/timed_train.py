@@ -5,8 +5,8 @@
 
 A run's own ``train_samples_per_second`` covers Trainer's whole loop, evaluation and
 checkpoint saving included; on a few thousand reviews those fixed costs weigh as much as
-the training. Here a callback also times the optimizer steps after a few warm-up steps,
-evaluation and saving left out: the rate a large dataset trains at. The main process
+the training. Here a callback also times each epoch's optimizer steps after a few warm-up
+steps, evaluation and saving left out: the rate a large dataset trains at. The main process
 prints one JSON line.
 """
 
@@ -21,15 +21,16 @@ from transformers import TrainerCallback
 
 
 class SteadyThroughput(TrainerCallback):
-    """Seconds spent in optimizer steps after ``warmup`` steps, evaluation and saving left out.
+    """Seconds and optimizer steps of each epoch after its first ``warmup`` steps.
 
-    Each interval runs from one step's end to the next (data loading included), synchronised
-    with the GPU at both ends; an interval with an evaluation or a checkpoint in it is dropped.
+    Synchronised with the GPU only where a window opens and at the epoch's end, before
+    Trainer evaluates and saves: evaluation and checkpoints stay out of the count.
     """
 
     def __init__(self, warmup: int = 5) -> None:
         self.warmup = warmup
-        self.last: float | None = None
+        self.opened: tuple[float, int] | None = None
+        self.epoch_start_step = 0
         self.seconds = 0.0
         self.steps = 0
         self.steps_per_epoch = 0.0
@@ -43,18 +44,19 @@ class SteadyThroughput(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.steps_per_epoch = state.max_steps / args.num_train_epochs if args.max_steps <= 0 else 0.0
 
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.epoch_start_step = state.global_step
+
     def on_step_end(self, args, state, control, **kwargs):
-        now = self._now()
-        if self.last is not None and state.global_step > self.warmup:
-            self.seconds += now - self.last
-            self.steps += 1
-        self.last = now
+        if self.opened is None and state.global_step - self.epoch_start_step == self.warmup:
+            self.opened = (self._now(), state.global_step)
 
-    def on_evaluate(self, args, state, control, **kwargs):
-        self.last = None
-
-    def on_save(self, args, state, control, **kwargs):
-        self.last = None
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.opened is not None:
+            started, first_step = self.opened
+            self.seconds += self._now() - started
+            self.steps += state.global_step - first_step
+            self.opened = None
 
 
 def _value(raw: str):

@@ -4,7 +4,10 @@ Reviews vary from a dozen tokens to hundreds. Random batches pad every review
 to the longest in its batch; a fixed batch size lets one batch of long reviews
 set the peak memory. Here batches are cut from the length-sorted order so that
 ``batch length x longest review <= max_tokens`` (and at most ``max_batch_size``
-reviews), and their order is shuffled each epoch.
+reviews), and their order is shuffled each epoch. Under a multi-GPU launch the
+processes take turns at the batches; ``group_size`` (the number of processes)
+keeps neighbours in length together, so the processes of one optimizer step
+get batches of similar cost and none waits long for another.
 
 The number of batches depends only on the multiset of lengths, so it is the
 same every epoch (Trainer counts steps up front); within a run of equal
@@ -31,13 +34,16 @@ class _Epoch:
 class TokenBudgetBatchSampler:
     """Batches of similar length whose padded size stays within ``max_tokens``."""
 
-    def __init__(self, lengths: Sequence[int], *, max_tokens: int, max_batch_size: int, seed: int = 0):
+    def __init__(
+        self, lengths: Sequence[int], *, max_tokens: int, max_batch_size: int, seed: int = 0, group_size: int = 1
+    ):
         if max_tokens < max(lengths, default=1):
             raise ValueError(f"max_tokens={max_tokens} is below the longest example ({max(lengths)} tokens)")
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.max_tokens = max_tokens
         self.max_batch_size = max_batch_size
         self.seed = seed
+        self.group_size = max(1, group_size)
         self.sampler = _Epoch()
         self._boundaries = self._cut(np.sort(self.lengths))
 
@@ -65,5 +71,9 @@ class TokenBudgetBatchSampler:
         # Sort by length with a random tie-break: the same cut points, new companions each epoch.
         order = np.lexsort((rng.random(len(self.lengths)), self.lengths))
         batches = [order[start:end].tolist() for start, end in self._boundaries]
-        for index in rng.permutation(len(batches)):
-            yield batches[index]
+        # Whole groups are shuffled and a short last group goes last, so batch i of every group
+        # still reaches process i when the processes deal the batches out in turn.
+        full_groups = len(batches) // self.group_size
+        for group in rng.permutation(full_groups):
+            yield from batches[group * self.group_size : (group + 1) * self.group_size]
+        yield from batches[full_groups * self.group_size :]

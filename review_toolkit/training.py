@@ -11,6 +11,7 @@ Two things differ from a stock Trainer:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,6 +31,8 @@ from review_toolkit.embeddings import use_shape_agnostic_attention
 from review_toolkit.errors import ConfigError
 from review_toolkit.metrics import trainer_compute_metrics
 from review_toolkit.signals import InterruptionCallback
+
+logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"  # the name Trainer looks for when it restores a checkpoint
 
@@ -53,6 +56,7 @@ class ReviewTrainer(Trainer):
             max_tokens=self.max_tokens_per_batch,
             max_batch_size=self.args.per_device_train_batch_size,
             seed=self.args.seed,
+            group_size=self.accelerator.num_processes,
         )
         loader = DataLoader(
             self.train_dataset,
@@ -97,7 +101,7 @@ def training_arguments(
     progress: bool = True,
 ) -> TrainingArguments:
     evaluate_each_epoch = "epoch" if has_validation else "no"
-    return TrainingArguments(
+    args = TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
@@ -120,6 +124,9 @@ def training_arguments(
         logging_strategy="epoch",
         logging_nan_inf_filter=False,  # its per-step NaN check waits for the GPU every step
         report_to="none",
+        # Every trainable weight of a composed model takes part in every step (encoders' own
+        # poolers are frozen), so DDP need not walk the autograd graph for unused ones each step.
+        ddp_find_unused_parameters=False,
         seed=config.seed,
         data_seed=config.seed,
         remove_unused_columns=False,
@@ -127,6 +134,16 @@ def training_arguments(
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=not progress,
     )
+    if args.n_gpu > 1:
+        # A single process that sees several GPUs would get Trainer's nn.DataParallel, which
+        # replicates the model every step and breaks on modules that look up their parameters.
+        logger.warning(
+            "%d GPUs are visible to this one process; training on the first. To train on all of them, "
+            "launch with: accelerate launch --multi_gpu --num_processes %d -m review_toolkit train ...",
+            args.n_gpu, args.n_gpu,
+        )
+        args._n_gpu = 1  # Trainer's own switch: no DataParallel
+    return args
 
 
 def tokenized_dataset(tokenizer: Any, texts: list[str], labels: list[int], max_length: int) -> Dataset:

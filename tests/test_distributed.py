@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from review_toolkit import load_run
+from review_toolkit.batching import TokenBudgetBatchSampler
 from review_toolkit.distributed import shard_bounds
 
 
@@ -81,6 +82,22 @@ def test_shards_cover_every_item_once_in_order():
             assert [i for start, stop in bounds for i in range(start, stop)] == list(range(total))
             sizes = [stop - start for start, stop in bounds]
             assert max(sizes) - min(sizes) <= 1
+
+
+def test_processes_stepping_together_get_batches_of_similar_length():
+    """Each optimizer step waits for the slowest process: its batches should cost about the same."""
+    from accelerate.data_loader import BatchSamplerShard
+
+    lengths = np.random.default_rng(0).integers(5, 400, size=1001).tolist()
+    sampler = TokenBudgetBatchSampler(lengths, max_tokens=4096, max_batch_size=32, seed=1, group_size=2)
+    shards = [list(BatchSamplerShard(sampler, num_processes=2, process_index=rank)) for rank in (0, 1)]
+    assert len(shards[0]) == len(shards[1])
+    seen = [index for shard in shards for batch in shard for index in batch]
+    assert set(seen) == set(range(len(lengths)))  # every review trains; accelerate pads the last step by repeating
+    rank_of_length = {value: rank for rank, value in enumerate(sorted(set(lengths)))}
+    for batch_0, batch_1 in zip(*shards):
+        longest = [max(lengths[i] for i in batch) for batch in (batch_0, batch_1)]
+        assert abs(rank_of_length[longest[0]] - rank_of_length[longest[1]]) <= 40, longest
 
 
 def test_two_processes_embed_and_score_like_one(tiny_bert, odd_reviews, tmp_path):
