@@ -72,10 +72,10 @@ def save_stella(directory: Path, tokenizer) -> int:
     model = GteModel(stella_config())
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    (directory / "1_Pooling").mkdir()
+    (directory / "1_Pooling").mkdir(exist_ok=True)
     (directory / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 1024, "pooling_mode_mean_tokens": True}))
     dense = torch.nn.Linear(1024, 1024)
-    (directory / "2_Dense_1024").mkdir()
+    (directory / "2_Dense_1024").mkdir(exist_ok=True)
     (directory / "2_Dense_1024" / "config.json").write_text(
         json.dumps({"in_features": 1024, "out_features": 1024, "bias": True, "activation_function": "torch.nn.modules.linear.Identity"})
     )

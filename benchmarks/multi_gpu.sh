@@ -5,6 +5,7 @@
 # load and score the test reviews in a process that sees no GPU.
 #
 #   bash benchmarks/multi_gpu.sh [METHODS] [GPUS] [EXTRA --set OPTIONS...]     (defaults: "full qlora" 2)
+#   RELOAD=0 skips the CPU reload; TAG names this set of runs in the JSON lines.
 set -euo pipefail
 methods=${1:-"full qlora"}; gpus=${2:-2}; shift $(( $# > 2 ? 2 : $# ))
 export PYTHONPATH=$PWD/.carry2/site HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
@@ -25,8 +26,9 @@ for method in $methods; do
     [ "$processes" -gt 1 ] && launch+=(--multi_gpu)
     "${launch[@]}" benchmarks/timed_train.py --set backbone=stella --set model=/tmp/stella --set method="$method" \
       --set head=linear --set data=.carry2/fake_reviews.csv --set epochs=1 --set output_dir="/tmp/runs/$method-$processes" "$@" \
-      2>"$out/$method-$processes.log" | grep '^{' | tee -a "$out/multi_gpu.jsonl"
+      2>"$out/$method-$processes.log" | grep '^{' | sed "s/^{/{\"tag\": \"${TAG:-defaults}\", /" | tee -a "$out/multi_gpu.jsonl"
   done
+  [ "${RELOAD:-1}" = 0 ] && continue
   CUDA_VISIBLE_DEVICES= python3 - "/tmp/runs/$method-$gpus" .carry2/fake_reviews.csv <<'PY' | tee -a "$out/multi_gpu.jsonl"
 import json, sys, time
 import numpy as np, pandas as pd
