@@ -127,6 +127,7 @@ def training_arguments(
         # Every trainable weight of a composed model takes part in every step (encoders' own
         # poolers are frozen), so DDP need not walk the autograd graph for unused ones each step.
         ddp_find_unused_parameters=False,
+        ddp_broadcast_buffers=False,  # encoders' buffers (position ids, rotary tables) never change
         seed=config.seed,
         data_seed=config.seed,
         remove_unused_columns=False,
