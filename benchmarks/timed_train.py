@@ -41,8 +41,9 @@ class SteadyThroughput(TrainerCallback):
             torch.cuda.synchronize()
         return time.perf_counter()
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.steps_per_epoch = state.max_steps / args.num_train_epochs if args.max_steps <= 0 else 0.0
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        # This process's batches per epoch over the accumulation: optimizer steps per epoch.
+        self.steps_per_epoch = len(train_dataloader) / args.gradient_accumulation_steps
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.epoch_start_step = state.global_step
@@ -68,14 +69,16 @@ def _value(raw: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="a config file, as for 'review-toolkit train --config'")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a TrainConfig field (JSON value)")
     parser.add_argument("--warmup-steps", type=int, default=5)
     args = parser.parse_args()
 
-    from review_toolkit import TrainConfig, distributed, train
+    from review_toolkit import distributed, train
+    from review_toolkit.config import build_config
 
     fields = {key: _value(raw) for key, raw in (item.split("=", 1) for item in args.set)}
-    config = TrainConfig(**{"overwrite": True, "early_stopping_patience": 0, **fields})
+    config = build_config(args.config, {"overwrite": True, "early_stopping_patience": 0, **fields})
     timer = SteadyThroughput(args.warmup_steps)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -89,7 +92,7 @@ def main() -> None:
         # Each optimizer step covers one batch per process; over an epoch batch sizes average out.
         steady = train_size / timer.steps_per_epoch * timer.steps / timer.seconds
     print(json.dumps({
-        "config": fields,
+        "config": {"file": args.config, **fields} if args.config else fields,
         "processes": info["processes"],
         "steady_samples_per_s": steady and round(steady, 1),
         "steady_window_steps": timer.steps,
