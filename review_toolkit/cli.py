@@ -41,6 +41,9 @@ def _quiet_libraries(progress: bool = True) -> None:
     if not progress:  # --quiet: no "Loading weights" / "Writing model shards" bars either
         transformers.utils.logging.disable_progress_bar()
     logging.getLogger("datasets").setLevel(logging.ERROR)
+    if int(os.environ.get("RANK", "0")) > 0:  # another process of a multi-GPU launch: the main one speaks
+        logging.getLogger("review_toolkit").setLevel(logging.ERROR)
+        transformers.utils.logging.disable_progress_bar()
 
 
 @click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -278,6 +281,10 @@ def evaluate(run_dir: str, label_map: str | None, no_save: bool, quiet: bool, **
     except KeyboardInterrupt:
         click.echo("\nInterrupted; no evaluation output was written.", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    from review_toolkit import distributed
+
+    if not distributed.is_main_process():
+        return  # the main process of a multi-GPU launch wrote the outputs and speaks for all
     click.echo(result.report)
     for line in summary_lines(result):
         click.echo(line)

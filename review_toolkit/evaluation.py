@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from review_toolkit import distributed
 from review_toolkit.calibration import (
     DEFAULT_THRESHOLD,
     Calibration,
@@ -126,7 +127,7 @@ def _rescore_splits(run: Path, config: Any, classifier_factory: Callable[[], Any
     result = {}
     for split in ("validation", "test"):
         frame = getattr(splits, split)
-        p_raw = classifier.predict_proba(frame.text.tolist(), batch_size=batch_size, progress=progress, calibrated=False)
+        p_raw = _p_raw_in_shards(classifier, frame.text.tolist(), batch_size, progress)
         result[split] = SplitScores(frame.label.to_numpy(), p_raw, frame.row.to_numpy(), f"{split} split")
     return result
 
@@ -268,7 +269,7 @@ def evaluate_run(
             label_column=label_column or config.label_column,
             label_map=label_map if label_map is not None else config.label_map,
         )
-        p_raw = classifier().predict_proba(reviews.text.tolist(), batch_size=batch_size, progress=progress, calibrated=False)
+        p_raw = _p_raw_in_shards(classifier(), reviews.text.tolist(), batch_size, progress)
         evaluated = SplitScores(reviews.label.to_numpy(), p_raw, reviews.row.to_numpy(), str(data))
         name = Path(data).stem or "data"
         description = str(data)
@@ -304,20 +305,28 @@ def evaluate_run(
     from review_toolkit.outputs import staged_directory
 
     target = Path(output_dir) if output_dir else run / EVALUATION_DIRECTORY / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with staged_directory(target) as staging:
-        metrics["plots"] = _write_plots(staging, labels, p_raw, p_fake, predictions, metrics, active_calibration, subtitle, notes)
-        _write_json(staging / METRICS_FILE, metrics)
-        (staging / REPORT_FILE).write_text(report, encoding="utf-8")
-        _write_predictions(staging / "predictions.csv", evaluated, p_fake, predictions)
-
-    run_updated = False
-    if changes_requested and save:
-        _store_in_run(run, info, config, active_calibration, choice, metrics if data is None else None)
-        run_updated = True
-    if sealed and (run_updated or _is_inside(target, run)):
-        write_manifest(run)
+    run_updated = changes_requested and save
+    if distributed.is_main_process():  # under a multi-GPU launch the others only helped score
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with staged_directory(target) as staging:
+            metrics["plots"] = _write_plots(staging, labels, p_raw, p_fake, predictions, metrics, active_calibration, subtitle, notes)
+            _write_json(staging / METRICS_FILE, metrics)
+            (staging / REPORT_FILE).write_text(report, encoding="utf-8")
+            _write_predictions(staging / "predictions.csv", evaluated, p_fake, predictions)
+        if run_updated:
+            _store_in_run(run, info, config, active_calibration, choice, metrics if data is None else None)
+        if sealed and (run_updated or _is_inside(target, run)):
+            write_manifest(run)
+    distributed.wait_for_everyone()
     return EvaluationResult(target, metrics, report, run_updated, notes)
+
+
+def _p_raw_in_shards(classifier: Any, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
+    """Uncalibrated P(fake) in input order; each process of a multi-GPU launch scores a shard."""
+    progress = progress and distributed.is_main_process()
+    return distributed.map_in_shards(
+        lambda shard: classifier.predict_proba(shard, batch_size=batch_size, progress=progress, calibrated=False), texts
+    )
 
 
 def _is_inside(path: Path, directory: Path) -> bool:

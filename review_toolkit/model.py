@@ -29,6 +29,21 @@ class ReviewClassifierModel(nn.Module):
         self.head = head
         self.class_weights = class_weights
 
+    @property
+    def _no_split_modules(self) -> list[str]:
+        """The encoder's layer classes, as its transformers model lists them (e.g. BertLayer, T5Block).
+
+        accelerate's transformer-based auto wrap reads this when a launch config names no layer
+        classes: FSDP then shards each such layer as one unit, whatever the backbone.
+        """
+        present = {type(module).__name__ for module in self.encoder.modules()}
+        names: list[str] = []
+        for module in self.encoder.modules():
+            for name in getattr(module, "_no_split_modules", None) or ():
+                if name in present and name not in names:
+                    names.append(name)
+        return names
+
     def forward(
         self,
         input_ids: torch.Tensor,

@@ -45,7 +45,7 @@ from review_toolkit.rundir import (
     require_run_directory,
     write_json,
 )
-from review_toolkit.training import feature_dataset, tokenized_dataset, train_with_trainer
+from review_toolkit.training import feature_dataset, gathered_state_dict, tokenized_dataset, train_with_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +236,7 @@ def _fine_tune(
     def dataset(frame):
         return tokenized_dataset(tokenizer, backbone.prepare_texts(frame.text.tolist()), frame.label.tolist(), max_length)
 
+    trainable, total = count_parameters(model)  # before FSDP, when launched with it, shards the weights
     trainer = train_with_trainer(
         model,
         config=config,
@@ -253,7 +254,16 @@ def _fine_tune(
         progress=progress,
         callbacks=callbacks,
     )
-    trainable, total = count_parameters(model)
+    if trainer.is_fsdp_enabled:
+        # FSDP leaves every weight sharded over the processes, and a forward pass through sharded
+        # modules is a collective. Scoring and saving use a plain copy on every process instead,
+        # built as load_run builds it, holding the trained weights gathered from the shards.
+        state = gathered_state_dict(trainer)
+        encoder = method.load_for_training(backbone, checkpoint, config)
+        torch_head = head.build(encoder.embedding_size, len(LABEL_NAMES))
+        model = ReviewClassifierModel(encoder, torch_head).to(distributed.device())
+        model.load_state_dict(state)
+        del state
     info = {
         "trainable_parameters": trainable,
         "total_parameters": total,

@@ -47,6 +47,8 @@ class ReviewTrainer(Trainer):
     def __init__(self, *args: Any, max_tokens_per_batch: int | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.max_tokens_per_batch = max_tokens_per_batch
+        # What checkpoints hold, named before FSDP (when launched with it) shards the model.
+        self.trainable_names = [name for name, p in self.model.named_parameters() if p.requires_grad]
 
     def get_train_dataloader(self) -> DataLoader:
         if not self.max_tokens_per_batch or "length" not in self.train_dataset.column_names:
@@ -72,8 +74,14 @@ class ReviewTrainer(Trainer):
         if not self.args.should_save:
             return
         os.makedirs(output_dir, exist_ok=True)
-        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
-        safetensors.torch.save_file(trainable_state(model), os.path.join(output_dir, WEIGHTS_NAME))
+        if state_dict is None:
+            state = trainable_state(self.accelerator.unwrap_model(self.model, keep_torch_compile=False))
+        else:
+            # Under FSDP the weights are sharded: Trainer gathers them into a full state dict first
+            # (every process takes part, the main one receives it) and passes it here. Trainer also
+            # writes FSDP's own pytorch_model_fsdp.bin beside it, which it restores the best model from.
+            state = {name: state_dict[name].detach().contiguous().cpu() for name in self.trainable_names}
+        safetensors.torch.save_file(state, os.path.join(output_dir, WEIGHTS_NAME))
 
     def _issue_warnings_after_load(self, load_result: Any) -> None:
         # Frozen weights are absent from checkpoints by design; only surprises are worth a word.
@@ -234,6 +242,14 @@ def train_with_trainer(
         trainer.remove_callback(PrinterCallback)  # without progress bars Trainer prints every log line
     trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(config.resume_from))
     return trainer
+
+
+def gathered_state_dict(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """Every weight of a model FSDP trained, whole, on every process (collective: all must call it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    # full_state_dict without cpu_offload: gathered onto each process's own device (FSDP1 or FSDP2).
+    return get_model_state_dict(trainer.model, options=StateDictOptions(full_state_dict=True))
 
 
 def describe_arguments(args: TrainingArguments) -> dict[str, Any]:

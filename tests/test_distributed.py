@@ -150,3 +150,12 @@ def test_fine_tuning_and_scoring_on_two_processes(tiny_bert, odd_reviews, tmp_pa
     assert len(scored[2]) == len(frame)
     assert scored[2].predicted_label.tolist() == scored[1].predicted_label.tolist()
     np.testing.assert_allclose(scored[2].predicted_p_fake, scored[1].predicted_p_fake, atol=1e-5)
+
+    # Evaluating on a labelled file: scored in shards, written once, the same metrics as one process.
+    evaluated = {}
+    for processes in (1, 2):
+        target = tmp_path / f"evaluation-{processes}"
+        launch(processes, ["evaluate", "--run", str(run), "--data", str(odd_reviews), "--output-dir", str(target)], tmp_path / "cache")
+        evaluated[processes] = json.loads((target / "metrics.json").read_text())
+    assert evaluated[2]["data"]["n_examples"] == len(frame)
+    assert rounded(evaluated[2]) == rounded(evaluated[1] | {"plots": evaluated[2]["plots"]})
