@@ -26,12 +26,6 @@ class PooledEncoder(nn.Module):
 
     def __init__(self, transformer: nn.Module, embedding_size: int, projection: nn.Module | None = None):
         super().__init__()
-        # Mean pooling reads the last hidden states only: a checkpoint's own pooler (BERT's dense
-        # layer over [CLS]) never gets a gradient. Frozen, it is no unused trainable weight for
-        # multi-GPU training to look for every step.
-        pooler = getattr(transformer, "pooler", None)
-        if isinstance(pooler, nn.Module):
-            pooler.requires_grad_(False)
         self.transformer = transformer
         self.projection = projection
         self.embedding_size = embedding_size

@@ -37,12 +37,8 @@ class ReviewClassifierModel(nn.Module):
         classes: FSDP then shards each such layer as one unit, whatever the backbone.
         """
         present = {type(module).__name__ for module in self.encoder.modules()}
-        names: list[str] = []
-        for module in self.encoder.modules():
-            for name in getattr(module, "_no_split_modules", None) or ():
-                if name in present and name not in names:
-                    names.append(name)
-        return names
+        listed = {name for module in self.encoder.modules() for name in getattr(module, "_no_split_modules", None) or ()}
+        return sorted(listed & present)
 
     def forward(
         self,

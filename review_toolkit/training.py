@@ -248,7 +248,7 @@ def gathered_state_dict(trainer: Trainer) -> dict[str, torch.Tensor]:
     """Every weight of a model FSDP trained, whole, on every process (collective: all must call it)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    # full_state_dict without cpu_offload: gathered onto each process's own device (FSDP1 or FSDP2).
+    # full_state_dict without cpu_offload: gathered onto each process's own device, not only the main one's.
     return get_model_state_dict(trainer.model, options=StateDictOptions(full_state_dict=True))
 
 

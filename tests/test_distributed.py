@@ -18,10 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from safetensors.torch import load_file
 
 from review_toolkit import load_run
 from review_toolkit.batching import TokenBudgetBatchSampler
 from review_toolkit.distributed import shard_bounds
+from review_toolkit.model import ReviewClassifierModel
 
 
 def free_port() -> int:
@@ -40,6 +43,10 @@ def launch(processes: int, arguments: list[str], cache: Path) -> subprocess.Comp
             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
             "--main_process_port", str(free_port()), "-m", "review_toolkit",
         ]
+    return run_command(command, arguments, cache)
+
+
+def run_command(command: list[str], arguments: list[str], cache: Path) -> subprocess.CompletedProcess:
     environment = {**os.environ, "REVIEW_TOOLKIT_CACHE": str(cache), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     completed = subprocess.run(
         [*command, *arguments, "--quiet"], capture_output=True, text=True, env=environment, timeout=600
@@ -159,3 +166,95 @@ def test_fine_tuning_and_scoring_on_two_processes(tiny_bert, odd_reviews, tmp_pa
         evaluated[processes] = json.loads((target / "metrics.json").read_text())
     assert evaluated[2]["data"]["n_examples"] == len(frame)
     assert rounded(evaluated[2]) == rounded(evaluated[1] | {"plots": evaluated[2]["plots"]})
+
+
+def test_full_fine_tuning_on_two_processes(tiny_bert, odd_reviews, tmp_path):
+    """Every trainable weight must get a gradient under DDP: BERT's unused pooler stays frozen."""
+    run = tmp_path / "full"
+    launch(2, [
+        "train", "--backbone", "bert", "--model", tiny_bert, "--method", "full", "--head", "mlp", "--epochs", "1",
+        "--data", str(odd_reviews), "--output-dir", str(run),
+    ], tmp_path / "cache")
+    stored = pd.read_csv(run / "split_predictions.csv").query("split == 'test'")
+    texts = pd.read_csv(odd_reviews).text.iloc[stored.row.to_numpy() - 1].tolist()
+    rescored = load_run(run).predict_proba(texts, calibrated=False)
+    np.testing.assert_allclose(rescored, stored.p_fake_raw.to_numpy(), atol=1e-5)
+
+
+FSDP_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fsdp_full_finetune.yaml"
+
+# accelerate (1.15) turns a launch with distributed_type FSDP into FSDP only on accelerators
+# (AcceleratorState: MULTI_GPU, MULTI_XPU, ...); on the CPU it silently trains with DDP instead.
+# FSDP2's fully_shard itself runs on the CPU over gloo: this launcher takes accelerate down the
+# path it takes on GPUs (as AcceleratorState does there, PartialState learns the type too), then
+# runs the CLI.
+FSDP_ON_CPU = """
+import accelerate.state as state
+from accelerate.utils import DistributedType
+
+accelerator_state_init = state.AcceleratorState.__init__
+
+
+def init(self, *args, fsdp_plugin=None, **kwargs):
+    accelerator_state_init(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+    if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+        self.distributed_type = DistributedType.FSDP
+        self.fsdp_plugin = fsdp_plugin
+        state.PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+
+state.AcceleratorState.__init__ = init
+
+from review_toolkit.cli import main
+
+main()
+"""
+
+
+def test_full_fine_tuning_sharded_with_fsdp(tiny_bert, odd_reviews, tmp_path):
+    """examples/fsdp_full_finetune.yaml, on the CPU: the run is whole and serves what was scored."""
+    config = yaml.safe_load(FSDP_EXAMPLE.read_text(encoding="utf-8"))
+    assert config["distributed_type"] == "FSDP" and config["fsdp_config"]["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+    config.update(use_cpu=True, mixed_precision="no", num_processes=2)  # no bf16 autocast on this CPU
+    config_file = tmp_path / "fsdp_cpu.yaml"
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+    launcher = tmp_path / "fsdp_on_cpu.py"
+    launcher.write_text(FSDP_ON_CPU, encoding="utf-8")
+
+    run = tmp_path / "full"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
+        "--main_process_port", str(free_port()), str(launcher),
+    ]
+    run_command(command, [
+        "train", "--backbone", "bert", "--model", tiny_bert, "--method", "full", "--head", "linear",
+        "--epochs", "1", "--data", str(odd_reviews), "--output-dir", str(run),
+    ], tmp_path / "cache")
+
+    info = json.loads((run / "run.json").read_text())
+    assert info["processes"] == 2
+    (checkpoint,) = (run / "checkpoints").glob("checkpoint-*")
+    assert (checkpoint / "pytorch_model_fsdp.bin").is_file()  # trained sharded, not by DDP
+
+    # What the run holds: the trained weights, gathered whole (as the checkpoint holds them).
+    saved = {
+        **{f"encoder.{name}": weight for name, weight in load_file(run / "encoder.safetensors").items()},
+        **{f"head.{name}": weight for name, weight in load_file(run / "head.safetensors").items()},
+    }
+    checkpointed = load_file(checkpoint / "model.safetensors")
+    assert checkpointed and set(checkpointed) <= set(saved)
+    for name, weight in checkpointed.items():
+        np.testing.assert_array_equal(saved[name].numpy(), weight.numpy(), err_msg=name)
+    initial = load_file(Path(tiny_bert) / "model.safetensors")["embeddings.word_embeddings.weight"]
+    trained = saved["encoder.transformer.embeddings.word_embeddings.weight"]
+    assert trained.shape == initial.shape and not np.allclose(trained.numpy(), initial.numpy())
+
+    # In a plain process it predicts what the processes scored.
+    classifier = load_run(run)
+    # FSDP's units (no layer classes in the example config): the layer classes BERT itself names.
+    assert ReviewClassifierModel(classifier.encoder, classifier.head)._no_split_modules == ["BertEmbeddings", "BertLayer"]
+    stored = pd.read_csv(run / "split_predictions.csv").query("split == 'test'")
+    assert len(stored) == info["data"]["sizes"]["test"]
+    texts = pd.read_csv(odd_reviews).text.iloc[stored.row.to_numpy() - 1].tolist()  # rows count from 1
+    rescored = classifier.predict_proba(texts, calibrated=False)
+    np.testing.assert_allclose(rescored, stored.p_fake_raw.to_numpy(), atol=1e-4)

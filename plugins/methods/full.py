@@ -23,6 +23,11 @@ class FullMethod(Method):
     def load_for_training(self, backbone: Backbone, checkpoint: str, config: Any) -> nn.Module:
         encoder = backbone.load_encoder(checkpoint)
         encoder.requires_grad_(True)
+        # ...except the checkpoint's own pooler (BERT's dense layer over [CLS]), which mean pooling
+        # never reads: a trainable weight that gets no gradient stops multi-process (DDP) training.
+        pooler = getattr(getattr(encoder, "transformer", None), "pooler", None)
+        if isinstance(pooler, nn.Module):
+            pooler.requires_grad_(False)
         return enable_gradient_checkpointing(encoder, config)
 
     def save(self, encoder: nn.Module, directory: Path) -> None:
