@@ -184,6 +184,10 @@ def predict(
 
     if bool(texts) == bool(input_path):
         raise click.UsageError("Give the reviews either with --text (repeatable) or with --input FILE ('-' for standard input).")
+    if input_path == STDIO and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Every process reads the whole input and scores its shard of each chunk; one stream
+        # cannot be read by all of them.
+        raise click.UsageError("--input - (standard input) works in a single process; give a file under a multi-GPU launch.")
     if texts:
         reader = texts_reader(list(texts))
     elif input_path == STDIO:
