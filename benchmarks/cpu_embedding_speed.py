@@ -25,17 +25,20 @@ import pandas as pd
 import torch
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+def cpu_info() -> tuple[str, list[str]]:
+    """The CPU's model name and which of the flags that matter here it has."""
+    path = Path("/proc/cpuinfo")
+    lines = path.read_text().splitlines() if path.exists() else []
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = fields.get("flags", "").split()
+    return name, [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
 
 
-def cpu_flags() -> list[str]:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
+def sentence_transformers_version() -> str:
+    from sentence_transformers import __version__
+
+    return __version__
 
 
 def load_contenders():
@@ -50,6 +53,28 @@ def load_contenders():
     tokenizer = backbone.load_tokenizer(checkpoint)
     model = SentenceTransformer(checkpoint, device="cpu")
     return checkpoint, model, encoder, tokenizer, backbone
+
+
+def markdown(result: dict) -> str:
+    machine, rates = result["machine"], result["reviews_per_second"]
+    lines = [
+        f"{result['reviews']:,} reviews (mean {result['mean_tokens']} tokens), batch {result['batch_size']}, "
+        f"max length {result['max_length']}; {machine['cpu']}, {machine['cores']} cores "
+        f"({', '.join(machine['cpu_flags'])}), {machine['torch_threads']} torch threads, torch {machine['torch']}, "
+        f"sentence-transformers {machine['sentence_transformers']}; best of {result['rounds']} alternating rounds, "
+        "load average {} before, {} after".format(*machine["load_average_before_after"]),
+        "",
+        "| contender | reviews/s | vs sentence-transformers |",
+        "|---|---|---|",
+    ]
+    for name, rate in rates.items():
+        lines.append(f"| {name} | {rate:.1f} | {rate / rates['sentence-transformers']:.2f}x |")
+    lines += [
+        "",
+        f"max abs difference {result['max_abs_difference']:.2e}, "
+        f"min cosine similarity {result['min_cosine_similarity']:.7f} (toolkit vectors L2-normalised)",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -90,22 +115,25 @@ def main() -> None:
             started = time.perf_counter()
             vectors[name] = run(texts)
             seconds[name].append(time.perf_counter() - started)
-        print(f"round {round_ + 1}: " + ", ".join(f"{n} {len(texts) / s[-1]:.1f}/s" for n, s in seconds.items()), flush=True)
+        print(f"round {round_ + 1}: " + ", ".join(f"{n} {len(texts) / s[-1]:.1f}/s" for n, s in seconds.items()))
 
     reference, ours = vectors["sentence-transformers"], vectors["toolkit"]
+    cpu_name, cpu_flags = cpu_info()
     rates = {name: len(texts) / min(values) for name, values in seconds.items()}
+    tokens = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     result = {
         "machine": {
-            "cpu": cpu_model(),
-            "cpu_flags": cpu_flags(),
+            "cpu": cpu_name,
+            "cpu_flags": cpu_flags,
             "cores": os.cpu_count(),
             "torch_threads": args.threads,
             "torch": torch.__version__,
+            "sentence_transformers": sentence_transformers_version(),
             "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         },
         "checkpoint": checkpoint,
         "reviews": len(texts),
-        "mean_tokens": round(float(np.mean([len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]])), 1),
+        "mean_tokens": round(float(np.mean([len(ids) for ids in tokens])), 1),
         "batch_size": args.batch_size,
         "max_length": max_length,
         "rounds": args.rounds,
@@ -118,15 +146,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cpu_embedding_speed.json").write_text(json.dumps(result, indent=1) + "\n")
-    machine = result["machine"]
-    table = (
-        f"{len(texts):,} reviews (mean {result['mean_tokens']} tokens), batch {args.batch_size}, max length {max_length}, "
-        f"{machine['cpu']} ({machine['cores']} cores, {', '.join(machine['cpu_flags'])}), "
-        f"{args.threads} torch threads, torch {machine['torch']}, best of {args.rounds} alternating rounds\n\n"
-        "| contender | reviews/s | vs sentence-transformers |\n|---|---|---|\n"
-        + "".join(f"| {name} | {rate:.1f} | {rate / rates['sentence-transformers']:.2f}x |\n" for name, rate in rates.items())
-        + f"\nmax |difference| {result['max_abs_difference']:.2e}, min cosine similarity {result['min_cosine_similarity']:.7f}\n"
-    )
+    table = markdown(result)
     (out / "cpu_embedding_speed.md").write_text(table)
     print(json.dumps(result, indent=1))
     print(table)
