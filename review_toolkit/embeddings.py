@@ -86,23 +86,7 @@ def embed_texts(
     encoded = tokenizer(texts, truncation=True, max_length=max_length)
     lengths = [len(ids) for ids in encoded["input_ids"]]
     result: np.ndarray | None = None
-    if device.type != "cpu":
-        batches = length_sorted_batches(lengths, batch_size)
-    else:
-        # On CPUs batches hold a number of tokens, not of reviews: up to batch_size x 128 padded
-        # tokens, and few enough that the widest activation (tokens x feed-forward width, float32)
-        # stays under 30 MiB. glibc's malloc hands blocks from 32 MiB up back to the kernel when freed
-        # and page-faults them in again on the next op: MiniLM ran 8,200-8,900 tokens/s from 6,144
-        # tokens per batch up and 10,000-11,800 below (2 threads, idle 2-core avx512 Xeon). 2,000
-        # reviews, batch_size 64: 116 -> 125 reviews/s (1.08x), 31 forward passes instead of 32.
-        config = getattr(getattr(encoder, "transformer", None), "config", None)
-        width = getattr(config, "intermediate_size", None) or getattr(config, "d_ff", None) or 4096
-        budget, batches = max(1, min(batch_size * 128, (30 << 20) // (4 * width))), []
-        for index in sorted(range(len(lengths)), key=lengths.__getitem__):
-            if batches and (len(batches[-1]) + 1) * lengths[index] <= budget:
-                batches[-1].append(index)
-            else:
-                batches.append([index])
+    batches = length_sorted_batches(lengths, batch_size)
     for batch in tqdm(batches, desc=description, disable=not progress, unit="batch"):
         features = tokenizer.pad({"input_ids": [encoded["input_ids"][i] for i in batch]}, return_tensors="pt")
         with inference_autocast(device):
