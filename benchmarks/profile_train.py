@@ -15,6 +15,8 @@ import time
 import torch
 from transformers import TrainerCallback
 
+from timed_train import _value  # FIELD=VALUE parsing, shared with benchmarks/timed_train.py
+
 
 class StepTimer(TrainerCallback):
     def __init__(self) -> None:
@@ -28,13 +30,6 @@ class StepTimer(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         torch.cuda.synchronize()
         self.times.append(time.perf_counter() - self.started)
-
-
-def _value(raw: str):
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
 
 
 def main() -> None:
