@@ -8,7 +8,7 @@ round down). The toolkit's mean-pooled vectors are L2-normalised, as the
 model's sentence-transformers pipeline does, before they are compared.
 
     python benchmarks/cpu_embedding_speed.py --data ../shared/data/fake_reviews.csv \
-        --limit 2000 --out benchmarks/results
+        --limit 0 --out benchmarks/results
 """
 
 from __future__ import annotations

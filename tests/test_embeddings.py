@@ -1,0 +1,38 @@
+"""How frozen embeddings are batched: every review once, the same vector however it is batched."""
+
+import random
+
+import numpy as np
+
+from review_toolkit import registry
+from review_toolkit.embeddings import CPU_ACTIVATION_BYTES, cpu_token_budget_batches, embed_texts, feed_forward_width
+
+
+def test_cpu_batches_hold_every_review_once_within_the_token_budget():
+    lengths = [random.Random(seed).randint(3, 512) for seed in range(2_000)]
+    batch_size, width = 64, 1_536
+    budget = min(batch_size * 128, CPU_ACTIVATION_BYTES // (4 * width))
+
+    batches = cpu_token_budget_batches(lengths, batch_size, width)
+
+    assert sorted(index for batch in batches for index in batch) == list(range(len(lengths)))
+    for batch in batches:
+        padded_tokens = len(batch) * max(lengths[i] for i in batch)
+        assert padded_tokens <= budget or len(batch) == 1, (len(batch), padded_tokens)
+    # Short reviews share batches larger than batch_size; the longest go in small ones.
+    assert max(len(batch) for batch in batches) > batch_size
+    assert len(batches[-1]) < batch_size
+
+
+def test_cpu_embedding_of_a_review_does_not_depend_on_its_batch(tiny_bert, fifty_reviews):
+    backbone, _ = registry.get("backbone", "bert")
+    method, _ = registry.get("method", "frozen")
+    encoder = method.load_for_training(backbone, tiny_bert, None)
+    tokenizer = backbone.load_tokenizer(tiny_bert)
+    texts = fifty_reviews + [" ".join(fifty_reviews[:8])]  # one long review among short ones
+    assert feed_forward_width(encoder) == 128
+
+    together = embed_texts(encoder, tokenizer, texts, max_length=256, progress=False)
+    alone = np.stack([embed_texts(encoder, tokenizer, [text], max_length=256, progress=False)[0] for text in texts])
+
+    np.testing.assert_allclose(together, alone, atol=1e-5)  # input order kept, padding masked out
