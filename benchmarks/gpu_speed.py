@@ -3,10 +3,11 @@
 Random-init models of the real architectures' sizes (no hub needed): Stella
 (native gte, 24 x 1024, 2_Dense_1024 projection) and FLAN-T5-large. Real
 review texts, tokenized, so lengths follow the data (mean ~81 tokens). For
-each architecture and method (full, lora, qlora), three rows:
+each architecture and method (full, lora, qlora), these rows:
 
   toolkit  the toolkit's `train` (library API, benchmarks/timed_train.py) with its defaults, one epoch
   throughput  the same with examples/gpu_throughput.yaml (large token-budget batches), one epoch
+  compiled    the same with examples/gpu_compiled.yaml (large batches, compiled layers), one epoch
   recipe   the research recipe through the toolkit: pad to 512, batch 2 x 8,
            paged_adamw_8bit, cosine (examples/research_recipe.yaml), 100 steps
   plain    a plain PyTorch + PEFT loop (as ../shared/bench/gpu_baseline.py):
@@ -39,6 +40,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 RECIPE = HERE.parent / "examples" / "research_recipe.yaml"
 THROUGHPUT = HERE.parent / "examples" / "gpu_throughput.yaml"
+COMPILED = HERE.parent / "examples" / "gpu_compiled.yaml"
+PRESET_ROWS = {None: "toolkit", RECIPE: "recipe", THROUGHPUT: "throughput", COMPILED: "compiled"}
 
 
 def measure_peak_bf16() -> float:
@@ -116,7 +119,7 @@ def toolkit_row(arch: str, method: str, checkpoint: Path, data: str, work: Path,
     samples_per_s is the steady rate of the optimizer steps (evaluation and checkpoints left out);
     run_samples_per_s is the run's own figure, Trainer's whole loop.
     """
-    label = "toolkit" if config_file is None else ("recipe" if config_file == RECIPE else "throughput")
+    label = PRESET_ROWS[config_file]
     run_dir = work / f"run-{arch}-{method}-{label}"
     settings = {"backbone": arch, "model": str(checkpoint), "method": method, "head": "linear", "data": data,
                 "output_dir": str(run_dir), "epochs": 1, **fields}
@@ -253,7 +256,7 @@ def main() -> None:
     parser.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
     parser.add_argument("--archs", default="stella,flan-t5")
     parser.add_argument("--methods", default="full,lora,qlora")
-    parser.add_argument("--rows", default="toolkit,throughput,recipe,plain,infer")
+    parser.add_argument("--rows", default="toolkit,throughput,compiled,recipe,plain,infer")
     args = parser.parse_args()
 
     import pandas as pd
@@ -282,6 +285,8 @@ def main() -> None:
                 rows.append(("toolkit", toolkit_row(arch, method, checkpoint, args.data, work, None)))
             if "throughput" in wanted:
                 rows.append(("throughput", toolkit_row(arch, method, checkpoint, args.data, work, THROUGHPUT)))
+            if "compiled" in wanted:
+                rows.append(("compiled", toolkit_row(arch, method, checkpoint, args.data, work, COMPILED)))
             if "recipe" in wanted:
                 # 100 steps of 16 reviews (2 x 8) are enough for a steady rate; an epoch would take minutes.
                 rows.append(("recipe", toolkit_row(arch, method, checkpoint, args.data, work, RECIPE, max_steps=100)))

@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--set", action="append", default=[], help="TrainConfig field=value (JSON value)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators")
+    parser.add_argument("--compile", action="store_true", help="compile the whole model (Trainer's torch_compile); --set compile=true compiles its layers")
     args = parser.parse_args()
 
     import review_toolkit.training as training
@@ -54,6 +55,15 @@ def main() -> None:
         self.add_callback(timer)
 
     training.ReviewTrainer.__init__ = with_timer
+    if args.compile:
+        plain_arguments = training.training_arguments
+
+        def compiled_arguments(*a, **k):
+            arguments = plain_arguments(*a, **k)
+            arguments.torch_compile, arguments.torch_compile_backend = True, "inductor"
+            return arguments
+
+        training.training_arguments = compiled_arguments
     overrides = {key: _value(raw) for key, raw in (item.split("=", 1) for item in args.set)}
     config = TrainConfig(
         backbone=args.backbone, model=args.checkpoint, method=args.method, head="linear", data=args.data,
@@ -73,7 +83,7 @@ def main() -> None:
     steps = sorted(timer.times[5:])
     median = steps[len(steps) // 2]
     print(json.dumps({
-        "method": args.method, "overrides": overrides, "steps": len(timer.times), "median_step_ms": round(median * 1000, 1),
+        "method": args.method, "overrides": overrides, "compile": args.compile, "steps": len(timer.times), "median_step_ms": round(median * 1000, 1),
         "sum_step_s": round(sum(timer.times), 2), "train_call_s": round(total, 2),
         "samples_per_s_reported": result.info.get("train_samples_per_second"),
         "peak_gpu_gib": result.info.get("peak_gpu_gib"),

@@ -7,6 +7,8 @@ when it sits inside the PEFT model; here it is saved on its own).
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,15 @@ def lora_config(backbone: Backbone, config: Any) -> Any:
     )
 
 
+@contextlib.contextmanager
+def transformers_deprecations_quiet():
+    """PEFT reads transformers' deprecated ``is_gradient_checkpointing``; its FutureWarning is about
+    the two libraries' code, nothing a user of this toolkit can change."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def add_lora(encoder: nn.Module, backbone: Backbone, config: Any) -> nn.Module:
     """Wrap ``encoder.transformer`` with fresh LoRA adapters; everything else in it is frozen."""
     from peft import get_peft_model
@@ -44,7 +55,8 @@ def add_lora(encoder: nn.Module, backbone: Backbone, config: Any) -> nn.Module:
     for parameter in encoder.parameters():
         parameter.requires_grad_(False)
     try:
-        encoder.transformer = get_peft_model(encoder.transformer, lora_config(backbone, config))
+        with transformers_deprecations_quiet():
+            encoder.transformer = get_peft_model(encoder.transformer, lora_config(backbone, config))
     except ValueError as error:  # PEFT's message when no module matches the targets
         raise ConfigError(
             f"LoRA could not be applied to backbone {backbone.name!r}: {error}. "
@@ -88,7 +100,8 @@ def save_adapter(encoder: nn.Module, directory: Path) -> None:
 def load_adapter(encoder: nn.Module, directory: Path) -> nn.Module:
     from peft import PeftModel
 
-    encoder.transformer = PeftModel.from_pretrained(encoder.transformer, directory / ADAPTER_DIRECTORY)
+    with transformers_deprecations_quiet():
+        encoder.transformer = PeftModel.from_pretrained(encoder.transformer, directory / ADAPTER_DIRECTORY)
     encoder.eval()
     return encoder
 

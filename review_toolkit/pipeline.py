@@ -19,6 +19,7 @@ import torch
 
 from review_toolkit import __version__, distributed, registry
 from review_toolkit.classifier import Classifier, featurize
+from review_toolkit.compilation import compile_encoder_layers
 from review_toolkit.config import TrainConfig
 from review_toolkit.data import LABEL_NAMES, ReviewSplits, load_splits_for
 from review_toolkit.embeddings import cache_key, cached_embeddings, embed_texts
@@ -237,6 +238,8 @@ def _fine_tune(
         return tokenized_dataset(tokenizer, backbone.prepare_texts(frame.text.tolist()), frame.label.tolist(), max_length)
 
     trainable, total = count_parameters(model)  # before FSDP, when launched with it, shards the weights
+    if config.compile:
+        compile_encoder_layers(model)
     trainer = train_with_trainer(
         model,
         config=config,
