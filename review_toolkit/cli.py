@@ -83,7 +83,7 @@ def _split_list(value: str | None) -> list[str] | None:
 @click.option("--max-tokens-per-batch", type=int, help="Token budget of a length-sorted batch (default: 4096; 0: random batches of --batch-size).")
 @click.option("--pad-to-max-length", is_flag=True, default=None, help="Pad every review to --max-length (the research recipe; slow).")
 @click.option("--gradient-checkpointing", is_flag=True, default=None, help="Recompute activations in backward: far less memory, ~30% more compute.")
-@click.option("--compile", is_flag=True, default=None, help="torch.compile each encoder layer: faster training steps on GPUs, after some seconds of compiling.")
+@click.option("--compile", is_flag=True, default=None, help="Fine-tuning: torch.compile each encoder layer. Faster steps on GPUs with large batches (examples/gpu_compiled.yaml); compiling takes a minute or so.")
 @click.option("--optimizer", help="TrainingArguments optim name (default: the method's own).")
 @click.option("--lr-scheduler", help="Learning-rate schedule: linear, cosine, ... (default: linear).")
 @click.option("--early-stopping-patience", type=int, help="Epochs without validation F1 gain before stopping (default: 2; 0 turns it off).")

@@ -61,7 +61,7 @@ class TrainConfig:
     max_tokens_per_batch: int | None = 4096
     bf16: bool | None = None  # None: on when the GPU supports it
     gradient_checkpointing: bool = False
-    compile: bool = False  # torch.compile each encoder layer: faster steps on GPUs after seconds of compiling
+    compile: bool = False  # fine-tuning: torch.compile each encoder layer (pays on GPUs with large batches)
     resume_from: str | None = None
 
     # Adapters (lora, qlora).

@@ -168,6 +168,8 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: Sequence[Any
             test_p_fake = distributed.map_in_shards(p_fake, splits.test.text.tolist())
             validation_p_fake = distributed.map_in_shards(p_fake, splits.validation.text.tolist())
         else:
+            if config.compile:
+                logger.warning("--compile applies to fine-tuning methods; method %r trains no encoder layers.", method.name)
             classifier, trainer_info, test_p_fake, validation_p_fake = _train_on_frozen(
                 config, composition, checkpoint, tokenizer, max_length, splits, staging, progress, callbacks
             )
