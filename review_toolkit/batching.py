@@ -21,6 +21,21 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 
+def token_budget_ranges(sorted_lengths: Sequence[int], *, max_tokens: int, max_batch_size: int) -> list[tuple[int, int]]:
+    """[start, end) ranges over ascending lengths: at most ``max_batch_size`` examples each, and
+    ``count x longest <= max_tokens`` unless one example alone is longer than that."""
+    ranges, start = [], 0
+    for end in range(1, len(sorted_lengths) + 1):
+        size = end - start
+        # Sorted ascending, so the newest element is the longest in the batch.
+        if size > 1 and (size > max_batch_size or size * sorted_lengths[end - 1] > max_tokens):
+            ranges.append((start, end - 1))
+            start = end - 1
+    if start < len(sorted_lengths):
+        ranges.append((start, len(sorted_lengths)))
+    return ranges
+
+
 class _Epoch:
     """Epoch holder; accelerate's sharding wrapper reaches it as ``.sampler.set_epoch``."""
 
@@ -45,23 +60,10 @@ class TokenBudgetBatchSampler:
         self.seed = seed
         self.group_size = max(1, group_size)
         self.sampler = _Epoch()
-        self._boundaries = self._cut(np.sort(self.lengths))
+        self._boundaries = token_budget_ranges(np.sort(self.lengths), max_tokens=max_tokens, max_batch_size=max_batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
-
-    def _cut(self, sorted_lengths: np.ndarray) -> list[tuple[int, int]]:
-        """[start, end) ranges over the length-sorted order, each within the budget."""
-        boundaries, start = [], 0
-        for end in range(1, len(sorted_lengths) + 1):
-            size = end - start
-            # Sorted ascending, so the newest element is the longest in the batch.
-            if size > self.max_batch_size or size * sorted_lengths[end - 1] > self.max_tokens:
-                boundaries.append((start, end - 1))
-                start = end - 1
-        if start < len(sorted_lengths):
-            boundaries.append((start, len(sorted_lengths)))
-        return boundaries
 
     def __len__(self) -> int:
         return len(self._boundaries)

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from review_toolkit import distributed
+from review_toolkit.batching import token_budget_ranges
 
 CACHE_ENVIRONMENT_VARIABLE = "REVIEW_TOOLKIT_CACHE"
 
@@ -57,14 +58,9 @@ def cpu_token_budget_batches(lengths: list[int], batch_size: int, feed_forward_w
     batch_size 64 this took embedding from 113 to 126 reviews/s (idle 2-core CPU).
     """
     budget = max(1, min(batch_size * 128, CPU_ACTIVATION_BYTES // (4 * feed_forward_width)))
-    batches: list[list[int]] = []
-    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
-        # Sorted ascending, so the newest review is the batch's longest: it sets the padded width.
-        if batches and (len(batches[-1]) + 1) * lengths[index] <= budget:
-            batches[-1].append(index)
-        else:
-            batches.append([index])
-    return batches
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    ranges = token_budget_ranges([lengths[i] for i in order], max_tokens=budget, max_batch_size=budget)
+    return [order[start:end] for start, end in ranges]
 
 
 def feed_forward_width(encoder: torch.nn.Module) -> int:
