@@ -55,8 +55,6 @@ class TokenBudgetBatchSampler:
         if max_tokens < max(lengths, default=1):
             raise ValueError(f"max_tokens={max_tokens} is below the longest example ({max(lengths)} tokens)")
         self.lengths = np.asarray(lengths, dtype=np.int64)
-        self.max_tokens = max_tokens
-        self.max_batch_size = max_batch_size
         self.seed = seed
         self.group_size = max(1, group_size)
         self.sampler = _Epoch()
