@@ -19,17 +19,25 @@ from timed_train import _value  # FIELD=VALUE parsing, shared with benchmarks/ti
 
 
 class StepTimer(TrainerCallback):
-    def __init__(self) -> None:
+    """Synchronised time of each optimizer step; with a profiler, records steps 6-13 only."""
+
+    def __init__(self, profiler=None, window: tuple[int, int] = (6, 14)) -> None:
         self.times: list[float] = []
         self.started = 0.0
+        self.profiler = profiler
+        self.window = window
 
     def on_step_begin(self, args, state, control, **kwargs):
         torch.cuda.synchronize()
+        if self.profiler is not None and state.global_step == self.window[0]:
+            self.profiler.start()
         self.started = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
         torch.cuda.synchronize()
         self.times.append(time.perf_counter() - self.started)
+        if self.profiler is not None and state.global_step == self.window[1]:
+            self.profiler.stop()
 
 
 def main() -> None:
@@ -47,7 +55,13 @@ def main() -> None:
     import review_toolkit.training as training
     from review_toolkit import TrainConfig, train
 
-    timer = StepTimer()
+    profiler = None
+    if args.profile:
+        from torch.autograd import DeviceType
+        from torch.profiler import ProfilerActivity, profile
+
+        profiler = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+    timer = StepTimer(profiler)
     original = training.ReviewTrainer.__init__
 
     def with_timer(self, *a, **k):
@@ -70,15 +84,16 @@ def main() -> None:
         output_dir="/tmp/profile-run", overwrite=True, max_steps=args.steps, early_stopping_patience=0, **overrides,
     )
     started = time.perf_counter()
-    if args.profile:
-        from torch.profiler import ProfilerActivity, profile
-
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
-            result = train(config, progress=False)
+    result = train(config, progress=False)
+    if profiler is not None:
+        events = profiler.key_averages()
         for key in ("self_cpu_time_total", "self_cuda_time_total"):
-            print(profiler.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=50))
-    else:
-        result = train(config, progress=False)
+            print(events.table(sort_by=key, row_limit=25, max_name_column_width=60))
+        window_steps = timer.window[1] - timer.window[0]
+        kernels = [event for event in events if event.device_type == DeviceType.CUDA]
+        gpu_busy_ms = sum(event.self_device_time_total for event in kernels) / 1000 / window_steps
+        print(json.dumps({"profiled_steps": window_steps, "gpu_busy_ms_per_step": round(gpu_busy_ms, 1),
+                          "median_step_ms_in_window": round(sorted(timer.times[timer.window[0]:timer.window[1]])[window_steps // 2] * 1000, 1)}))
     total = time.perf_counter() - started
     steps = sorted(timer.times[5:])
     median = steps[len(steps) // 2]

@@ -12,10 +12,12 @@ from review_toolkit.plugin_api import Backbone, Method
 
 
 class QloraMethod(Method):
-    description = "QLoRA: 4-bit NF4 double-quantized backbone (bitsandbytes) with LoRA adapters; paged 8-bit AdamW."
+    description = "QLoRA: 4-bit NF4 double-quantized backbone (bitsandbytes) with LoRA adapters."
     trains_backbone = True
     default_learning_rate = 5e-4
-    default_optimizer = "paged_adamw_8bit"
+    # The optimizer holds the adapters only (a few million values): 8-bit paged states would save
+    # megabytes and cost a kernel launch per parameter tensor on every step.
+    default_optimizer = "adamw_torch"
 
     def load_for_training(self, backbone: Backbone, checkpoint: str, config: Any) -> nn.Module:
         return add_lora(load_quantized(backbone, checkpoint, config), backbone, config)
