@@ -99,8 +99,9 @@ class LoraLinearFunction(torch.autograd.Function):
         grad_x = grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = grad_rows @ ctx.base.weight(ctx.dtype)
-        if ctx.saved_tensors:
-            inputs, mask, down, lora_a, lora_b = ctx.saved_tensors
+        saved = ctx.saved_tensors  # once: under activation checkpointing each read recomputes
+        if saved:
+            inputs, mask, down, lora_a, lora_b = saved
             grad_down = (grad_rows @ lora_b.to(ctx.dtype)).mul_(ctx.scaling)
             grad_b = (grad_rows.t() @ down).mul_(ctx.scaling).to(lora_b.dtype)
             rows = inputs.to(ctx.dtype)

@@ -17,7 +17,7 @@ from review_toolkit.fused_lora import fuse_lora_layers
 TARGETS = ["query", "value", "attention.output.dense"]
 
 
-def lora_bert(checkpoint: str, *, four_bit: bool, dropout: float, use_dora: bool = False):
+def lora_bert(checkpoint: str, *, four_bit: bool, dropout: float, use_dora: bool = False, checkpointed: bool = False):
     """A tiny BERT with LoRA whose B matrices are random (fresh ones are zero: nothing to compare)."""
     options = {}
     if four_bit:
@@ -29,6 +29,8 @@ def lora_bert(checkpoint: str, *, four_bit: bool, dropout: float, use_dora: bool
             "device_map": {"": "cpu"},
         }
     model = BertModel.from_pretrained(checkpoint, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **options)
+    if checkpointed:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(1)
     with transformers_deprecations_quiet():
         model = get_peft_model(
@@ -50,10 +52,12 @@ def output_and_gradients(model, input_ids):
 
 @pytest.mark.parametrize("four_bit", [False, True], ids=["dense", "nf4"])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_fused_layers_match_peft_outputs_and_gradients(tiny_bert, four_bit, dropout):
+@pytest.mark.parametrize("checkpointed", [False, True], ids=["stored", "checkpointed"])
+def test_fused_layers_match_peft_outputs_and_gradients(tiny_bert, four_bit, dropout, checkpointed):
+    """Also under activation checkpointing, which recomputes the forward (same dropout masks) in backward."""
     input_ids = torch.randint(5, 1000, (3, 11))
-    reference = lora_bert(tiny_bert, four_bit=four_bit, dropout=dropout)
-    fused = lora_bert(tiny_bert, four_bit=four_bit, dropout=dropout)
+    reference = lora_bert(tiny_bert, four_bit=four_bit, dropout=dropout, checkpointed=checkpointed)
+    fused = lora_bert(tiny_bert, four_bit=four_bit, dropout=dropout, checkpointed=checkpointed)
     # Adapted layers (3 per BERT layer); with 4-bit weights also the frozen ones: key and the
     # two feed-forward layers of each BERT layer, and the pooler.
     expected = 2 * len(TARGETS) + (2 * 3 + 1 if four_bit else 0)
