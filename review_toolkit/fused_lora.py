@@ -23,6 +23,7 @@ adapter format stay as they are, and a reloaded adapter runs through PEFT.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -67,17 +68,46 @@ class FrozenFourBit:
         return None if self.layer.bias is None else self.layer.bias.to(dtype)
 
 
+class _LastCast:
+    """The most recent input cast to the compute dtype, reused while the same tensor comes again.
+
+    The query, key and value projections read the same hidden states; under autocast these
+    are float32 (layer norms run in float32), and each layer would make and keep its own
+    bf16 copy. Held by weak reference: the cache never keeps a tensor alive.
+    """
+
+    def __init__(self) -> None:
+        self.source: weakref.ref | None = None
+        self.version = -1
+        self.result: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if x.dtype == dtype:
+            return x
+        result = self.result
+        if self.source is not None and self.source() is x and self.version == x._version and result.dtype == dtype:
+            return result
+        result = x.to(dtype)
+        self.source, self.version, self.result = weakref.ref(x), x._version, result
+        return result
+
+
+_cast_rows = _LastCast()
+
+
 class LoraLinearFunction(torch.autograd.Function):
     """y = x W^T + b + scaling * (dropout(x) A^T) B^T, with gradients for x, A and B only.
 
     ``lora_a``/``lora_b`` may be None (a frozen layer without adapters). Products run in
     ``dtype`` (the autocast dtype, or the input's); gradients come back in each input's dtype.
+    Kept for backward: the input in ``dtype`` (shared by layers that read the same input),
+    the dropout mask, the rank-r intermediate and the adapters in ``dtype``.
     """
 
     @staticmethod
     def forward(ctx, x, lora_a, lora_b, base, scaling: float, dropout: float, dtype: torch.dtype):
-        inputs = x.reshape(-1, x.shape[-1])
-        rows = inputs.to(dtype)
+        rows = _cast_rows(x, dtype)  # keyed by the tensor the layers share, before any reshape
+        rows = rows.reshape(-1, rows.shape[-1])
         output = torch.nn.functional.linear(rows, base.weight(dtype), base.bias(dtype))
         if lora_a is not None:
             mask = None
@@ -85,12 +115,13 @@ class LoraLinearFunction(torch.autograd.Function):
                 dropped, mask = torch.native_dropout(rows, dropout, True)
             else:
                 dropped = rows
-            down = dropped @ lora_a.to(dtype).t()
-            output.addmm_(down, lora_b.to(dtype).t(), alpha=scaling)
-            # The input as it came (not its cast copy): the query, key and value layers share it.
-            ctx.save_for_backward(inputs, mask, down, lora_a, lora_b)
+            a, b = lora_a.to(dtype), lora_b.to(dtype)
+            down = dropped @ a.t()
+            output.addmm_(down, b.t(), alpha=scaling)
+            ctx.save_for_backward(rows, mask, down, a, b)
         ctx.base, ctx.scaling, ctx.dropout, ctx.dtype = base, scaling, dropout, dtype
         ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
+        ctx.adapter_dtypes = None if lora_a is None else (lora_a.dtype, lora_b.dtype)
         return output.view(*x.shape[:-1], output.shape[-1])
 
     @staticmethod
@@ -101,19 +132,18 @@ class LoraLinearFunction(torch.autograd.Function):
             grad_x = grad_rows @ ctx.base.weight(ctx.dtype)
         saved = ctx.saved_tensors  # once: under activation checkpointing each read recomputes
         if saved:
-            inputs, mask, down, lora_a, lora_b = saved
-            grad_down = (grad_rows @ lora_b.to(ctx.dtype)).mul_(ctx.scaling)
-            grad_b = (grad_rows.t() @ down).mul_(ctx.scaling).to(lora_b.dtype)
-            rows = inputs.to(ctx.dtype)
+            rows, mask, down, a, b = saved
+            a_dtype, b_dtype = ctx.adapter_dtypes
+            grad_down = (grad_rows @ b).mul_(ctx.scaling)
+            grad_b = (grad_rows.t() @ down).mul_(ctx.scaling).to(b_dtype)
             keep = None if mask is None else 1.0 / (1.0 - ctx.dropout)
-            dropped = rows if mask is None else rows * mask * keep
-            grad_a = (grad_down.t() @ dropped).to(lora_a.dtype)
+            dropped = rows if mask is None else torch.ops.aten.native_dropout_backward(rows, mask, keep)
+            grad_a = (grad_down.t() @ dropped).to(a_dtype)
             if grad_x is not None:
-                grad_dropped = grad_down @ lora_a.to(ctx.dtype)
-                if mask is None:
-                    grad_x.add_(grad_dropped)
-                else:
-                    grad_x.add_(grad_dropped.mul_(mask), alpha=keep)
+                grad_dropped = grad_down @ a
+                if mask is not None:
+                    grad_dropped = torch.ops.aten.native_dropout_backward(grad_dropped, mask, keep)
+                grad_x.add_(grad_dropped)
         if grad_x is not None:
             grad_x = grad_x.view(ctx.input_shape).to(ctx.input_dtype)
         return grad_x, grad_a, grad_b, None, None, None, None

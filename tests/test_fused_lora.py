@@ -12,7 +12,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import BertModel, BitsAndBytesConfig
 
 from review_toolkit.adapters import transformers_deprecations_quiet
-from review_toolkit.fused_lora import fuse_lora_layers
+from review_toolkit.fused_lora import _LastCast, fuse_lora_layers
 
 TARGETS = ["query", "value", "attention.output.dense"]
 
@@ -43,9 +43,12 @@ def lora_bert(checkpoint: str, *, four_bit: bool, dropout: float, use_dora: bool
 
 
 def output_and_gradients(model, input_ids):
+    # A fixed random readout: the squared norm of layer-normed states is nearly constant, and
+    # its gradients would be rounding noise.
+    readout = torch.randn(64, generator=torch.Generator().manual_seed(3))
     torch.manual_seed(7)  # the same dropout masks for both models
     hidden = model(input_ids=input_ids).last_hidden_state
-    hidden.pow(2).mean().backward()
+    (hidden.float() @ readout).square().mean().backward()
     gradients = {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
     return hidden.detach(), gradients
 
@@ -80,3 +83,33 @@ def test_layers_the_fused_form_does_not_cover_keep_peft_forward(tiny_bert):
     hidden = model(input_ids=torch.randint(5, 1000, (2, 5))).last_hidden_state
     hidden.sum().backward()
     assert all(p.grad is not None for name, p in model.named_parameters() if "lora_magnitude" in name)
+
+
+def test_fused_layers_under_bf16_autocast_stay_close_to_peft(tiny_bert):
+    """Autocast (as on GPUs) makes the fused layers cast and share their inputs; same model, bf16 rounding."""
+    input_ids = torch.randint(5, 1000, (3, 11))
+    reference = lora_bert(tiny_bert, four_bit=False, dropout=0.0)
+    fused = lora_bert(tiny_bert, four_bit=False, dropout=0.0)
+    fuse_lora_layers(fused)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden_reference, gradients_reference = output_and_gradients(reference, input_ids)
+        hidden_fused, gradients_fused = output_and_gradients(fused, input_ids)
+    torch.testing.assert_close(hidden_fused.float(), hidden_reference.float(), rtol=0.05, atol=0.05)
+    # All adapter gradients as one vector: some layers' gradients are ~1e-10 here, bf16 noise alone.
+    names = sorted(gradients_reference)
+    reference_vector = torch.cat([gradients_reference[name].flatten() for name in names])
+    fused_vector = torch.cat([gradients_fused[name].flatten() for name in names])
+    assert (fused_vector - reference_vector).norm() <= 0.05 * reference_vector.norm()
+
+
+def test_shared_input_cast_is_reused_only_while_the_tensor_is_unchanged():
+    cast = _LastCast()
+    hidden = torch.randn(4, 8)
+    first = cast(hidden, torch.bfloat16)
+    assert cast(hidden, torch.bfloat16) is first  # the key and value layers reuse the query's copy
+    hidden.add_(1.0)  # an in-place change must not be served from the stale copy
+    again = cast(hidden, torch.bfloat16)
+    assert again is not first
+    torch.testing.assert_close(again, hidden.to(torch.bfloat16))
+    assert cast(hidden.clone(), torch.bfloat16) is not again
+    assert cast(hidden, torch.float32) is hidden
