@@ -84,6 +84,8 @@ class _LastCast:
     def __call__(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         if x.dtype == dtype:
             return x
+        if x.is_inference():  # no version counter to tell an in-place change: not cached
+            return x.to(dtype)
         result = self.result
         if self.source is not None and self.source() is x and self.version == x._version and result.dtype == dtype:
             return result

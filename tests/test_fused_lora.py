@@ -113,3 +113,18 @@ def test_shared_input_cast_is_reused_only_while_the_tensor_is_unchanged():
     torch.testing.assert_close(again, hidden.to(torch.bfloat16))
     assert cast(hidden.clone(), torch.bfloat16) is not again
     assert cast(hidden, torch.float32) is hidden
+    with torch.inference_mode():  # evaluation: inference tensors carry no version counter
+        frozen = torch.randn(4, 8)
+        torch.testing.assert_close(cast(frozen, torch.bfloat16), frozen.to(torch.bfloat16))
+
+
+def test_fused_layers_score_in_inference_mode_under_autocast(tiny_bert):
+    """Evaluation during training runs the fused layers under inference mode (and autocast on GPUs)."""
+    reference = lora_bert(tiny_bert, four_bit=False, dropout=0.05).eval()
+    fused = lora_bert(tiny_bert, four_bit=False, dropout=0.05).eval()
+    fuse_lora_layers(fused)
+    input_ids = torch.randint(5, 1000, (2, 9))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reference(input_ids=input_ids).last_hidden_state.float()
+        scored = fused(input_ids=input_ids).last_hidden_state.float()
+    torch.testing.assert_close(scored, expected, rtol=0.05, atol=0.05)
