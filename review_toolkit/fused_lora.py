@@ -11,7 +11,8 @@ for backward.
 
 Here each adapted layer's forward and backward are written out by hand in one
 ``torch.autograd.Function``: the same products in fewer operations, and only the
-layer's input and its dropout mask kept for backward. Frozen 4-bit layers
+layer's input (one copy for the layers that read the same input), its dropout
+mask and the rank-r intermediate kept for backward. Frozen 4-bit layers
 without adapters get the same treatment for the base product alone. The block
 scales of double-quantized weights are dequantized once, when the layers are
 fused (float32, one value per 64 weights: about 1% of the 4-bit weights'
@@ -60,8 +61,11 @@ class FrozenFourBit:
             self.absmax = state.absmax.float()
 
     def weight(self, dtype: torch.dtype) -> torch.Tensor:
+        packed = self.layer.weight.data
+        if self.absmax.device != packed.device:  # the layer was moved after fusing
+            self.absmax = self.absmax.to(packed.device)
         return torch.ops.bitsandbytes.dequantize_4bit.default(
-            self.layer.weight.data.view(-1, 1), self.absmax, self.blocksize, self.quant_type, self.shape, dtype
+            packed.view(-1, 1), self.absmax, self.blocksize, self.quant_type, self.shape, dtype
         )
 
     def bias(self, dtype: torch.dtype) -> torch.Tensor | None:
@@ -73,7 +77,8 @@ class _LastCast:
 
     The query, key and value projections read the same hidden states; under autocast these
     are float32 (layer norms run in float32), and each layer would make and keep its own
-    bf16 copy. Held by weak reference: the cache never keeps a tensor alive.
+    bf16 copy. The source is held by weak reference, and the copy is let go when the
+    source is: the cache keeps nothing alive beyond its use.
     """
 
     def __init__(self) -> None:
@@ -90,8 +95,12 @@ class _LastCast:
         if self.source is not None and self.source() is x and self.version == x._version and result.dtype == dtype:
             return result
         result = x.to(dtype)
-        self.source, self.version, self.result = weakref.ref(x), x._version, result
+        self.source, self.version, self.result = weakref.ref(x, self._forget), x._version, result
         return result
+
+    def _forget(self, source: weakref.ref) -> None:
+        if self.source is source:
+            self.source = self.result = None
 
 
 _cast_rows = _LastCast()

@@ -116,6 +116,8 @@ def test_shared_input_cast_is_reused_only_while_the_tensor_is_unchanged():
     with torch.inference_mode():  # evaluation: inference tensors carry no version counter
         frozen = torch.randn(4, 8)
         torch.testing.assert_close(cast(frozen, torch.bfloat16), frozen.to(torch.bfloat16))
+    copy = cast(torch.randn(4, 8), torch.bfloat16)  # its source is freed at once
+    assert cast.result is None and copy.dtype == torch.bfloat16  # ... and so is the cache's hold on the copy
 
 
 def test_fused_layers_score_in_inference_mode_under_autocast(tiny_bert):
