@@ -44,13 +44,13 @@ class FrozenDense:
         return None if self.layer.bias is None else self.layer.bias.to(dtype)
 
 
-class FrozenFourBit:
+class FrozenFourBit(FrozenDense):
     """A bitsandbytes ``Linear4bit``, dequantized on the fly with block scales kept in float32."""
 
     def __init__(self, layer: nn.Module) -> None:
         import bitsandbytes.functional as bnb_functional
 
-        self.layer = layer
+        super().__init__(layer)
         state = layer.weight.quant_state
         self.shape = list(state.shape)
         self.blocksize = state.blocksize
@@ -67,9 +67,6 @@ class FrozenFourBit:
         return torch.ops.bitsandbytes.dequantize_4bit.default(
             packed.view(-1, 1), self.absmax, self.blocksize, self.quant_type, self.shape, dtype
         )
-
-    def bias(self, dtype: torch.dtype) -> torch.Tensor | None:
-        return None if self.layer.bias is None else self.layer.bias.to(dtype)
 
 
 class _LastCast:
@@ -168,7 +165,7 @@ def compute_dtype_for(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
-def frozen_base(layer: nn.Module) -> FrozenDense | FrozenFourBit | None:
+def frozen_base(layer: nn.Module) -> FrozenDense | None:
     """The fused form of a frozen base layer, or None for a kind this module does not handle."""
     if type(layer) is nn.Linear:
         return FrozenDense(layer)
