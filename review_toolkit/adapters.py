@@ -64,7 +64,7 @@ def add_lora(encoder: nn.Module, backbone: Backbone, config: Any) -> nn.Module:
             encoder.transformer = get_peft_model(encoder.transformer, lora_config(backbone, config))
     except ValueError as error:  # PEFT's message when no module matches the targets
         raise ConfigError(
-            f"LoRA could not be applied to backbone {backbone.name!r}: {error}. "
+            f"LoRA could not be applied to backbone {backbone.name!r}: {str(error).rstrip('.')}. "
             "Check --lora-targets against the model's module names."
         ) from error
     if compute_dtype() == torch.bfloat16:
