@@ -59,6 +59,9 @@ class TrainConfig:
     # Length-sorted batches of at most batch_size reviews and this many (padded) tokens;
     # None or 0: Trainer's random batches of exactly batch_size.
     max_tokens_per_batch: int | None = 4096
+    # Fine-tuning on reviews concatenated into one row per batch (no padding computed, flash
+    # attention per review); None: on for bf16 GPU training of encoders that support it.
+    pack_sequences: bool | None = None
     bf16: bool | None = None  # None: on when the GPU supports it
     gradient_checkpointing: bool = False
     compile: bool = False  # fine-tuning: torch.compile each encoder layer (pays on GPUs with large batches)
@@ -119,6 +122,10 @@ class TrainConfig:
             (
                 not self.max_tokens_per_batch or self.max_tokens_per_batch >= (self.max_length or 8),
                 "max_tokens_per_batch must be at least max_length (one full-length review)",
+            ),
+            (
+                not (self.pack_sequences and self.pad_to_max_length),
+                "pack_sequences and pad_to_max_length do not combine: packed batches hold no padding",
             ),
             (
                 # PyTorch's compiler failed on checkpointed compiled layers (inductor: "Node ... was invalid").

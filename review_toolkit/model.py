@@ -17,7 +17,7 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, class_weight
 
 
 class ReviewClassifierModel(nn.Module):
-    """Token ids to class logits: ``head(encoder(input_ids, attention_mask))``."""
+    """Token ids to class logits: ``head(encoder(input_ids, attention_mask))``, or from packed reviews."""
 
     # The loss is a per-batch mean: Trainer must scale it for gradient accumulation itself
     # (and need not count label tokens, a device sync, every step).
@@ -43,11 +43,21 @@ class ReviewClassifierModel(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cu_seq_lens: torch.Tensor | None = None,
+        max_length: int | None = None,
+        review_index: torch.Tensor | None = None,
         **unused: torch.Tensor,  # e.g. the "length" column used for length-grouped batches
     ) -> SequenceClassifierOutput:
-        pooled = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        if cu_seq_lens is not None:  # reviews packed into one row (review_toolkit.packing)
+            pooled = self.encoder(
+                input_ids=input_ids, position_ids=position_ids, cu_seq_lens=cu_seq_lens, max_length=max_length,
+                review_index=review_index,
+            )
+        else:
+            pooled = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
         head_weight = next(self.head.parameters())
         logits = self.head(pooled.to(head_weight.dtype))
         loss = classification_loss(logits, labels, self.class_weights) if labels is not None else None

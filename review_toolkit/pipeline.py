@@ -26,6 +26,7 @@ from review_toolkit.embeddings import cache_key, cached_embeddings, embed_texts
 from review_toolkit.errors import PluginError, ReviewToolkitError, RunDirectoryError
 from review_toolkit.evaluation import calibrate_after_training
 from review_toolkit.modelcard import write_model_card
+from review_toolkit.packing import enable_packed_attention, packing_wanted
 from review_toolkit.manifest import refuse_unpickling, verify_run_directory
 from review_toolkit.metrics import classification_metrics, classification_report
 from review_toolkit.model import HeadOnlyModel, ReviewClassifierModel, balanced_class_weights, count_parameters
@@ -46,7 +47,13 @@ from review_toolkit.rundir import (
     require_run_directory,
     write_json,
 )
-from review_toolkit.training import feature_dataset, gathered_state_dict, tokenized_dataset, train_with_trainer
+from review_toolkit.training import (
+    bf16_enabled,
+    feature_dataset,
+    gathered_state_dict,
+    tokenized_dataset,
+    train_with_trainer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +247,9 @@ def _fine_tune(
         return tokenized_dataset(tokenizer, backbone.prepare_texts(frame.text.tolist()), frame.label.tolist(), max_length)
 
     trainable, total = count_parameters(model)  # before FSDP, when launched with it, shards the weights
+    packed = packing_wanted(config.pack_sequences, encoder, backbone=backbone.name, bf16=bf16_enabled(config))
+    if packed:
+        enable_packed_attention(encoder)
     if config.compile:
         compile_encoder_layers(model)
     trainer = train_with_trainer(
@@ -256,6 +266,7 @@ def _fine_tune(
         ),
         tokenizer=tokenizer,
         max_length=max_length,
+        packed=packed,
         progress=progress,
         callbacks=callbacks,
     )
@@ -275,6 +286,7 @@ def _fine_tune(
         "epochs_run": trainer.state.epoch,
         "best_validation_f1_macro": trainer.state.best_metric,
         "train_samples_per_second": _samples_per_second(len(splits.train), trainer),
+        "packed_sequences": packed,
     }
     model.eval()
     classifier = Classifier(

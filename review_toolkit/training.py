@@ -30,6 +30,7 @@ from review_toolkit.config import TrainConfig
 from review_toolkit.embeddings import use_shape_agnostic_attention
 from review_toolkit.errors import ConfigError
 from review_toolkit.metrics import trainer_compute_metrics
+from review_toolkit.packing import PackedCollator
 from review_toolkit.signals import InterruptionCallback
 
 logger = logging.getLogger(__name__)
@@ -203,10 +204,15 @@ def train_with_trainer(
     max_tokens_per_batch: int | None = None,
     tokenizer: Any | None = None,
     max_length: int | None = None,
+    packed: bool = False,
     progress: bool = True,
     callbacks: Sequence[Any] = (),
 ) -> Trainer:
-    """Train ``model`` and leave the best validation checkpoint's weights in it."""
+    """Train ``model`` and leave the best validation checkpoint's weights in it.
+
+    ``packed``: batches of reviews concatenated into one row (``review_toolkit.packing``); the
+    model's attention must already be the packed kind.
+    """
     use_shape_agnostic_attention()
     has_validation = validation_dataset is not None and len(validation_dataset) > 0
     args = training_arguments(
@@ -218,7 +224,9 @@ def train_with_trainer(
         progress=progress,
     )
     collator = None
-    if tokenizer is not None:
+    if packed:
+        collator = PackedCollator()
+    elif tokenizer is not None:
         collator = DataCollatorWithPadding(
             tokenizer,
             padding="max_length" if config.pad_to_max_length else "longest",

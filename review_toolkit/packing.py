@@ -1,0 +1,168 @@
+"""Padding-free training batches: a batch's reviews side by side in one row.
+
+A padded batch computes every review at the length of its longest, and the
+padding mask it needs rules out PyTorch's flash attention (its memory-efficient
+kernel runs instead). Here the reviews of a batch are concatenated into one
+row of tokens, with positions restarting at each review, and attention runs
+per review through the variable-length flash kernel, told where each review
+starts (``cu_seq_lens``). Matrix products see only real tokens; pooling
+averages each review's own tokens.
+
+Encoders qualify when transformers' own classes run them through its attention
+interface and take position ids (``PACKABLE_MODEL_TYPES``). The attention
+function registered here serves padded batches too (evaluation, prediction),
+through PyTorch's SDPA exactly as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from review_toolkit.errors import ConfigError
+
+ATTENTION_NAME = "review_toolkit_packed"
+
+#: Model types whose transformers classes route attention through the attention interface,
+#: forward keyword arguments to it, and read positions from ``position_ids``.
+PACKABLE_MODEL_TYPES = frozenset({"bert", "gte"})
+
+
+def packed_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    cu_seq_lens_q: torch.Tensor | None = None,
+    max_length_q: int | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Attention over packed reviews when told where they start; SDPA on padded batches otherwise.
+
+    ``query``/``key``/``value`` are [1, heads, tokens, head_dim]; the result is [1, tokens, heads, head_dim].
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if cu_seq_lens_q is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    if query.shape[0] != 1:
+        raise ValueError(f"Packed attention takes one row of concatenated reviews, not a batch of {query.shape[0]}.")
+    # [1, heads, tokens, dim] -> [tokens, heads, dim]: views, no copies.
+    query, key, value = (states[0].transpose(0, 1) for states in (query, key, value))
+    device_type = query.device.type
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else query.dtype
+    if query.is_cuda and dtype in (torch.float16, torch.bfloat16):
+        # The rotary embeddings leave bf16 projections in float32 under autocast; flash takes 16-bit.
+        query, key, value = (states.to(dtype) for states in (query, key, value))
+        output = torch.ops.aten._flash_attention_forward(
+            query, key, value, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q, dropout, False, False,
+            scale=scaling,
+        )[0]
+    else:
+        output = _block_diagonal_attention(query, key, value, cu_seq_lens_q, dropout, scaling)
+    return output.unsqueeze(0), None
+
+
+def _block_diagonal_attention(query, key, value, cu_seq_lens, dropout, scaling) -> torch.Tensor:
+    """The same attention through SDPA with a block-diagonal mask: for CPUs and float32 training.
+
+    Quadratic in the packed length, so packing is not chosen by default where this runs.
+    """
+    lengths = cu_seq_lens.diff().to(device=query.device, dtype=torch.long)
+    review = torch.repeat_interleave(torch.arange(len(lengths), device=query.device), lengths)
+    same_review = review[:, None] == review[None, :]
+    output = nn.functional.scaled_dot_product_attention(
+        query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1),
+        attn_mask=same_review, dropout_p=dropout, scale=scaling,
+    )
+    return output.transpose(0, 1)
+
+
+def register_packed_attention() -> None:
+    """Make ``ATTENTION_NAME`` an attention implementation transformers accepts (idempotent)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTENTION_NAME, packed_attention)
+    # Padded batches get SDPA's mask; a packed one has none (every token is a review's).
+    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+
+
+def pretrained_model(module: nn.Module) -> nn.Module | None:
+    """The transformers model inside ``module`` (under PEFT's wrappers, for example)."""
+    from transformers import PreTrainedModel
+
+    return next((m for m in module.modules() if isinstance(m, PreTrainedModel)), None)
+
+
+def supports_packing(encoder: nn.Module) -> bool:
+    """Whether ``encoder`` is a mean-pooled ``PooledEncoder`` on transformers' own classes of a packable type."""
+    from review_toolkit.encoders import PooledEncoder
+
+    if not isinstance(encoder, PooledEncoder) or type(encoder).forward is not PooledEncoder.forward:
+        return False
+    model = pretrained_model(encoder.transformer)
+    if model is None or not type(model).__module__.startswith("transformers.models."):
+        return False  # checkpoint-supplied code (trust_remote_code) may not route attention the same way
+    return getattr(model.config, "model_type", None) in PACKABLE_MODEL_TYPES
+
+
+def enable_packed_attention(encoder: nn.Module) -> None:
+    """Route the encoder's attention through ``packed_attention`` (padded batches keep SDPA)."""
+    register_packed_attention()
+    pretrained_model(encoder.transformer).set_attn_implementation(ATTENTION_NAME)
+
+
+def packing_wanted(requested: bool | None, encoder: nn.Module, *, backbone: str, bf16: bool) -> bool:
+    """Whether to train on packed reviews: as ``pack_sequences`` asks, or by default where it pays.
+
+    By default only for bf16 training on a GPU (the flash kernel); elsewhere packed attention
+    falls back to a block-diagonal mask whose cost grows with the square of the packed length.
+    """
+    if requested is False:
+        return False
+    supported = supports_packing(encoder)
+    if requested and not supported:
+        raise ConfigError(
+            f"pack_sequences: the {backbone!r} backbone's encoder cannot train on packed reviews (that needs "
+            f"transformers' own classes of a model type in {sorted(PACKABLE_MODEL_TYPES)}, with mean pooling). "
+            "Set pack_sequences to false, or leave it unset to pack only where supported."
+        )
+    return supported and (bool(requested) or bf16)
+
+
+class PackedCollator:
+    """Concatenates a batch's tokenized reviews into one row, with what attention and pooling need.
+
+    ``labels`` comes first: Trainer reads a batch's size from its first tensor.
+    """
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        lengths = torch.tensor([len(feature["input_ids"]) for feature in features])
+        input_ids = torch.tensor([token for feature in features for token in feature["input_ids"]])
+        starts = torch.zeros(len(features) + 1, dtype=torch.int32)
+        starts[1:] = lengths.cumsum(0)
+        review = torch.repeat_interleave(torch.arange(len(features)), lengths)
+        return {
+            "labels": torch.tensor([int(feature["labels"]) for feature in features]),
+            "input_ids": input_ids.unsqueeze(0),
+            "position_ids": (torch.arange(len(input_ids)) - starts[review].long()).unsqueeze(0),
+            "cu_seq_lens": starts,
+            "max_length": int(lengths.max()),
+            "review_index": review,
+        }
+
+
+def mean_per_review(hidden: torch.Tensor, review_index: torch.Tensor, cu_seq_lens: torch.Tensor) -> torch.Tensor:
+    """[tokens, width] states of packed reviews -> [reviews, width]: each review's mean.
+
+    Lengths come from ``cu_seq_lens`` and the count from its shape: nothing waits for the GPU.
+    """
+    count = cu_seq_lens.shape[0] - 1
+    sums = hidden.new_zeros(count, hidden.shape[-1]).index_add_(0, review_index, hidden)
+    return sums / cu_seq_lens.diff().unsqueeze(-1).to(hidden.dtype)
