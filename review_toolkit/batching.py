@@ -3,8 +3,9 @@
 Reviews vary from a dozen tokens to hundreds. Random batches pad every review
 to the longest in its batch; a fixed batch size lets one batch of long reviews
 set the peak memory. Here batches are cut from the length-sorted order so that
-``batch length x longest review <= max_tokens`` (and at most ``max_batch_size``
-reviews), and their order is shuffled each epoch. Under a multi-GPU launch the
+the tokens a batch computes stay within ``max_tokens`` (``batch length x longest
+review`` when padded, the sum of lengths when packed) with at most
+``max_batch_size`` reviews, and their order is shuffled each epoch. Under a multi-GPU launch the
 processes take turns at the batches; ``group_size`` (the number of processes)
 keeps neighbours in length together, so the processes of one optimizer step
 get batches of similar cost and none waits long for another.
@@ -21,16 +22,21 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 
-def token_budget_ranges(sorted_lengths: Sequence[int], *, max_tokens: int, max_batch_size: int) -> list[tuple[int, int]]:
+def token_budget_ranges(
+    sorted_lengths: Sequence[int], *, max_tokens: int, max_batch_size: int, packed: bool = False
+) -> list[tuple[int, int]]:
     """[start, end) ranges over ascending lengths: at most ``max_batch_size`` examples each, and
-    ``count x longest <= max_tokens`` unless one example alone is longer than that."""
-    ranges, start = [], 0
+    ``count x longest <= max_tokens`` (padded batches) or ``sum of lengths <= max_tokens`` (packed
+    batches, which compute no padding) unless one example alone is longer than that."""
+    ranges, start, total = [], 0, 0
     for end in range(1, len(sorted_lengths) + 1):
         size = end - start
+        total += sorted_lengths[end - 1]
         # Sorted ascending, so the newest element is the longest in the batch.
-        if size > 1 and (size > max_batch_size or size * sorted_lengths[end - 1] > max_tokens):
+        tokens = total if packed else size * sorted_lengths[end - 1]
+        if size > 1 and (size > max_batch_size or tokens > max_tokens):
             ranges.append((start, end - 1))
-            start = end - 1
+            start, total = end - 1, sorted_lengths[end - 1]
     if start < len(sorted_lengths):
         ranges.append((start, len(sorted_lengths)))
     return ranges
@@ -50,7 +56,14 @@ class TokenBudgetBatchSampler:
     """Batches of similar length whose padded size stays within ``max_tokens``."""
 
     def __init__(
-        self, lengths: Sequence[int], *, max_tokens: int, max_batch_size: int, seed: int = 0, group_size: int = 1
+        self,
+        lengths: Sequence[int],
+        *,
+        max_tokens: int,
+        max_batch_size: int,
+        seed: int = 0,
+        group_size: int = 1,
+        packed: bool = False,
     ):
         if max_tokens < max(lengths, default=1):
             raise ValueError(f"max_tokens={max_tokens} is below the longest example ({max(lengths)} tokens)")
@@ -58,7 +71,9 @@ class TokenBudgetBatchSampler:
         self.seed = seed
         self.group_size = max(1, group_size)
         self.sampler = _Epoch()
-        self._boundaries = token_budget_ranges(np.sort(self.lengths), max_tokens=max_tokens, max_batch_size=max_batch_size)
+        self._boundaries = token_budget_ranges(
+            np.sort(self.lengths), max_tokens=max_tokens, max_batch_size=max_batch_size, packed=packed
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)

@@ -30,6 +30,9 @@ ATTENTION_NAME = "review_toolkit_packed"
 PACKABLE_MODEL_TYPES = frozenset({"bert", "gte"})
 
 
+_sdpa_attention: Any = None  # transformers' SDPA attention, once registered
+
+
 def packed_attention(
     module: nn.Module,
     query: torch.Tensor,
@@ -46,10 +49,8 @@ def packed_attention(
 
     ``query``/``key``/``value`` are [1, heads, tokens, head_dim]; the result is [1, tokens, heads, head_dim].
     """
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if cu_seq_lens_q is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return _sdpa_attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     if query.shape[0] != 1:
         raise ValueError(f"Packed attention takes one row of concatenated reviews, not a batch of {query.shape[0]}.")
     # [1, heads, tokens, dim] -> [tokens, heads, dim]: views, no copies.
@@ -85,9 +86,12 @@ def _block_diagonal_attention(query, key, value, cu_seq_lens, dropout, scaling) 
 
 def register_packed_attention() -> None:
     """Make ``ATTENTION_NAME`` an attention implementation transformers accepts (idempotent)."""
+    global _sdpa_attention
     from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+    _sdpa_attention = sdpa_attention_forward  # looked up here, not in every layer's call
     AttentionInterface.register(ATTENTION_NAME, packed_attention)
     # Padded batches get SDPA's mask; a packed one has none (every token is a review's).
     AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)

@@ -60,6 +60,7 @@ class ReviewTrainer(Trainer):
             max_batch_size=self.args.per_device_train_batch_size,
             seed=self.args.seed,
             group_size=self.accelerator.num_processes,
+            packed=isinstance(self.data_collator, PackedCollator),
         )
         loader = DataLoader(
             self.train_dataset,

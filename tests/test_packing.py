@@ -18,18 +18,18 @@ from review_toolkit.model import ReviewClassifierModel
 from review_toolkit.packing import PackedCollator, enable_packed_attention, packing_wanted, supports_packing
 
 
-def tiny_gte() -> GteModel:
+def tiny_gte(attention_dropout: float = 0.0) -> GteModel:
     torch.manual_seed(0)
     config = GteConfig(
         vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, max_position_embeddings=512,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=attention_dropout, max_position_embeddings=512,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
     )
     return GteModel(config)
 
 
-def tiny_bert_model(path: str):
-    return AutoModel.from_pretrained(path, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+def tiny_bert_model(path: str, attention_dropout: float = 0.0):
+    return AutoModel.from_pretrained(path, hidden_dropout_prob=0.0, attention_probs_dropout_prob=attention_dropout)
 
 
 def features(tokenizer, texts):
@@ -137,3 +137,77 @@ def test_packing_and_padding_to_max_length_are_refused_together():
 
     with pytest.raises(ConfigError, match="pack_sequences and pad_to_max_length"):
         TrainConfig.from_mapping({"pack_sequences": True, "pad_to_max_length": True}, source="test")
+
+
+def random_reviews(count: int, seed: int = 0) -> list[dict]:
+    """Token ids of reviews 5 to 60 tokens long, labelled alternately."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(5, 61, (count,), generator=generator).tolist()
+    return [
+        {"input_ids": torch.randint(1000, 30000, (n,), generator=generator).tolist(), "labels": i % 2}
+        for i, n in enumerate(lengths)
+    ]
+
+
+def padded_batch(reviews: list[dict]) -> dict:
+    longest = max(len(review["input_ids"]) for review in reviews)
+    ids = torch.zeros(len(reviews), longest, dtype=torch.long)
+    mask = torch.zeros(len(reviews), longest, dtype=torch.long)
+    for row, review in enumerate(reviews):
+        ids[row, : len(review["input_ids"])] = torch.tensor(review["input_ids"])
+        mask[row, : len(review["input_ids"])] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([r["labels"] for r in reviews])}
+
+
+def tiny_transformer(architecture: str, attention_dropout: float = 0.0):
+    from transformers import BertConfig, BertModel
+
+    if architecture == "gte":
+        return tiny_gte(attention_dropout)
+    torch.manual_seed(0)
+    return BertModel(BertConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=attention_dropout,
+    ))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the flash kernel runs on CUDA GPUs")
+@pytest.mark.parametrize("architecture", ["bert", "gte"])
+def test_flash_kernel_on_packed_reviews_matches_padded_sdpa_under_bf16(architecture):
+    torch.manual_seed(1)
+    model = ReviewClassifierModel(PooledEncoder(tiny_transformer(architecture), 64), torch.nn.Linear(64, 2))
+    model = model.cuda().train()
+    reviews = random_reviews(16)
+
+    def run(batch):
+        batch = {key: value.cuda() if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return logits_and_gradients(model, batch)
+
+    expected_logits, expected_gradients = run(padded_batch(reviews))
+    enable_packed_attention(model.encoder)
+    logits, gradients = run(PackedCollator()(reviews))
+    torch.testing.assert_close(logits, expected_logits, atol=2e-2, rtol=2e-2)
+    for name, gradient in gradients.items():
+        expected = expected_gradients[name]
+        assert (gradient - expected).norm() <= 0.05 * expected.norm() + 1e-6, name
+
+    # Attention dropout in training goes through the flash kernel's own dropout.
+    model = ReviewClassifierModel(PooledEncoder(tiny_transformer(architecture, 0.5), 64), torch.nn.Linear(64, 2))
+    model = model.cuda().train()
+    enable_packed_attention(model.encoder)
+    first, _ = run(PackedCollator()(reviews))
+    second, gradients = run(PackedCollator()(reviews))
+    assert not torch.equal(first, second) and all(torch.isfinite(g).all() for g in gradients.values())
+
+
+def test_packed_batches_count_real_tokens_against_the_budget():
+    from review_toolkit.batching import TokenBudgetBatchSampler
+
+    lengths = torch.randint(8, 300, (500,), generator=torch.Generator().manual_seed(0)).tolist()
+    packed = list(TokenBudgetBatchSampler(lengths, max_tokens=2048, max_batch_size=64, packed=True))
+    padded = list(TokenBudgetBatchSampler(lengths, max_tokens=2048, max_batch_size=64))
+    assert sorted(i for batch in packed for i in batch) == list(range(500))
+    assert all(sum(lengths[i] for i in batch) <= 2048 and len(batch) <= 64 for batch in packed)
+    assert all(len(batch) * max(lengths[i] for i in batch) <= 2048 for batch in padded)
+    assert len(packed) < len(padded)  # no padding counted: fuller batches
