@@ -7,7 +7,8 @@ each architecture and method (full, lora, qlora), these rows:
 
   toolkit  the toolkit's `train` (library API, benchmarks/timed_train.py) with its defaults, one epoch
   throughput  the same with examples/gpu_throughput.yaml (large token-budget batches), one epoch
-  compiled    the same with examples/gpu_compiled.yaml (large batches, compiled layers), one epoch
+  compiled    the same with examples/gpu_compiled.yaml (large batches, compiled layers), three
+              epochs, timed in the last two (the first compiles)
   recipe   the research recipe through the toolkit: pad to 512, batch 2 x 8,
            paged_adamw_8bit, cosine (examples/research_recipe.yaml), 100 steps
   plain    a plain PyTorch + PEFT loop (as ../shared/bench/gpu_baseline.py):
@@ -113,17 +114,21 @@ def save_t5(directory: Path, tokenizer) -> int:
 # --------------------------------------------------------------------------- rows
 
 
-def toolkit_row(arch: str, method: str, checkpoint: Path, data: str, work: Path, config_file: Path | None, **fields) -> dict:
+def toolkit_row(
+    arch: str, method: str, checkpoint: Path, data: str, work: Path, config_file: Path | None, skip_epochs: int = 0,
+    **fields,
+) -> dict:
     """The toolkit's training through its library API, in its own process (benchmarks/timed_train.py).
 
-    samples_per_s is the steady rate of the optimizer steps (evaluation and checkpoints left out);
-    run_samples_per_s is the run's own figure, Trainer's whole loop.
+    samples_per_s is the steady rate of the optimizer steps (evaluation and checkpoints left out,
+    and the first ``skip_epochs`` epochs); run_samples_per_s is the run's own figure, Trainer's whole loop.
     """
     label = PRESET_ROWS[config_file]
     run_dir = work / f"run-{arch}-{method}-{label}"
     settings = {"backbone": arch, "model": str(checkpoint), "method": method, "head": "linear", "data": data,
                 "output_dir": str(run_dir), "epochs": 1, **fields}
-    command = [sys.executable, str(HERE / "timed_train.py"), *(["--config", str(config_file)] if config_file else [])]
+    command = [sys.executable, str(HERE / "timed_train.py"), "--skip-epochs", str(skip_epochs)]
+    command += ["--config", str(config_file)] if config_file else []
     for key, value in settings.items():
         command += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
     completed = subprocess.run(command, capture_output=True, text=True)
@@ -286,7 +291,10 @@ def main() -> None:
             if "throughput" in wanted:
                 rows.append(("throughput", toolkit_row(arch, method, checkpoint, args.data, work, THROUGHPUT)))
             if "compiled" in wanted:
-                rows.append(("compiled", toolkit_row(arch, method, checkpoint, args.data, work, COMPILED)))
+                # Compiling, and recompiling for new ranges of batch shapes, happens in the first epoch.
+                rows.append(
+                    ("compiled", toolkit_row(arch, method, checkpoint, args.data, work, COMPILED, skip_epochs=1, epochs=3))
+                )
             if "recipe" in wanted:
                 # 100 steps of 16 reviews (2 x 8) are enough for a steady rate; an epoch would take minutes.
                 rows.append(("recipe", toolkit_row(arch, method, checkpoint, args.data, work, RECIPE, max_steps=100)))

@@ -27,8 +27,9 @@ class SteadyThroughput(TrainerCallback):
     Trainer evaluates and saves: evaluation and checkpoints stay out of the count.
     """
 
-    def __init__(self, warmup: int = 5) -> None:
+    def __init__(self, warmup: int = 5, skip_epochs: int = 0) -> None:
         self.warmup = warmup
+        self.skip_epochs = skip_epochs
         self.opened: tuple[float, int] | None = None
         self.epoch_start_step = 0
         self.seconds = 0.0
@@ -49,6 +50,8 @@ class SteadyThroughput(TrainerCallback):
         self.epoch_start_step = state.global_step
 
     def on_step_end(self, args, state, control, **kwargs):
+        if state.epoch is not None and state.epoch <= self.skip_epochs:
+            return
         if self.opened is None and state.global_step - self.epoch_start_step == self.warmup:
             self.opened = (self._now(), state.global_step)
 
@@ -72,6 +75,11 @@ def main() -> None:
     parser.add_argument("--config", help="a config file, as for 'review-toolkit train --config'")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a TrainConfig field (JSON value)")
     parser.add_argument("--warmup-steps", type=int, default=5)
+    parser.add_argument(
+        "--skip-epochs", type=int, default=0,
+        help="leave the first epochs out of the count: compiled layers compile (and recompile for new "
+        "shape ranges) during them",
+    )
     args = parser.parse_args()
 
     from review_toolkit import distributed, train
@@ -79,7 +87,7 @@ def main() -> None:
 
     fields = {key: _value(raw) for key, raw in (item.split("=", 1) for item in args.set)}
     config = build_config(args.config, {"overwrite": True, "early_stopping_patience": 0, **fields})
-    timer = SteadyThroughput(args.warmup_steps)
+    timer = SteadyThroughput(args.warmup_steps, args.skip_epochs)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     result = train(config, progress=False, callbacks=[timer])
