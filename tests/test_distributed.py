@@ -168,13 +168,16 @@ def test_fine_tuning_and_scoring_on_two_processes(tiny_bert, odd_reviews, tmp_pa
     assert rounded(evaluated[2]) == rounded(evaluated[1] | {"plots": evaluated[2]["plots"]})
 
 
-def test_full_fine_tuning_on_two_processes(tiny_bert, odd_reviews, tmp_path):
-    """Every trainable weight must get a gradient under DDP: BERT's unused pooler stays frozen."""
+@pytest.mark.parametrize("batches", ["--no-pack-sequences", "--pack-sequences"])
+def test_full_fine_tuning_on_two_processes(batches, tiny_bert, odd_reviews, tmp_path):
+    """Every trainable weight must get a gradient under DDP: BERT's unused pooler stays frozen.
+    Packed batches (one row of reviews per process) train under DDP as padded ones do."""
     run = tmp_path / "full"
     launch(2, [
         "train", "--backbone", "bert", "--model", tiny_bert, "--method", "full", "--head", "mlp", "--epochs", "1",
-        "--data", str(odd_reviews), "--output-dir", str(run),
+        "--data", str(odd_reviews), "--output-dir", str(run), batches,
     ], tmp_path / "cache")
+    assert json.loads((run / "run.json").read_text())["packed_sequences"] is (batches == "--pack-sequences")
     stored = pd.read_csv(run / "split_predictions.csv").query("split == 'test'")
     texts = pd.read_csv(odd_reviews).text.iloc[stored.row.to_numpy() - 1].tolist()
     rescored = load_run(run).predict_proba(texts, calibrated=False)

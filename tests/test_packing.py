@@ -110,8 +110,8 @@ def test_packing_is_refused_by_name_where_the_encoder_cannot_pack(tiny_bert):
     assert packing_wanted(False, supported, backbone="bert", bf16=True) is False
 
 
-@pytest.mark.parametrize("method", ["full", "qlora"])
-def test_packed_training_saves_reloads_and_predicts(method, tiny_bert, small_reviews, fifty_reviews, tmp_path):
+@pytest.mark.parametrize("method,options", [("full", {}), ("qlora", {}), ("lora", {"gradient_checkpointing": True})])
+def test_packed_training_saves_reloads_and_predicts(method, options, tiny_bert, small_reviews, fifty_reviews, tmp_path):
     import json
 
     import numpy as np
@@ -120,7 +120,7 @@ def test_packed_training_saves_reloads_and_predicts(method, tiny_bert, small_rev
 
     config = TrainConfig(
         backbone="bert", model=tiny_bert, data=str(small_reviews), output_dir=str(tmp_path / "run"),
-        method=method, epochs=1, batch_size=16, eval_batch_size=32, max_length=64, pack_sequences=True,
+        method=method, epochs=1, batch_size=16, eval_batch_size=32, max_length=64, pack_sequences=True, **options,
     )
     result = train(config, progress=False)
     info = json.loads((result.run_dir / "run.json").read_text())
