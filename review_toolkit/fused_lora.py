@@ -18,6 +18,13 @@ scales of double-quantized weights are dequantized once, when the layers are
 fused (float32, one value per 64 weights: about 1% of the 4-bit weights'
 memory).
 
+Sibling layers that read the same input (query, key and value; a gated
+feed-forward's gate and up projections) go one step further: their frozen
+weights move into one buffer (the layers' own weights become views of it), and
+the first of them to be called computes all of their outputs in one autograd
+node, one dequantization and one batched product, handing the others theirs
+when they are called with the same input.
+
 Nothing changes in what is saved: the modules, their parameters and PEFT's
 adapter format stay as they are, and a reloaded adapter runs through PEFT.
 """
@@ -219,8 +226,250 @@ def _fused_frozen_forward(base: FrozenFourBit):
     return forward
 
 
+#: Names of sibling layers that transformer blocks call one after another on the same input.
+SIBLING_NAMES = (
+    ("q_proj", "k_proj", "v_proj"),  # gte, Llama-style attention
+    ("query", "key", "value"),  # BERT
+    ("q", "k", "v"),  # T5
+    ("gate_proj", "up_proj"),  # gated feed-forward (gte)
+    ("wi_0", "wi_1"),  # T5's gated feed-forward
+)
+
+
+class StackedBases:
+    """Frozen weights of sibling layers in one buffer; each layer's own weight and bias become views of it.
+
+    One dequantization (4-bit) or none (dense) then yields all the weights, [siblings, out, in].
+    ``intact`` tells whether the layers still point into the buffer (a move to another device or
+    a replaced weight gives them new storage; the siblings are then computed one by one).
+    """
+
+    def __init__(self, bases: list[FrozenDense]) -> None:
+        self.bases = bases
+        layers = [base.layer for base in bases]
+        self.four_bit = isinstance(bases[0], FrozenFourBit)
+        out_features, in_features = layers[0].weight.shape if not self.four_bit else bases[0].shape
+        self.shape = [len(layers), out_features, in_features]
+        with torch.no_grad():
+            if self.four_bit:
+                packed = torch.cat([layer.weight.data.reshape(-1) for layer in layers])
+                for layer, view in zip(layers, packed.chunk(len(layers))):
+                    layer.weight.data = view.view_as(layer.weight.data)
+                self.packed = packed
+                self.absmax = torch.cat([base.absmax for base in bases])
+                self.blocksize, self.quant_type = bases[0].blocksize, bases[0].quant_type
+            else:
+                self.stacked = torch.stack([layer.weight.data for layer in layers])
+                for layer, view in zip(layers, self.stacked.unbind(0)):
+                    layer.weight.data = view
+            self.stacked_bias = None
+            if layers[0].bias is not None:
+                self.stacked_bias = torch.stack([layer.bias.data for layer in layers]).unsqueeze(1)
+                for layer, view in zip(layers, self.stacked_bias.unbind(0)):
+                    layer.bias.data = view[0]
+        self.pointers = [self._pointers(layer) for layer in layers]
+
+    @staticmethod
+    def _pointers(layer: nn.Module) -> tuple[int, int]:
+        return layer.weight.data_ptr(), 0 if layer.bias is None else layer.bias.data_ptr()
+
+    def intact(self) -> bool:
+        return all(self._pointers(base.layer) == pointers for base, pointers in zip(self.bases, self.pointers))
+
+    def weights(self, dtype: torch.dtype) -> torch.Tensor:
+        if not self.four_bit:
+            return self.stacked.to(dtype)
+        if self.absmax.device != self.packed.device:
+            self.absmax = self.absmax.to(self.packed.device)
+        flat = torch.ops.bitsandbytes.dequantize_4bit.default(
+            self.packed.view(-1, 1), self.absmax, self.blocksize, self.quant_type,
+            [self.shape[0] * self.shape[1], self.shape[2]], dtype,
+        )
+        return flat.view(self.shape)
+
+    def bias(self, dtype: torch.dtype) -> torch.Tensor | None:
+        return None if self.stacked_bias is None else self.stacked_bias.to(dtype)
+
+
+class SiblingLinearFunction(torch.autograd.Function):
+    """``LoraLinearFunction`` for sibling layers at once: one output per sibling.
+
+    ``adapters`` holds each sibling's (A, B), or nothing for frozen siblings. Each sibling draws
+    its own dropout mask, in sibling order, as PEFT's layers do when called in turn.
+    """
+
+    @staticmethod
+    def forward(ctx, x, group, dropout: float, dtype: torch.dtype, *adapters):
+        rows = _cast_rows(x, dtype)
+        rows = rows.reshape(-1, rows.shape[-1])
+        count = group.size
+        weights = group.bases.weights(dtype).transpose(1, 2)
+        bias = group.bases.bias(dtype)
+        together = rows.expand(count, *rows.shape)
+        output = torch.bmm(together, weights) if bias is None else torch.baddbmm(bias, together, weights)
+        masks = None
+        if adapters:
+            a = torch.stack(adapters[0::2]).to(dtype)  # [siblings, r, in]
+            b = torch.stack(adapters[1::2]).to(dtype)  # [siblings, out, r]
+            dropped = together
+            if dropout > 0:
+                pairs = [torch.native_dropout(rows, dropout, True) for _ in range(count)]
+                dropped = torch.stack([kept for kept, _ in pairs])
+                masks = torch.stack([mask for _, mask in pairs])
+            down = torch.bmm(dropped, a.transpose(1, 2))
+            output.baddbmm_(down, b.transpose(1, 2), alpha=group.scaling)
+            ctx.save_for_backward(rows, masks, down, a, b)
+            ctx.adapter_dtypes = (adapters[0].dtype, adapters[1].dtype)
+        ctx.group, ctx.dropout, ctx.dtype = group, dropout, dtype
+        ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
+        # Views of one [siblings, tokens, out] tensor; the encoders reshape them, never change them in place.
+        return tuple(sibling.view(*x.shape[:-1], sibling.shape[-1]) for sibling in output.unbind(0))
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        grads = torch.stack([grad.reshape(-1, grad.shape[-1]) for grad in grad_outputs]).to(ctx.dtype)
+        group = ctx.group
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.bmm(grads, group.bases.weights(ctx.dtype))  # [siblings, tokens, in]
+        adapter_grads: list[torch.Tensor | None] = [None] * (len(ctx.needs_input_grad) - 4)
+        saved = ctx.saved_tensors  # once: under activation checkpointing each read recomputes
+        if saved:
+            rows, masks, down, a, b = saved
+            a_dtype, b_dtype = ctx.adapter_dtypes
+            keep = 1.0 / (1.0 - ctx.dropout) if masks is not None else None
+            together = rows.expand(len(grad_outputs), *rows.shape)
+            dropped = together if masks is None else torch.ops.aten.native_dropout_backward(together, masks, keep)
+            grad_down = torch.bmm(grads, b).mul_(group.scaling)
+            grad_b = torch.bmm(grads.transpose(1, 2), down).mul_(group.scaling).to(b_dtype)
+            grad_a = torch.bmm(grad_down.transpose(1, 2), dropped).to(a_dtype)
+            adapter_grads[0::2], adapter_grads[1::2] = grad_a.unbind(0), grad_b.unbind(0)
+            if grad_x is not None:
+                grad_dropped = torch.bmm(grad_down, a)
+                if masks is not None:
+                    grad_dropped = torch.ops.aten.native_dropout_backward(grad_dropped, masks, keep)
+                grad_x.add_(grad_dropped)
+        if grad_x is not None:
+            grad_x = grad_x.sum(0).view(ctx.input_shape).to(ctx.input_dtype)
+        return grad_x, None, None, None, *adapter_grads
+
+
+class SiblingGroup:
+    """Sibling layers computed together by whichever is called first; the others collect their outputs.
+
+    An output waits only for a call with the very input it was computed from (same tensor, not
+    changed in place since); any other call computes that layer alone, as before.
+    """
+
+    def __init__(self, members: list[tuple[nn.Module, str | None, FrozenDense]], scaling: float) -> None:
+        self.modules = [module for module, _, _ in members]
+        self.adapter_names = [name for _, name, _ in members]
+        self.size = len(members)
+        self.scaling = scaling
+        self.bases: StackedBases | None = StackedBases([base for _, _, base in members])
+        self.source: weakref.ref | None = None
+        self.version = -1
+        self.pending: dict[int, torch.Tensor] = {}
+
+    def take(self, index: int, x: torch.Tensor) -> torch.Tensor | None:
+        if self.source is None or self.source() is not x or x.is_inference() or x._version != self.version:
+            return None
+        return self.pending.pop(index, None)
+
+    def _dropout(self) -> float | None:
+        """The siblings' common adapter dropout now, or None when they differ or cannot be fused."""
+        rates = set()
+        for module, name in zip(self.modules, self.adapter_names):
+            if name is None:
+                continue
+            if module.disable_adapters or module.merged or list(module.active_adapters) != [name]:
+                return None
+            dropout = module.lora_dropout[name]
+            rates.add(dropout.p if isinstance(dropout, nn.Dropout) and module.training else 0.0)
+        return rates.pop() if len(rates) == 1 else 0.0 if not rates else None
+
+    def compute(self, index: int, x: torch.Tensor) -> torch.Tensor | None:
+        """Every sibling's output for ``x``; returns ``index``'s and keeps the others'. None: not possible now."""
+        if self.bases is None or x.is_inference():
+            return None
+        if not self.bases.intact():
+            # The layers got new storage (moved, or wrapped by a sharding wrapper): for good, alone,
+            # and the buffer they no longer use is let go.
+            self.bases = None
+            return None
+        dropout = self._dropout()
+        if dropout is None:
+            return None
+        adapters = []
+        for module, name in zip(self.modules, self.adapter_names):
+            if name is not None:
+                adapters += [module.lora_A[name].weight, module.lora_B[name].weight]
+        outputs = SiblingLinearFunction.apply(x, self, dropout, compute_dtype_for(x), *adapters)
+        self.pending = {i: output for i, output in enumerate(outputs) if i != index}
+        self.source, self.version = weakref.ref(x, self._forget), x._version
+        return outputs[index]
+
+    def _forget(self, source: weakref.ref) -> None:
+        if self.source is source:
+            self.source, self.pending = None, {}
+
+
+def _sibling_forward(group: SiblingGroup, index: int, alone):
+    def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if args or kwargs:
+            return alone(x, *args, **kwargs)
+        output = group.take(index, x)
+        if output is None:
+            output = group.compute(index, x)
+        return alone(x) if output is None else output
+
+    return forward
+
+
+def _groupable(module: nn.Module) -> tuple[str | None, FrozenDense, tuple] | None:
+    """(adapter name or None, fused base, what siblings must share) for a fused layer, else None."""
+    base = getattr(module, "_fused_base", None)
+    if base is None:
+        return None
+    name = getattr(module, "_fused_adapter", None)
+    layer = base.layer
+    kind = (name is None, type(base), tuple(base.shape) if isinstance(base, FrozenFourBit) else tuple(layer.weight.shape),
+            getattr(base, "blocksize", None), getattr(base, "quant_type", None), layer.weight.dtype,
+            layer.weight.device, layer.bias is None)
+    if name is not None:
+        lora_a = module.lora_A[name]
+        kind += (lora_a.weight.shape, lora_a.weight.dtype, module.scaling[name], type(module.lora_dropout[name]))
+    return name, base, kind
+
+
+def group_sibling_layers(model: nn.Module) -> int:
+    """Group fused sibling layers (``SIBLING_NAMES``) that can be computed together; returns how many groups."""
+    groups = 0
+    for parent in list(model.modules()):
+        for names in SIBLING_NAMES:
+            # Siblings of one kind each: adapted ones together, frozen ones together.
+            by_kind: dict[tuple, list] = {}
+            for attribute in names:
+                child = getattr(parent, attribute, None)
+                described = _groupable(child) if isinstance(child, nn.Module) else None
+                if described is not None and not getattr(child, "_fused_sibling", False):
+                    name, base, kind = described
+                    by_kind.setdefault(kind, []).append((child, name, base))
+            for members in by_kind.values():
+                if len(members) < 2:
+                    continue
+                first, name, _ = members[0]
+                group = SiblingGroup(members, first.scaling[name] if name is not None else 1.0)
+                for index, (member, _, _) in enumerate(members):
+                    member.forward = _sibling_forward(group, index, member.forward)
+                    member._fused_sibling = True
+                groups += 1
+    return groups
+
+
 def fuse_lora_layers(model: nn.Module) -> int:
-    """Give every plain LoRA layer and every frozen 4-bit layer of ``model`` the fused forward.
+    """Give every plain LoRA layer and every frozen 4-bit layer of ``model`` the fused forward,
+    and let siblings that read the same input compute together.
 
     Returns how many layers were fused. Layers of other kinds (DoRA, several adapters,
     embeddings, convolutions) keep PEFT's forward. The change is to the module instances'
@@ -238,7 +487,7 @@ def fuse_lora_layers(model: nn.Module) -> int:
                 continue
             name, base = plain
             module.forward = _fused_lora_forward(module, name, base, module.forward)
-            module._fused_lora = True
+            module._fused_lora, module._fused_base, module._fused_adapter = True, base, name
             fused += 1
     for module in model.modules():
         if id(module) in adapted_bases or getattr(module, "_fused_lora", False):
@@ -246,6 +495,7 @@ def fuse_lora_layers(model: nn.Module) -> int:
         base = frozen_base(module)
         if isinstance(base, FrozenFourBit) and not any(p.requires_grad for p in module.parameters()):
             module.forward = _fused_frozen_forward(base)
-            module._fused_lora = True
+            module._fused_lora, module._fused_base = True, base
             fused += 1
+    group_sibling_layers(model)
     return fused

@@ -65,6 +65,9 @@ def test_fused_layers_match_peft_outputs_and_gradients(tiny_bert, four_bit, drop
     # two feed-forward layers of each BERT layer, and the pooler.
     expected = 2 * len(TARGETS) + (2 * 3 + 1 if four_bit else 0)
     assert fuse_lora_layers(fused) == expected
+    # Query and value read the same input: computed together (key is not adapted).
+    attention = fused.base_model.model.encoder.layer[0].attention.self
+    assert attention.query._fused_sibling and attention.value._fused_sibling
 
     hidden_reference, gradients_reference = output_and_gradients(reference, input_ids)
     hidden_fused, gradients_fused = output_and_gradients(fused, input_ids)
@@ -130,3 +133,74 @@ def test_fused_layers_score_in_inference_mode_under_autocast(tiny_bert):
         expected = reference(input_ids=input_ids).last_hidden_state.float()
         scored = fused(input_ids=input_ids).last_hidden_state.float()
     torch.testing.assert_close(scored, expected, rtol=0.05, atol=0.05)
+
+
+def lora_gte(*, dropout: float, checkpointed: bool = False):
+    """A tiny gte encoder (Stella's architecture) in 4-bit with LoRA on query, key and value."""
+    import tempfile
+
+    from transformers import GteConfig, GteModel
+
+    torch.manual_seed(0)
+    directory = tempfile.mkdtemp()
+    config = GteConfig(
+        vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    )
+    GteModel(config).save_pretrained(directory)
+    model = GteModel.from_pretrained(directory, quantization_config=BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.float32,
+    ), device_map={"": "cpu"})
+    if checkpointed:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    torch.manual_seed(1)
+    with transformers_deprecations_quiet():
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules=["q_proj", "k_proj", "v_proj"]))
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_()
+    return model.train()
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("checkpointed", [False, True], ids=["stored", "checkpointed"])
+def test_sibling_layers_computed_together_match_peft(dropout, checkpointed):
+    """gte's query/key/value (adapted) and gate/up (frozen 4-bit) projections share their input:
+    each set runs as one node, with the outputs and gradients PEFT's separate layers give."""
+    input_ids = torch.randint(5, 1000, (3, 11))
+    reference = lora_gte(dropout=dropout, checkpointed=checkpointed)
+    fused = lora_gte(dropout=dropout, checkpointed=checkpointed)
+    fuse_lora_layers(fused)
+    grouped = {name.rsplit(".", 1)[-1] for name, module in fused.named_modules() if getattr(module, "_fused_sibling", False)}
+    assert grouped == {"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"}
+
+    hidden_reference, gradients_reference = output_and_gradients(reference, input_ids)
+    hidden_fused, gradients_fused = output_and_gradients(fused, input_ids)
+    torch.testing.assert_close(hidden_fused, hidden_reference, rtol=1e-5, atol=1e-5)
+    assert gradients_fused.keys() == gradients_reference.keys()
+    for name, gradient in gradients_reference.items():
+        # Float32 rounding of sums taken in another order, against gradients of magnitude ~10.
+        scale = gradient.abs().max().item()
+        torch.testing.assert_close(gradients_fused[name], gradient, rtol=1e-4, atol=1e-6 * scale, msg=name)
+
+
+def test_siblings_called_on_different_inputs_or_moved_are_computed_alone():
+    reference = lora_gte(dropout=0.0)
+    fused = lora_gte(dropout=0.0)
+    fuse_lora_layers(fused)
+    pairs = [(getattr(module, "self_attn"), getattr(ref, "self_attn"))
+             for module, ref in zip(fused.base_model.model.layers, reference.base_model.model.layers)]
+    attention, expected = pairs[0]
+    first, second = torch.randn(2, 5, 64), torch.randn(2, 5, 64)
+    # The query layer computes key and value for `first`; key then comes with another input.
+    torch.testing.assert_close(attention.q_proj(first), expected.q_proj(first), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(attention.k_proj(second), expected.k_proj(second), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(attention.v_proj(first), expected.v_proj(first), rtol=1e-5, atol=1e-5)
+    # A layer given new storage (as a move would) leaves the shared buffer: each computes alone.
+    layer = attention.v_proj.get_base_layer()
+    layer.weight.data = layer.weight.data.clone()
+    for projection in ("q_proj", "k_proj", "v_proj"):
+        torch.testing.assert_close(
+            getattr(attention, projection)(first), getattr(expected, projection)(first), rtol=1e-5, atol=1e-5
+        )
