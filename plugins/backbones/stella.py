@@ -46,7 +46,6 @@ sentence-transformers ``2_Dense_1024`` projection (1024-d vectors).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +54,6 @@ from torch import nn
 
 from review_toolkit.encoders import PooledEncoder, TransformerBackbone, load_pretrained
 from review_toolkit.errors import PluginError
-from review_toolkit.rotary import use_fused_rotary
 
 DEFAULT_CHECKPOINT = "NovaSearch/stella_en_400M_v5"
 DEFAULT_DENSE_DIRECTORY = "2_Dense_1024"  # the model card's recommended 1024-d output
@@ -330,8 +328,6 @@ class StellaBackbone(TransformerBackbone):
         config = load_pretrained(_NativeConfigLoader, checkpoint, "model configuration")
         transformer = load_pretrained(GteModel, checkpoint, "model", config=config, **kwargs)
         own_storage(transformer)
-        # Query and key rotate in one autograd node: fewer kernel launches per layer, same numbers.
-        use_fused_rotary(sys.modules[type(transformer).__module__])
         return transformer
 
     def load_encoder(
