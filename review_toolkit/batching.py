@@ -53,7 +53,7 @@ class _Epoch:
 
 
 class TokenBudgetBatchSampler:
-    """Batches of similar length whose padded size stays within ``max_tokens``."""
+    """Batches of similar length whose computed tokens (padded, or packed) stay within ``max_tokens``."""
 
     def __init__(
         self,

@@ -279,8 +279,6 @@ class StackedBases:
     def weights(self, dtype: torch.dtype) -> torch.Tensor:
         if not self.four_bit:
             return self.stacked.to(dtype)
-        if self.absmax.device != self.packed.device:
-            self.absmax = self.absmax.to(self.packed.device)
         flat = torch.ops.bitsandbytes.dequantize_4bit.default(
             self.packed.view(-1, 1), self.absmax, self.blocksize, self.quant_type,
             [self.shape[0] * self.shape[1], self.shape[2]], dtype,

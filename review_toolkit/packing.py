@@ -58,7 +58,7 @@ def packed_attention(
     device_type = query.device.type
     dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else query.dtype
     if query.is_cuda and dtype in (torch.float16, torch.bfloat16):
-        # The rotary embeddings leave bf16 projections in float32 under autocast; flash takes 16-bit.
+        # Rotary embeddings (gte) leave bf16 projections in float32 under autocast; flash takes 16-bit.
         query, key, value = (states.to(dtype) for states in (query, key, value))
         output = torch.ops.aten._flash_attention_forward(
             query, key, value, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q, dropout, False, False,
