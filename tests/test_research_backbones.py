@@ -497,6 +497,20 @@ def test_train_save_reload_gives_the_same_probabilities(
             assert torch.equal(transformer.shared.weight.cpu(), trained_shared.cpu())
 
 
+def test_packed_batches_asked_of_t5_are_refused_by_name_and_nothing_is_left(t5_dir, data_csv, workspace):
+    """T5's relative attention bias does not go through transformers' attention interface: no packing."""
+    from review_toolkit.errors import ConfigError
+
+    run_dir = workspace / "run-t5-packed"
+    config = TrainConfig(
+        backbone="flan-t5", model=str(t5_dir), method="full", data=data_csv, epochs=1, max_length=MAX_LENGTH,
+        output_dir=str(run_dir), cache_dir=str(workspace / "cache"), pack_sequences=True,
+    )
+    with pytest.raises(ConfigError, match="pack_sequences: the 'flan-t5' backbone's encoder cannot train on packed"):
+        train(config, progress=False)
+    assert not run_dir.exists() and not list(workspace.glob("run-t5-packed*"))
+
+
 # --------------------------------------------------------------------------- CLI messages
 
 
