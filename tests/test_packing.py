@@ -92,7 +92,7 @@ def test_packed_collator_restarts_positions_and_marks_each_review():
     assert batch["review_index"].tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 2]
 
 
-def test_packing_is_refused_by_name_where_the_encoder_cannot_pack(tiny_bert):
+def test_packing_is_refused_by_name_where_the_encoder_cannot_pack(tiny_bert, caplog):
     class OwnPooling(PooledEncoder):
         def forward(self, input_ids, attention_mask):
             return super().forward(input_ids, attention_mask)
@@ -106,7 +106,9 @@ def test_packing_is_refused_by_name_where_the_encoder_cannot_pack(tiny_bert):
     # By default only where the flash kernel runs (bf16 on a GPU); asked for, anywhere.
     assert packing_wanted(None, supported, backbone="bert", bf16=False) is False
     assert packing_wanted(None, supported, backbone="bert", bf16=True) is True
-    assert packing_wanted(True, supported, backbone="bert", bf16=False) is True
+    with caplog.at_level("WARNING", logger="review_toolkit.packing"):
+        assert packing_wanted(True, supported, backbone="bert", bf16=False) is True
+    assert "block-diagonal mask" in caplog.text  # asked for where it is slow: said so
     assert packing_wanted(False, supported, backbone="bert", bf16=True) is False
 
 
