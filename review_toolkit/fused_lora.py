@@ -204,13 +204,21 @@ def _plain_lora(module: nn.Module) -> tuple[str, Any] | None:
     return (name, base) if base is not None else None
 
 
+def _fused_dropout(module: nn.Module, name: str) -> float | None:
+    """The adapter dropout the fused forward applies now, or None where PEFT's forward must run
+    (adapters disabled, merged, or another set active)."""
+    if module.disable_adapters or module.merged or list(module.active_adapters) != [name]:
+        return None
+    dropout = module.lora_dropout[name]
+    return dropout.p if isinstance(dropout, nn.Dropout) and module.training else 0.0
+
+
 def _fused_lora_forward(module: nn.Module, name: str, base: Any, peft_forward):
     def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        if args or kwargs or module.disable_adapters or module.merged or list(module.active_adapters) != [name]:
+        dropout = None if args or kwargs else _fused_dropout(module, name)
+        if dropout is None:
             return peft_forward(x, *args, **kwargs)
         # Looked up on every call: wrappers such as FSDP may swap the parameter objects.
-        dropout_module = module.lora_dropout[name]
-        dropout = dropout_module.p if isinstance(dropout_module, nn.Dropout) and module.training else 0.0
         return LoraLinearFunction.apply(
             x, module.lora_A[name].weight, module.lora_B[name].weight, base, module.scaling[name], dropout,
             compute_dtype_for(x),
@@ -376,15 +384,10 @@ class SiblingGroup:
 
     def _dropout(self) -> float | None:
         """The siblings' common adapter dropout now, or None when they differ or cannot be fused."""
-        rates = set()
-        for module, name in zip(self.modules, self.adapter_names):
-            if name is None:
-                continue
-            if module.disable_adapters or module.merged or list(module.active_adapters) != [name]:
-                return None
-            dropout = module.lora_dropout[name]
-            rates.add(dropout.p if isinstance(dropout, nn.Dropout) and module.training else 0.0)
-        return rates.pop() if len(rates) == 1 else 0.0 if not rates else None
+        rates = {_fused_dropout(m, name) for m, name in zip(self.modules, self.adapter_names) if name is not None}
+        if not rates:
+            return 0.0  # frozen siblings
+        return rates.pop() if len(rates) == 1 and None not in rates else None
 
     def compute(self, index: int, x: torch.Tensor) -> torch.Tensor | None:
         """Every sibling's output for ``x``; returns ``index``'s and keeps the others'. None: not possible now."""

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from review_toolkit.errors import ConfigError
+from review_toolkit.fused_lora import compute_dtype_for
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +59,7 @@ def packed_attention(
         raise ValueError(f"Packed attention takes one row of concatenated reviews, not a batch of {query.shape[0]}.")
     # [1, heads, tokens, dim] -> [tokens, heads, dim]: views, no copies.
     query, key, value = (states[0].transpose(0, 1) for states in (query, key, value))
-    device_type = query.device.type
-    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else query.dtype
+    dtype = compute_dtype_for(query)
     if query.is_cuda and dtype in (torch.float16, torch.bfloat16):
         # Rotary embeddings (gte) leave bf16 projections in float32 under autocast; flash takes 16-bit.
         query, key, value = (states.to(dtype) for states in (query, key, value))
