@@ -19,7 +19,11 @@ from timed_train import _value  # FIELD=VALUE parsing, shared with benchmarks/ti
 
 
 class StepTimer(TrainerCallback):
-    """Synchronised time of each optimizer step; with a profiler, records steps 6-13 only."""
+    """Synchronised time of each optimizer step; with a profiler, records steps 6-13 only.
+
+    The profiler is anything with ``start``/``stop``: torch.profiler's, or a
+    :class:`PythonProfile` to see which Python functions the host spends a step in.
+    """
 
     def __init__(self, profiler=None, window: tuple[int, int] = (6, 14)) -> None:
         self.times: list[float] = []
@@ -40,6 +44,28 @@ class StepTimer(TrainerCallback):
             self.profiler.stop()
 
 
+class PythonProfile:
+    """cProfile over the window: host time per Python function (the GPU runs asynchronously,
+    so on a step bound by kernel launches this is where the step's time goes)."""
+
+    def __init__(self) -> None:
+        import cProfile
+
+        self.profile = cProfile.Profile()
+
+    def start(self) -> None:
+        self.profile.enable()
+
+    def stop(self) -> None:
+        self.profile.disable()
+
+    def print(self) -> None:
+        import pstats
+
+        for key in ("tottime", "cumulative"):
+            pstats.Stats(self.profile).sort_stats(key).print_stats(40)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--checkpoint", required=True)
@@ -49,6 +75,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--set", action="append", default=[], help="TrainConfig field=value (JSON value)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators")
+    parser.add_argument("--python-profile", action="store_true", help="print cProfile's top Python functions over the same steps")
+    parser.add_argument("--stacks", action="store_true", help="with --profile, group operators by their Python call site")
     parser.add_argument("--compile", action="store_true", help="compile the whole model (Trainer's torch_compile); --set compile=true compiles its layers")
     args = parser.parse_args()
 
@@ -60,7 +88,9 @@ def main() -> None:
         from torch.autograd import DeviceType
         from torch.profiler import ProfilerActivity, profile
 
-        profiler = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+        profiler = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=args.stacks)
+    elif args.python_profile:
+        profiler = PythonProfile()
     timer = StepTimer(profiler)
     original = training.ReviewTrainer.__init__
 
@@ -85,7 +115,11 @@ def main() -> None:
     )
     started = time.perf_counter()
     result = train(config, progress=False)
-    if profiler is not None:
+    if isinstance(profiler, PythonProfile):
+        profiler.print()
+    elif profiler is not None:
+        if args.stacks:
+            print(profiler.key_averages(group_by_stack_n=6).table(sort_by="count", row_limit=40, max_name_column_width=50))
         events = profiler.key_averages()
         for key in ("self_cpu_time_total", "self_cuda_time_total"):
             print(events.table(sort_by=key, row_limit=25, max_name_column_width=60))

@@ -21,19 +21,22 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from review_toolkit.packing import packed_row_length
+
 
 def token_budget_ranges(
     sorted_lengths: Sequence[int], *, max_tokens: int, max_batch_size: int, packed: bool = False
 ) -> list[tuple[int, int]]:
     """[start, end) ranges over ascending lengths: at most ``max_batch_size`` examples each, and
-    ``count x longest <= max_tokens`` (padded batches) or ``sum of lengths <= max_tokens`` (packed
-    batches, which compute no padding) unless one example alone is longer than that."""
+    ``count x longest <= max_tokens`` (padded batches) or a packed row of at most ``max_tokens``
+    (the lengths' sum and the filler that rounds it up, ``review_toolkit.packing.packed_row_length``)
+    unless one example alone is longer than that."""
     ranges, start, total = [], 0, 0
     for end in range(1, len(sorted_lengths) + 1):
         size = end - start
         total += sorted_lengths[end - 1]
         # Sorted ascending, so the newest element is the longest in the batch.
-        tokens = total if packed else size * sorted_lengths[end - 1]
+        tokens = packed_row_length(total) if packed else size * sorted_lengths[end - 1]
         if size > 1 and (size > max_batch_size or tokens > max_tokens):
             ranges.append((start, end - 1))
             start, total = end - 1, sorted_lengths[end - 1]

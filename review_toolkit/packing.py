@@ -36,6 +36,14 @@ PACKABLE_MODEL_TYPES = frozenset({"bert", "gte"})
 
 _sdpa_attention: Any = None  # transformers' SDPA attention, once registered
 
+#: Packed rows are filled up to a multiple of this many tokens (see ``PackedCollator``).
+ROW_MULTIPLE = 128
+
+
+def packed_row_length(review_tokens: int, multiple: int = ROW_MULTIPLE) -> int:
+    """Tokens in a packed row holding ``review_tokens`` tokens of reviews, filler included."""
+    return (review_tokens // multiple + 1) * multiple
+
 
 def packed_attention(
     module: nn.Module,
@@ -151,30 +159,44 @@ def packing_wanted(requested: bool | None, encoder: nn.Module, *, backbone: str,
 class PackedCollator:
     """Concatenates a batch's tokenized reviews into one row, with what attention and pooling need.
 
+    The row ends with a filler segment of padding tokens that rounds its length up to a
+    multiple of ``multiple`` (1 to ``multiple`` tokens: there is always one, so a batch's
+    reviews are all segments but the last). Rows of every possible length would give the
+    matrix products a shape never seen before on nearly every step, and each new shape
+    costs cuBLAS a search for its kernel on the CPU that launches them. The filler attends
+    only to itself and is left out of pooling.
+
     ``labels`` comes first: Trainer reads a batch's size from its first tensor.
     """
 
+    def __init__(self, pad_token_id: int = 0, multiple: int = ROW_MULTIPLE) -> None:
+        self.pad_token_id = pad_token_id
+        self.multiple = multiple
+
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        lengths = torch.tensor([len(feature["input_ids"]) for feature in features])
-        input_ids = torch.tensor([token for feature in features for token in feature["input_ids"]])
-        starts = torch.zeros(len(features) + 1, dtype=torch.int32)
+        lengths = [len(feature["input_ids"]) for feature in features]
+        filler = packed_row_length(sum(lengths), self.multiple) - sum(lengths)
+        tokens = [token for feature in features for token in feature["input_ids"]] + [self.pad_token_id] * filler
+        lengths = torch.tensor([*lengths, filler])
+        starts = torch.zeros(len(lengths) + 1, dtype=torch.int32)
         starts[1:] = lengths.cumsum(0)
-        review = torch.repeat_interleave(torch.arange(len(features)), lengths)
+        segment = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
         return {
             "labels": torch.tensor([int(feature["labels"]) for feature in features]),
-            "input_ids": input_ids.unsqueeze(0),
-            "position_ids": (torch.arange(len(input_ids)) - starts[review].long()).unsqueeze(0),
+            "input_ids": torch.tensor(tokens).unsqueeze(0),
+            "position_ids": (torch.arange(len(tokens)) - starts[segment].long()).unsqueeze(0),
             "cu_seq_lens": starts,
             "max_length": int(lengths.max()),
-            "review_index": review,
+            "review_index": segment,
         }
 
 
 def mean_per_review(hidden: torch.Tensor, review_index: torch.Tensor, cu_seq_lens: torch.Tensor) -> torch.Tensor:
-    """[tokens, width] states of packed reviews -> [reviews, width]: each review's mean.
+    """[tokens, width] states of a packed row -> [reviews, width]: each review's mean.
 
-    Lengths come from ``cu_seq_lens`` and the count from its shape: nothing waits for the GPU.
+    The row's last segment is ``PackedCollator``'s filler, not a review. Lengths come
+    from ``cu_seq_lens`` and the count from its shape: nothing waits for the GPU.
     """
-    count = cu_seq_lens.shape[0] - 1
-    sums = hidden.new_zeros(count, hidden.shape[-1]).index_add_(0, review_index, hidden)
-    return sums / cu_seq_lens.diff().unsqueeze(-1).to(hidden.dtype)
+    segments = cu_seq_lens.shape[0] - 1
+    sums = hidden.new_zeros(segments, hidden.shape[-1]).index_add_(0, review_index, hidden)
+    return sums[:-1] / cu_seq_lens[:-1].diff().unsqueeze(-1).to(hidden.dtype)

@@ -226,7 +226,7 @@ def train_with_trainer(
     )
     collator = None
     if packed:
-        collator = PackedCollator()
+        collator = PackedCollator(pad_token_id=getattr(tokenizer, "pad_token_id", None) or 0)
     elif tokenizer is not None:
         collator = DataCollatorWithPadding(
             tokenizer,

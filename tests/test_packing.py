@@ -15,7 +15,13 @@ from transformers import AutoModel, DataCollatorWithPadding, GteConfig, GteModel
 from review_toolkit.encoders import PooledEncoder
 from review_toolkit.errors import ConfigError
 from review_toolkit.model import ReviewClassifierModel
-from review_toolkit.packing import PackedCollator, enable_packed_attention, packing_wanted, supports_packing
+from review_toolkit.packing import (
+    PackedCollator,
+    enable_packed_attention,
+    mean_per_review,
+    packing_wanted,
+    supports_packing,
+)
 
 
 def tiny_gte(attention_dropout: float = 0.0) -> GteModel:
@@ -65,7 +71,8 @@ def test_packed_batches_give_the_padded_logits_and_gradients(architecture, tiny_
     assert supports_packing(model.encoder)
     enable_packed_attention(model.encoder)
     packed = PackedCollator()(batch_features)
-    assert packed["input_ids"].shape == (1, sum(f["length"] for f in batch_features))
+    real_tokens = sum(f["length"] for f in batch_features)
+    assert packed["input_ids"].shape[1] % 64 == 0 and real_tokens < packed["input_ids"].shape[1] <= real_tokens + 64
     logits, gradients = logits_and_gradients(model, packed)
 
     torch.testing.assert_close(logits, expected_logits, atol=1e-5, rtol=1e-4)
@@ -77,19 +84,29 @@ def test_packed_batches_give_the_padded_logits_and_gradients(architecture, tiny_
     torch.testing.assert_close(padded_again, expected_logits)
 
 
-def test_packed_collator_restarts_positions_and_marks_each_review():
-    batch = PackedCollator()([
+def test_packed_collator_restarts_positions_marks_each_review_and_fills_to_a_multiple():
+    reviews = [
         {"input_ids": [101, 7, 102], "labels": 1},
         {"input_ids": [101, 102], "labels": 0},
         {"input_ids": [101, 5, 6, 102], "labels": 1},
-    ])
+    ]
+    batch = PackedCollator(pad_token_id=0, multiple=4)(reviews)
     assert next(iter(batch)) == "labels"  # Trainer reads the batch size from the first tensor
     assert batch["labels"].tolist() == [1, 0, 1]
-    assert batch["input_ids"].tolist() == [[101, 7, 102, 101, 102, 101, 5, 6, 102]]
-    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2, 3]]
-    assert batch["cu_seq_lens"].tolist() == [0, 3, 5, 9] and batch["cu_seq_lens"].dtype == torch.int32
+    # 9 tokens of reviews, then a filler segment of 3 padding tokens up to 12.
+    assert batch["input_ids"].tolist() == [[101, 7, 102, 101, 102, 101, 5, 6, 102, 0, 0, 0]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2, 3, 0, 1, 2]]
+    assert batch["cu_seq_lens"].tolist() == [0, 3, 5, 9, 12] and batch["cu_seq_lens"].dtype == torch.int32
     assert batch["max_length"] == 4
-    assert batch["review_index"].tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 2]
+    assert batch["review_index"].tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3]
+
+    # A row already at a multiple still ends with a filler segment: the reviews are all segments but the last.
+    exact = PackedCollator(pad_token_id=0, multiple=3)(reviews)
+    assert exact["cu_seq_lens"].tolist() == [0, 3, 5, 9, 12]
+    hidden = torch.arange(12, dtype=torch.float32).unsqueeze(-1)
+    torch.testing.assert_close(
+        mean_per_review(hidden, exact["review_index"], exact["cu_seq_lens"]), torch.tensor([[1.0], [3.5], [6.5]])
+    )
 
 
 def test_packing_is_refused_by_name_where_the_encoder_cannot_pack(tiny_bert, caplog):
@@ -203,13 +220,16 @@ def test_flash_kernel_on_packed_reviews_matches_padded_sdpa_under_bf16(architect
     assert not torch.equal(first, second) and all(torch.isfinite(g).all() for g in gradients.values())
 
 
-def test_packed_batches_count_real_tokens_against_the_budget():
+def test_packed_batches_count_their_rows_tokens_against_the_budget():
     from review_toolkit.batching import TokenBudgetBatchSampler
+    from review_toolkit.packing import packed_row_length
 
     lengths = torch.randint(8, 300, (500,), generator=torch.Generator().manual_seed(0)).tolist()
     packed = list(TokenBudgetBatchSampler(lengths, max_tokens=2048, max_batch_size=64, packed=True))
     padded = list(TokenBudgetBatchSampler(lengths, max_tokens=2048, max_batch_size=64))
     assert sorted(i for batch in packed for i in batch) == list(range(500))
-    assert all(sum(lengths[i] for i in batch) <= 2048 and len(batch) <= 64 for batch in packed)
+    # The packed row, filler included, fits the budget; the filler is never more than one multiple.
+    assert all(packed_row_length(sum(lengths[i] for i in batch)) <= 2048 and len(batch) <= 64 for batch in packed)
+    assert packed_row_length(1000) == 1024 and packed_row_length(1024) == 1152
     assert all(len(batch) * max(lengths[i] for i in batch) <= 2048 for batch in padded)
-    assert len(packed) < len(padded)  # no padding counted: fuller batches
+    assert len(packed) < len(padded)  # no padding within rows: fuller batches
