@@ -28,6 +28,20 @@ class ReviewClassifierModel(nn.Module):
         self.encoder = encoder
         self.head = head
         self.class_weights = class_weights
+        self.listed_modules: list[nn.Module] | None = None  # as of the last walk of ``train``
+
+    def train(self, mode: bool = True) -> ReviewClassifierModel:
+        """``nn.Module.train``, without the walk when every module is in ``mode`` already.
+
+        Trainer calls ``train()`` before every step. Under PEFT the walk sets the flag on well
+        over a thousand modules, milliseconds of host time on steps that wait on the host;
+        checking the modules listed at the last walk takes a fraction of one.
+        """
+        if self.listed_modules is not None and all(module.training == mode for module in self.listed_modules):
+            return self
+        super().train(mode)
+        self.listed_modules = list(self.modules())
+        return self
 
     @property
     def _no_split_modules(self) -> list[str]:

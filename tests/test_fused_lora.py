@@ -204,3 +204,19 @@ def test_siblings_called_on_different_inputs_or_moved_are_computed_alone():
         torch.testing.assert_close(
             getattr(attention, projection)(first), getattr(expected, projection)(first), rtol=1e-5, atol=1e-5
         )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bitsandbytes' CUDA library is called directly on GPUs only")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_direct_dequantization_matches_the_bitsandbytes_operator(dtype):
+    import bitsandbytes.functional as bnb_functional
+
+    from review_toolkit.fused_lora import _dequantize_entry_point, dequantize_4bit
+
+    assert _dequantize_entry_point("nf4", dtype) is not None  # the direct call is taken, not the fallback
+    weight = torch.randn(3 * 96, 128, device="cuda", dtype=dtype)
+    packed, state = bnb_functional.quantize_4bit(weight, blocksize=64, quant_type="nf4")
+    expected = torch.ops.bitsandbytes.dequantize_4bit.default(packed, state.absmax, 64, "nf4", [3 * 96, 128], dtype)
+    direct = dequantize_4bit(packed, state.absmax.float(), 64, "nf4", [3, 96, 128], dtype)
+    assert direct.shape == (3, 96, 128) and direct.dtype == dtype
+    assert torch.equal(direct.view_as(expected), expected)
