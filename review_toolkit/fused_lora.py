@@ -40,17 +40,40 @@ import torch
 from torch import nn
 
 
+class FrozenCopy:
+    """``tensor.to(dtype)`` of a frozen tensor, made once and made again only if the tensor changes.
+
+    4-bit layers keep their biases in float32; casting them on every call is a kernel launch per
+    layer per step for a result that never changes.
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.copy: torch.Tensor | None = None
+
+    def __call__(self, tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if tensor.dtype == dtype:
+            return tensor
+        if tensor.is_inference():  # no version counter to tell a change: not kept
+            return tensor.to(dtype)
+        key = (tensor.data_ptr(), tensor.device, tensor._version, dtype)
+        if key != self.key:
+            self.key, self.copy = key, tensor.to(dtype)
+        return self.copy
+
+
 class FrozenDense:
     """A frozen ``nn.Linear``: its weight as stored (bf16 on GPUs for LoRA bases)."""
 
     def __init__(self, layer: nn.Linear) -> None:
         self.layer = layer
+        self._bias = FrozenCopy()
 
     def weight(self, dtype: torch.dtype) -> torch.Tensor:
         return self.layer.weight.to(dtype)
 
     def bias(self, dtype: torch.dtype) -> torch.Tensor | None:
-        return None if self.layer.bias is None else self.layer.bias.to(dtype)
+        return None if self.layer.bias is None else self._bias(self.layer.bias, dtype)
 
 
 class FrozenFourBit(FrozenDense):
@@ -323,6 +346,7 @@ class StackedBases:
                 for layer, view in zip(layers, self.stacked_bias.unbind(0)):
                     layer.bias.data = view[0]
         self.pointers = [self._pointers(layer) for layer in layers]
+        self._bias = FrozenCopy()
 
     @staticmethod
     def _pointers(layer: nn.Module) -> tuple[int, int]:
@@ -337,7 +361,7 @@ class StackedBases:
         return dequantize_4bit(self.packed, self.absmax, self.blocksize, self.quant_type, self.shape, dtype)
 
     def bias(self, dtype: torch.dtype) -> torch.Tensor | None:
-        return None if self.stacked_bias is None else self.stacked_bias.to(dtype)
+        return None if self.stacked_bias is None else self._bias(self.stacked_bias, dtype)
 
 
 class SiblingLinearFunction(torch.autograd.Function):
@@ -399,7 +423,7 @@ class SiblingLinearFunction(torch.autograd.Function):
                     grad_dropped = torch.ops.aten.native_dropout_backward(grad_dropped, masks, keep)
                 grad_x.add_(grad_dropped)
         if grad_x is not None:
-            grad_x = grad_x.sum(0).view(ctx.input_shape).to(ctx.input_dtype)
+            grad_x = grad_x.sum(0, dtype=ctx.input_dtype).view(ctx.input_shape)  # summed and cast in one kernel
         return grad_x, None, None, None, *adapter_grads
 
 

@@ -12,7 +12,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import BertModel, BitsAndBytesConfig
 
 from review_toolkit.adapters import transformers_deprecations_quiet
-from review_toolkit.fused_lora import _LastCast, fuse_lora_layers
+from review_toolkit.fused_lora import FrozenCopy, _LastCast, fuse_lora_layers
 
 TARGETS = ["query", "value", "attention.output.dense"]
 
@@ -121,6 +121,18 @@ def test_shared_input_cast_is_reused_only_while_the_tensor_is_unchanged():
         torch.testing.assert_close(cast(frozen, torch.bfloat16), frozen.to(torch.bfloat16))
     copy = cast(torch.randn(4, 8), torch.bfloat16)  # its source is freed at once
     assert cast.result is None and copy.dtype == torch.bfloat16  # ... and so is the cache's hold on the copy
+
+
+def test_frozen_bias_copies_are_made_once_and_again_when_the_bias_changes():
+    copy = FrozenCopy()
+    bias = torch.randn(8)
+    first = copy(bias, torch.bfloat16)
+    assert copy(bias, torch.bfloat16) is first  # every later call of the layer: no new cast
+    bias.add_(1.0)
+    again = copy(bias, torch.bfloat16)
+    assert again is not first
+    torch.testing.assert_close(again, bias.to(torch.bfloat16))
+    assert copy(bias, torch.float32) is bias
 
 
 def test_fused_layers_score_in_inference_mode_under_autocast(tiny_bert):
