@@ -5,8 +5,9 @@ padding mask it needs rules out PyTorch's flash attention (its memory-efficient
 kernel runs instead). Here the reviews of a batch are concatenated into one
 row of tokens, with positions restarting at each review, and attention runs
 per review through the variable-length flash kernel, told where each review
-starts (``cu_seq_lens``). Matrix products see only real tokens; pooling
-averages each review's own tokens.
+starts (``cu_seq_lens``). Matrix products see the reviews' tokens and a
+short filler that keeps the row's length to a few values; pooling averages
+each review's own tokens.
 
 Encoders qualify when transformers' own classes run them through its attention
 interface and take position ids (``PACKABLE_MODEL_TYPES``). The attention
