@@ -4,7 +4,7 @@ Reviews vary from a dozen tokens to hundreds. Random batches pad every review
 to the longest in its batch; a fixed batch size lets one batch of long reviews
 set the peak memory. Here batches are cut from the length-sorted order so that
 the tokens a batch computes stay within ``max_tokens`` (``batch length x longest
-review`` when padded, the sum of lengths when packed) with at most
+review`` when padded, the packed row's length, filler included, when packed) with at most
 ``max_batch_size`` reviews, and their order is shuffled each epoch. Under a multi-GPU launch the
 processes take turns at the batches; ``group_size`` (the number of processes)
 keeps neighbours in length together, so the processes of one optimizer step

@@ -57,7 +57,7 @@ class TrainConfig:
     class_weight: str | None = None  # "balanced" or None
     pad_to_max_length: bool = False  # the research recipe pads every batch to max_length
     # Length-sorted batches of at most batch_size reviews and this many computed tokens (padded,
-    # or the reviews' own when packed);
+    # or the reviews' own and the row's filler when packed);
     # None or 0: Trainer's random batches of exactly batch_size.
     max_tokens_per_batch: int | None = 4096
     # Fine-tuning on reviews concatenated into one row per batch (no padding computed, flash

@@ -176,7 +176,8 @@ class PackedCollator:
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         lengths = [len(feature["input_ids"]) for feature in features]
-        filler = packed_row_length(sum(lengths), self.multiple) - sum(lengths)
+        review_tokens = sum(lengths)
+        filler = packed_row_length(review_tokens, self.multiple) - review_tokens
         tokens = [token for feature in features for token in feature["input_ids"]] + [self.pad_token_id] * filler
         lengths = torch.tensor([*lengths, filler])
         starts = torch.zeros(len(lengths) + 1, dtype=torch.int32)

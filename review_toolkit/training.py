@@ -50,7 +50,6 @@ class ReviewTrainer(Trainer):
         self.max_tokens_per_batch = max_tokens_per_batch
         # What checkpoints hold, named before FSDP (when launched with it) shards the model.
         self.trainable_names = [name for name, p in self.model.named_parameters() if p.requires_grad]
-        self._stepped_parameters: tuple[Any, list[nn.Parameter]] | None = None  # (optimizer, its weights)
 
     def get_train_dataloader(self) -> DataLoader:
         if not self.max_tokens_per_batch or "length" not in self.train_dataset.column_names:
@@ -82,10 +81,8 @@ class ReviewTrainer(Trainer):
         """
         if self.is_fsdp_enabled or self.is_deepspeed_enabled:
             return super()._clip_grad_norm(model)
-        optimizer = self.optimizer
-        if self._stepped_parameters is None or self._stepped_parameters[0] is not optimizer:
-            self._stepped_parameters = (optimizer, [p for group in optimizer.param_groups for p in group["params"]])
-        return self.accelerator.clip_grad_norm_(self._stepped_parameters[1], self.args.max_grad_norm)
+        stepped = [p for group in self.optimizer.param_groups for p in group["params"]]
+        return self.accelerator.clip_grad_norm_(stepped, self.args.max_grad_norm)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir or self.args.output_dir
