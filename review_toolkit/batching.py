@@ -4,7 +4,8 @@ Reviews vary from a dozen tokens to hundreds. Random batches pad every review
 to the longest in its batch; a fixed batch size lets one batch of long reviews
 set the peak memory. Here batches are cut from the length-sorted order so that
 the tokens a batch computes stay within ``max_tokens`` (``batch length x longest
-review`` when padded, the packed row's length, filler included, when packed) with at most
+review`` when padded, the packed row's length, filler included, when packed; the row of
+a ``StaticRowLayout`` when rows take one shape) with at most
 ``max_batch_size`` reviews, and their order is shuffled each epoch. Under a multi-GPU launch the
 processes take turns at the batches; ``group_size`` (the number of processes)
 keeps neighbours in length together, so the processes of one optimizer step
@@ -21,22 +22,32 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from review_toolkit.packing import packed_row_length
+from review_toolkit.packing import StaticRowLayout, packed_row_length
 
 
 def token_budget_ranges(
-    sorted_lengths: Sequence[int], *, max_tokens: int, max_batch_size: int, packed: bool = False
+    sorted_lengths: Sequence[int],
+    *,
+    max_tokens: int,
+    max_batch_size: int,
+    packed: bool = False,
+    layout: StaticRowLayout | None = None,
 ) -> list[tuple[int, int]]:
     """[start, end) ranges over ascending lengths: at most ``max_batch_size`` examples each, and
     ``count x longest <= max_tokens`` (padded batches) or a packed row of at most ``max_tokens``
-    (the lengths' sum and the filler that rounds it up, ``review_toolkit.packing.packed_row_length``)
-    unless one example alone is longer than that."""
+    (the lengths' sum and the filler that rounds it up, ``review_toolkit.packing.packed_row_length``;
+    with ``layout``, the row that layout's shape needs) unless one example alone is longer than that."""
     ranges, start, total = [], 0, 0
     for end in range(1, len(sorted_lengths) + 1):
         size = end - start
         total += sorted_lengths[end - 1]
         # Sorted ascending, so the newest element is the longest in the batch.
-        tokens = packed_row_length(total) if packed else size * sorted_lengths[end - 1]
+        if layout is not None:
+            tokens = layout.row_tokens(total, size)
+        elif packed:
+            tokens = packed_row_length(total)
+        else:
+            tokens = size * sorted_lengths[end - 1]
         if size > 1 and (size > max_batch_size or tokens > max_tokens):
             ranges.append((start, end - 1))
             start, total = end - 1, sorted_lengths[end - 1]
@@ -67,6 +78,7 @@ class TokenBudgetBatchSampler:
         seed: int = 0,
         group_size: int = 1,
         packed: bool = False,
+        layout: StaticRowLayout | None = None,
     ):
         if max_tokens < max(lengths, default=1):
             raise ValueError(f"max_tokens={max_tokens} is below the longest example ({max(lengths)} tokens)")
@@ -75,7 +87,7 @@ class TokenBudgetBatchSampler:
         self.group_size = max(1, group_size)
         self.sampler = _Epoch()
         self._boundaries = token_budget_ranges(
-            np.sort(self.lengths), max_tokens=max_tokens, max_batch_size=max_batch_size, packed=packed
+            np.sort(self.lengths), max_tokens=max_tokens, max_batch_size=max_batch_size, packed=packed, layout=layout
         )
 
     def set_epoch(self, epoch: int) -> None:

@@ -83,6 +83,7 @@ def _split_list(value: str | None) -> list[str] | None:
 @click.option("--max-tokens-per-batch", type=int, help="Token budget of a length-sorted batch (default: 4096; 0: random batches of --batch-size).")
 @click.option("--pad-to-max-length", is_flag=True, default=None, help="Pad every review to --max-length (the research recipe; slow).")
 @click.option("--pack-sequences/--no-pack-sequences", default=None, help="Fine-tuning: concatenate each batch's reviews into one row, no padding computed (default: on for bf16 GPU training of bert and gte encoders).")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=None, help="Fine-tuning on packed batches: replay each step's encoder forward and backward from CUDA graphs, one launch instead of thousands (default: on wherever possible: packed batches on one GPU, not compiled or checkpointed).")
 @click.option("--gradient-checkpointing", is_flag=True, default=None, help="Recompute activations in backward: far less memory, ~30% more compute.")
 @click.option("--compile", is_flag=True, default=None, help="Fine-tuning: torch.compile each encoder layer. Faster steps on GPUs with large batches (examples/gpu_compiled.yaml); compiling takes a minute or so.")
 @click.option("--optimizer", help="TrainingArguments optim name (default: the method's own).")

@@ -63,6 +63,10 @@ class TrainConfig:
     # Fine-tuning on reviews concatenated into one row per batch (no padding computed, flash
     # attention per review); None: on for bf16 GPU training of encoders that support it.
     pack_sequences: bool | None = None
+    # Replay each packed training step's encoder forward and backward from CUDA graphs (one
+    # launch instead of thousands); None: wherever possible (packed batches on one GPU, not
+    # compiled or checkpointed).
+    cuda_graphs: bool | None = None
     bf16: bool | None = None  # None: on when the GPU supports it
     gradient_checkpointing: bool = False
     compile: bool = False  # fine-tuning: torch.compile each encoder layer (pays on GPUs with large batches)

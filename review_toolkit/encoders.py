@@ -40,6 +40,7 @@ class PooledEncoder(nn.Module):
         cu_seq_lens: torch.Tensor | None = None,
         max_length: int | None = None,
         review_index: torch.Tensor | None = None,
+        reviews: int | None = None,
     ) -> torch.Tensor:
         """Padded reviews ([batch, length] with their mask), or reviews packed into one row
         (``review_toolkit.packing.PackedCollator``'s fields in place of the mask)."""
@@ -48,7 +49,7 @@ class PooledEncoder(nn.Module):
                 input_ids=input_ids, position_ids=position_ids,
                 cu_seq_lens_q=cu_seq_lens, cu_seq_lens_k=cu_seq_lens, max_length_q=max_length, max_length_k=max_length,
             )
-            pooled = mean_per_review(outputs[0][0], review_index, cu_seq_lens)
+            pooled = mean_per_review(outputs[0][0], review_index, cu_seq_lens, reviews)
         else:
             outputs = self.transformer(input_ids=input_ids, attention_mask=attention_mask)
             hidden = outputs[0]

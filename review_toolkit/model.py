@@ -29,6 +29,8 @@ class ReviewClassifierModel(nn.Module):
         self.head = head
         self.class_weights = class_weights
         self.listed_modules: list[nn.Module] | None = None  # as of the last walk of ``train``
+        # Set for training through CUDA graphs (review_toolkit.graphs.GraphedEncoder); not a submodule.
+        self.graphed_encoder = None
 
     def train(self, mode: bool = True) -> ReviewClassifierModel:
         """``nn.Module.train``, without the walk when every module is in ``mode`` already.
@@ -63,13 +65,20 @@ class ReviewClassifierModel(nn.Module):
         cu_seq_lens: torch.Tensor | None = None,
         max_length: int | None = None,
         review_index: torch.Tensor | None = None,
+        reviews: int | None = None,
         **unused: torch.Tensor,  # e.g. the "length" column used for length-grouped batches
     ) -> SequenceClassifierOutput:
         if cu_seq_lens is not None:  # reviews packed into one row (review_toolkit.packing)
-            pooled = self.encoder(
-                input_ids=input_ids, position_ids=position_ids, cu_seq_lens=cu_seq_lens, max_length=max_length,
-                review_index=review_index,
-            )
+            pooled = None
+            if self.graphed_encoder is not None and self.training and torch.is_grad_enabled():
+                pooled = self.graphed_encoder(input_ids, position_ids, cu_seq_lens, review_index, max_length)
+            if pooled is not None:
+                pooled = pooled[:reviews]  # the layout's empty review slots are left out
+            else:
+                pooled = self.encoder(
+                    input_ids=input_ids, position_ids=position_ids, cu_seq_lens=cu_seq_lens, max_length=max_length,
+                    review_index=review_index, reviews=reviews,
+                )
         else:
             pooled = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
         head_weight = next(self.head.parameters())

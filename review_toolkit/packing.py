@@ -18,6 +18,7 @@ through PyTorch's SDPA exactly as before.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -157,48 +158,104 @@ def packing_wanted(requested: bool | None, encoder: nn.Module, *, backbone: str,
     return supported and (bool(requested) or bf16)
 
 
+@dataclass(frozen=True)
+class StaticRowLayout:
+    """One shape for every packed training row of a run, as CUDA graphs replay it (``review_toolkit.graphs``).
+
+    A row holds ``row_length`` tokens in ``review_slots + filler_segments`` segments: the batch's
+    reviews, one padding token for each review slot the batch leaves empty, and the rest of the
+    row in ``filler_segments`` pieces of at most ``ROW_MULTIPLE`` tokens (attention within a piece
+    costs little; one long filler would attend to itself quadratically). Every segment holds at
+    least one token: the variable-length flash kernel is not relied on for empty ones.
+    ``TokenBudgetBatchSampler`` cuts batches that fit (``row_tokens``).
+    """
+
+    row_length: int
+    review_slots: int
+    filler_segments: int
+    max_segment_length: int
+
+    @classmethod
+    def for_budget(cls, max_tokens: int, max_reviews: int, max_review_length: int) -> StaticRowLayout:
+        """Rows of ``max_tokens`` rounded up to a multiple of ``ROW_MULTIPLE``, for at most ``max_reviews`` reviews."""
+        row_length = -(-max_tokens // ROW_MULTIPLE) * ROW_MULTIPLE
+        return cls(row_length, max_reviews, row_length // ROW_MULTIPLE, max(max_review_length, ROW_MULTIPLE))
+
+    def row_tokens(self, review_tokens: int, reviews: int) -> int:
+        """Tokens a row needs for ``reviews`` reviews of ``review_tokens`` tokens: theirs, one per
+        empty review slot and at least one per filler segment. At most ``row_length`` to fit."""
+        return review_tokens + max(self.review_slots - reviews, 0) + self.filler_segments
+
+    def fits(self, lengths: list[int]) -> bool:
+        """Whether reviews of these lengths fit the layout (else the batch takes a row of its own length)."""
+        return (
+            len(lengths) <= self.review_slots
+            and self.row_tokens(sum(lengths), len(lengths)) <= self.row_length
+            and max(lengths, default=0) <= self.max_segment_length
+        )
+
+    def segment_lengths(self, lengths: list[int]) -> list[int]:
+        empty_slots = self.review_slots - len(lengths)
+        rest = self.row_length - sum(lengths) - empty_slots
+        pieces, longer = divmod(rest, self.filler_segments)
+        filler = [pieces + 1] * longer + [pieces] * (self.filler_segments - longer)
+        return [*lengths, *[1] * empty_slots, *filler]
+
+
 class PackedCollator:
     """Concatenates a batch's tokenized reviews into one row, with what attention and pooling need.
 
-    The row ends with a filler segment of padding tokens that rounds its length up to a
-    multiple of ``multiple`` (1 to ``multiple`` tokens: there is always one, so a batch's
-    reviews are all segments but the last). Rows of every possible length would give the
-    matrix products a shape never seen before on nearly every step, and each new shape
-    costs cuBLAS a search for its kernel on the CPU that launches them. The filler attends
-    only to itself and is left out of pooling.
+    The reviews come first, one segment each; after them the row holds padding tokens in
+    segments of their own, which attend only to themselves and are left out of pooling
+    (``reviews`` says how many segments are reviews). Without ``layout`` that is one filler
+    segment that rounds the row's length up to a multiple of ``multiple`` (1 to ``multiple``
+    tokens): rows of every possible length would give the matrix products a shape never seen
+    before on nearly every step, and each new shape costs cuBLAS a search for its kernel on the
+    CPU that launches them. With ``layout``, every batch that fits it takes its one shape.
 
     ``labels`` comes first: Trainer reads a batch's size from its first tensor.
     """
 
-    def __init__(self, pad_token_id: int = 0, multiple: int = ROW_MULTIPLE) -> None:
+    def __init__(
+        self, pad_token_id: int = 0, multiple: int = ROW_MULTIPLE, layout: StaticRowLayout | None = None
+    ) -> None:
         self.pad_token_id = pad_token_id
         self.multiple = multiple
+        self.layout = layout
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         lengths = [len(feature["input_ids"]) for feature in features]
         review_tokens = sum(lengths)
-        filler = packed_row_length(review_tokens, self.multiple) - review_tokens
-        tokens = [token for feature in features for token in feature["input_ids"]] + [self.pad_token_id] * filler
-        lengths = torch.tensor([*lengths, filler])
-        starts = torch.zeros(len(lengths) + 1, dtype=torch.int32)
-        starts[1:] = lengths.cumsum(0)
-        segment = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+        if self.layout is not None and self.layout.fits(lengths):
+            segment_lengths = self.layout.segment_lengths(lengths)
+            max_length = self.layout.max_segment_length
+        else:
+            segment_lengths = [*lengths, packed_row_length(review_tokens, self.multiple) - review_tokens]
+            max_length = max(segment_lengths)
+        row_length = sum(segment_lengths)
+        tokens = [token for feature in features for token in feature["input_ids"]]
+        tokens += [self.pad_token_id] * (row_length - review_tokens)
+        segment_lengths = torch.tensor(segment_lengths)
+        starts = torch.zeros(len(segment_lengths) + 1, dtype=torch.int32)
+        starts[1:] = segment_lengths.cumsum(0)
+        segment = torch.repeat_interleave(torch.arange(len(segment_lengths)), segment_lengths)
         return {
             "labels": torch.tensor([int(feature["labels"]) for feature in features]),
             "input_ids": torch.tensor(tokens).unsqueeze(0),
-            "position_ids": (torch.arange(len(tokens)) - starts[segment].long()).unsqueeze(0),
+            "position_ids": (torch.arange(row_length) - starts[segment].long()).unsqueeze(0),
             "cu_seq_lens": starts,
-            "max_length": int(lengths.max()),
+            "max_length": max_length,
             "review_index": segment,
+            "reviews": len(features),
         }
 
 
-def mean_per_review(hidden: torch.Tensor, review_index: torch.Tensor, cu_seq_lens: torch.Tensor) -> torch.Tensor:
-    """[tokens, width] states of a packed row -> [reviews, width]: each review's mean.
-
-    The row's last segment is ``PackedCollator``'s filler, not a review. Lengths come
-    from ``cu_seq_lens`` and the count from its shape: nothing waits for the GPU.
-    """
+def mean_per_review(
+    hidden: torch.Tensor, review_index: torch.Tensor, cu_seq_lens: torch.Tensor, reviews: int
+) -> torch.Tensor:
+    """[tokens, width] states of a packed row -> [reviews, width]: the mean of each of the first
+    ``reviews`` segments (the rest are ``PackedCollator``'s filler). Lengths come from
+    ``cu_seq_lens`` and the count from its shape: nothing waits for the GPU."""
     segments = cu_seq_lens.shape[0] - 1
     sums = hidden.new_zeros(segments, hidden.shape[-1]).index_add_(0, review_index, hidden)
-    return sums[:-1] / cu_seq_lens[:-1].diff().unsqueeze(-1).to(hidden.dtype)
+    return sums[:reviews] / cu_seq_lens[: reviews + 1].diff().unsqueeze(-1).to(hidden.dtype)

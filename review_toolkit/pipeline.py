@@ -26,7 +26,8 @@ from review_toolkit.embeddings import cache_key, cached_embeddings, embed_texts
 from review_toolkit.errors import PluginError, ReviewToolkitError, RunDirectoryError
 from review_toolkit.evaluation import calibrate_after_training
 from review_toolkit.modelcard import write_model_card
-from review_toolkit.packing import enable_packed_attention, packing_wanted
+from review_toolkit.graphs import GraphedEncoder, cuda_graphs_wanted
+from review_toolkit.packing import StaticRowLayout, enable_packed_attention, packing_wanted
 from review_toolkit.manifest import refuse_unpickling, verify_run_directory
 from review_toolkit.metrics import classification_metrics, classification_report
 from review_toolkit.model import HeadOnlyModel, ReviewClassifierModel, balanced_class_weights, count_parameters
@@ -252,24 +253,33 @@ def _fine_tune(
         enable_packed_attention(encoder)
     if config.compile:
         compile_encoder_layers(model)
-    trainer = train_with_trainer(
-        model,
-        config=config,
-        train_dataset=dataset(splits.train),
-        validation_dataset=dataset(splits.validation),
-        checkpoint_dir=staging / CHECKPOINT_DIRECTORY,
-        learning_rate=config.learning_rate or method.default_learning_rate,
-        optimizer=config.optimizer or method.default_optimizer,
-        max_tokens_per_batch=(
-            None if config.pad_to_max_length or not config.max_tokens_per_batch
-            else max(config.max_tokens_per_batch, max_length)  # one full-length review always fits
-        ),
-        tokenizer=tokenizer,
-        max_length=max_length,
-        packed=packed,
-        progress=progress,
-        callbacks=callbacks,
+    token_budget = (
+        None if config.pad_to_max_length or not config.max_tokens_per_batch
+        else max(config.max_tokens_per_batch, max_length)  # one full-length review always fits
     )
+    row_layout = None
+    if cuda_graphs_wanted(config.cuda_graphs, packed=packed, config=config, processes=distributed.process_count()):
+        row_layout = StaticRowLayout.for_budget(token_budget, config.batch_size, max_length)
+        model.graphed_encoder = GraphedEncoder(encoder, row_layout)
+    try:
+        trainer = train_with_trainer(
+            model,
+            config=config,
+            train_dataset=dataset(splits.train),
+            validation_dataset=dataset(splits.validation),
+            checkpoint_dir=staging / CHECKPOINT_DIRECTORY,
+            learning_rate=config.learning_rate or method.default_learning_rate,
+            optimizer=config.optimizer or method.default_optimizer,
+            max_tokens_per_batch=token_budget,
+            tokenizer=tokenizer,
+            max_length=max_length,
+            packed=packed,
+            row_layout=row_layout,
+            progress=progress,
+            callbacks=callbacks,
+        )
+    finally:
+        model.graphed_encoder = None  # the graphs and their memory go; scoring runs the encoder itself
     if trainer.is_fsdp_enabled:
         # FSDP leaves every weight sharded over the processes, and a forward pass through sharded
         # modules is a collective. Scoring and saving use a plain copy on every process instead,
@@ -287,6 +297,7 @@ def _fine_tune(
         "best_validation_f1_macro": trainer.state.best_metric,
         "train_samples_per_second": _samples_per_second(len(splits.train), trainer),
         "packed_sequences": packed,
+        "cuda_graphs": row_layout is not None,
     }
     model.eval()
     classifier = Classifier(

@@ -30,7 +30,7 @@ from review_toolkit.config import TrainConfig
 from review_toolkit.embeddings import use_shape_agnostic_attention
 from review_toolkit.errors import ConfigError
 from review_toolkit.metrics import trainer_compute_metrics
-from review_toolkit.packing import PackedCollator
+from review_toolkit.packing import PackedCollator, StaticRowLayout
 from review_toolkit.signals import InterruptionCallback
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class ReviewTrainer(Trainer):
             seed=self.args.seed,
             group_size=self.accelerator.num_processes,
             packed=isinstance(self.data_collator, PackedCollator),
+            layout=getattr(self.data_collator, "layout", None),
         )
         loader = DataLoader(
             self.train_dataset,
@@ -219,13 +220,15 @@ def train_with_trainer(
     tokenizer: Any | None = None,
     max_length: int | None = None,
     packed: bool = False,
+    row_layout: StaticRowLayout | None = None,
     progress: bool = True,
     callbacks: Sequence[Any] = (),
 ) -> Trainer:
     """Train ``model`` and leave the best validation checkpoint's weights in it.
 
     ``packed``: batches of reviews concatenated into one row (``review_toolkit.packing``); the
-    model's attention must already be the packed kind.
+    model's attention must already be the packed kind. ``row_layout``: the one shape packed rows
+    take where they fit it (for CUDA graphs).
     """
     use_shape_agnostic_attention()
     has_validation = validation_dataset is not None and len(validation_dataset) > 0
@@ -239,7 +242,7 @@ def train_with_trainer(
     )
     collator = None
     if packed:
-        collator = PackedCollator(pad_token_id=getattr(tokenizer, "pad_token_id", None) or 0)
+        collator = PackedCollator(pad_token_id=getattr(tokenizer, "pad_token_id", None) or 0, layout=row_layout)
     elif tokenizer is not None:
         collator = DataCollatorWithPadding(
             tokenizer,

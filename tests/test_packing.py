@@ -99,14 +99,66 @@ def test_packed_collator_restarts_positions_marks_each_review_and_fills_to_a_mul
     assert batch["cu_seq_lens"].tolist() == [0, 3, 5, 9, 12] and batch["cu_seq_lens"].dtype == torch.int32
     assert batch["max_length"] == 4
     assert batch["review_index"].tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3]
+    assert batch["reviews"] == 3
 
-    # A row already at a multiple still ends with a filler segment: the reviews are all segments but the last.
+    # A row already at a multiple still ends with a filler segment, left out of pooling.
     exact = PackedCollator(pad_token_id=0, multiple=3)(reviews)
     assert exact["cu_seq_lens"].tolist() == [0, 3, 5, 9, 12]
     hidden = torch.arange(12, dtype=torch.float32).unsqueeze(-1)
     torch.testing.assert_close(
-        mean_per_review(hidden, exact["review_index"], exact["cu_seq_lens"]), torch.tensor([[1.0], [3.5], [6.5]])
+        mean_per_review(hidden, exact["review_index"], exact["cu_seq_lens"], exact["reviews"]),
+        torch.tensor([[1.0], [3.5], [6.5]]),
     )
+
+
+def test_static_layout_holds_every_batch_the_sampler_cuts_for_it_in_one_shape():
+    from review_toolkit.batching import TokenBudgetBatchSampler
+    from review_toolkit.packing import ROW_MULTIPLE, StaticRowLayout
+
+    layout = StaticRowLayout.for_budget(max_tokens=4096, max_reviews=32, max_review_length=512)
+    assert layout.row_length == 4096 and layout.filler_segments == 4096 // ROW_MULTIPLE
+    collate = PackedCollator(pad_token_id=0, layout=layout)
+    generator = torch.Generator().manual_seed(0)
+    # Short and long reviews: batches of 32 short ones, and batches the token budget cuts.
+    lengths = torch.cat([torch.randint(3, 60, (300,), generator=generator), torch.randint(200, 513, (100,), generator=generator)])
+    batches = list(TokenBudgetBatchSampler(lengths.tolist(), max_tokens=4096, max_batch_size=32, packed=True, layout=layout))
+    assert sorted(i for batch in batches for i in batch) == list(range(400))
+    assert min(len(batch) for batch in batches) < 32 <= max(len(batch) for batch in batches)
+    for batch_indices in batches:
+        batch_lengths = [int(lengths[i]) for i in batch_indices]
+        assert layout.fits(batch_lengths)
+        reviews = [{"input_ids": torch.randint(1, 99, (n,), generator=generator).tolist(), "labels": 0} for n in batch_lengths]
+        batch = collate(reviews)
+        segment_lengths = batch["cu_seq_lens"].diff()
+        assert batch["input_ids"].shape == (1, layout.row_length)
+        assert len(segment_lengths) == layout.review_slots + layout.filler_segments
+        assert segment_lengths[: len(batch_lengths)].tolist() == batch_lengths  # the reviews, in order
+        # Every segment holds a token (the empty review slots one each), none is longer than max_length.
+        assert segment_lengths.min() >= 1 and segment_lengths.max() <= batch["max_length"] == layout.max_segment_length
+        assert batch["reviews"] == len(batch_lengths) and batch["input_ids"][0, sum(batch_lengths):].eq(0).all()
+    # A batch over the layout (an evaluation batch of more reviews) gets a row of its own length.
+    more = collate([{"input_ids": [101, 5, 102], "labels": 1}] * 40)
+    assert more["input_ids"].shape == (1, 128) and more["reviews"] == 40 and not layout.fits([3] * 40)
+
+
+def test_reviews_score_the_same_in_the_static_layout_as_in_their_own_row(tiny_bert, fifty_reviews):
+    from transformers import AutoTokenizer
+
+    from review_toolkit.packing import StaticRowLayout
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    model = ReviewClassifierModel(PooledEncoder(tiny_gte(), 64), torch.nn.Linear(64, 2)).train()
+    enable_packed_attention(model.encoder)
+    batch_features = features(tokenizer, fifty_reviews[:6])
+    layout = StaticRowLayout.for_budget(max_tokens=512, max_reviews=8, max_review_length=64)
+    expected_logits, expected_gradients = logits_and_gradients(model, PackedCollator()(batch_features))
+    static = PackedCollator(layout=layout)(batch_features)
+    assert static["input_ids"].shape[1] == layout.row_length > PackedCollator()(batch_features)["input_ids"].shape[1]
+    logits, gradients = logits_and_gradients(model, static)
+    torch.testing.assert_close(logits, expected_logits, atol=1e-5, rtol=1e-4)
+    assert gradients.keys() == expected_gradients.keys()
+    for name, gradient in gradients.items():
+        torch.testing.assert_close(gradient, expected_gradients[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_packing_is_refused_by_name_where_the_encoder_cannot_pack(tiny_bert, caplog):
