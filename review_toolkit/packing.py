@@ -135,13 +135,17 @@ def enable_packed_attention(encoder: nn.Module) -> None:
     pretrained_model(encoder.transformer).set_attn_implementation(ATTENTION_NAME)
 
 
-def packing_wanted(requested: bool | None, encoder: nn.Module, *, backbone: str, bf16: bool) -> bool:
+def packing_wanted(
+    requested: bool | None, encoder: nn.Module, *, backbone: str, bf16: bool, pad_to_max_length: bool = False
+) -> bool:
     """Whether to train on packed reviews: as ``pack_sequences`` asks, or by default where it pays.
 
     By default only for bf16 training on a GPU (the flash kernel); elsewhere packed attention
     falls back to a block-diagonal mask whose cost grows with the square of the packed length.
+    Never when batches are to be padded to the maximum length (the research recipe asks for
+    exactly that; asking for both is refused when the configuration is read).
     """
-    if requested is False:
+    if requested is False or pad_to_max_length:
         return False
     supported = supports_packing(encoder)
     if requested and not supported:

@@ -248,7 +248,10 @@ def _fine_tune(
         return tokenized_dataset(tokenizer, backbone.prepare_texts(frame.text.tolist()), frame.label.tolist(), max_length)
 
     trainable, total = count_parameters(model)  # before FSDP, when launched with it, shards the weights
-    packed = packing_wanted(config.pack_sequences, encoder, backbone=backbone.name, bf16=bf16_enabled(config))
+    packed = packing_wanted(
+        config.pack_sequences, encoder, backbone=backbone.name, bf16=bf16_enabled(config),
+        pad_to_max_length=config.pad_to_max_length,
+    )
     if packed:
         enable_packed_attention(encoder)
     if config.compile:

@@ -179,6 +179,8 @@ def test_packing_is_refused_by_name_where_the_encoder_cannot_pack(tiny_bert, cap
         assert packing_wanted(True, supported, backbone="bert", bf16=False) is True
     assert "block-diagonal mask" in caplog.text  # asked for where it is slow: said so
     assert packing_wanted(False, supported, backbone="bert", bf16=True) is False
+    # Batches padded to the maximum length (the research recipe) are what was asked for: not packed.
+    assert packing_wanted(None, supported, backbone="bert", bf16=True, pad_to_max_length=True) is False
 
 
 @pytest.mark.parametrize("method,options", [("full", {}), ("qlora", {}), ("lora", {"gradient_checkpointing": True})])
