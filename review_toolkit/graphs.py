@@ -20,6 +20,7 @@ random numbers).
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Iterator
 
 import torch
@@ -27,6 +28,8 @@ from torch import nn
 
 from review_toolkit.errors import ConfigError
 from review_toolkit.packing import StaticRowLayout
+
+logger = logging.getLogger(__name__)
 
 #: Eager passes before capture: lazily created state (cuBLAS workspaces on the capture stream,
 #: cached casts of frozen weights) must exist before the graph records the kernels.
@@ -39,8 +42,11 @@ def graph_obstacles(*, packed: bool, config, processes: int) -> list[str]:
     if not torch.cuda.is_available():
         obstacles.append("no CUDA GPU is visible")
     if not packed:
-        obstacles.append("training batches are not packed (packing needs bf16 on a GPU and an encoder that packs)")
-    if not config.max_tokens_per_batch or config.pad_to_max_length:
+        obstacles.append(
+            "training batches are not packed (packing needs bf16 on a GPU, an encoder that packs, and no "
+            "pad_to_max_length)"
+        )
+    if not config.max_tokens_per_batch:
         obstacles.append("packed rows need a token budget (max_tokens_per_batch) to take one shape")
     if config.compile:
         obstacles.append("compiled layers record their own graphs")
@@ -70,12 +76,18 @@ class GraphedEncoder:
     Called with a packed batch in training, it returns the pooled embeddings of every review
     slot of the layout (``[review_slots, width]``), differentiable with respect to the
     encoder's trainable weights; or None where the batch does not have the layout's shape.
-    The graphs are recorded at the first call, under the autocast settings of that call.
+    The graphs are recorded at the first call, under the autocast settings of that call; if the
+    encoder's step cannot be recorded, that is logged and every call returns None.
     """
 
     def __init__(self, encoder: nn.Module, layout: StaticRowLayout) -> None:
         self.encoder = encoder
         self.layout = layout
+        self.recorded = False  # stays True after ``release``: the run trained through graphs
+        self.failure: str | None = None
+        self._drop_recording()
+
+    def _drop_recording(self) -> None:
         self.parameters: list[nn.Parameter] = []
         self.inputs: list[torch.Tensor] = []
         self.output: torch.Tensor | None = None
@@ -101,11 +113,20 @@ class GraphedEncoder:
         review_index: torch.Tensor,
         max_length: int,
     ) -> torch.Tensor | None:
-        if not self.matches(input_ids, cu_seq_lens, max_length):
+        if self.failure is not None or not self.matches(input_ids, cu_seq_lens, max_length):
             return None
         batch = (input_ids, position_ids, cu_seq_lens, review_index)
         if self.forward_graph is None:
-            self._record(batch)
+            try:
+                self._record(batch)
+            except Exception as error:  # an operation of the encoder that a graph cannot hold
+                self.failure = f"{type(error).__name__}: {error}"
+                self._drop_recording()
+                logger.warning(
+                    "CUDA graphs could not record this encoder's training step (%s); training goes on without "
+                    "them. Set cuda_graphs to false to skip the attempt.", self.failure,
+                )
+                return None
         for recorded, given in zip(self.inputs, batch):
             recorded.copy_(given, non_blocking=True)
         return _Replay.apply(self, *self.parameters)
@@ -144,6 +165,11 @@ class GraphedEncoder:
             grads = self._gradients(output, grad_output)
         self.output, self.grad_output, self.grads = output.detach(), grad_output, grads
         self.forward_graph, self.backward_graph = forward_graph, backward_graph
+        self.recorded = True
+
+    def release(self) -> None:
+        """Let the graphs and the memory they hold go (after training); later calls record anew."""
+        self._drop_recording()
 
     def release_shared_gradients(self) -> None:
         """Give every weight whose ``.grad`` is the recorded gradient tensor itself a copy of its own.

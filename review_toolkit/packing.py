@@ -255,11 +255,12 @@ class PackedCollator:
 
 
 def mean_per_review(
-    hidden: torch.Tensor, review_index: torch.Tensor, cu_seq_lens: torch.Tensor, reviews: int
+    hidden: torch.Tensor, review_index: torch.Tensor, cu_seq_lens: torch.Tensor, reviews: int | None = None
 ) -> torch.Tensor:
     """[tokens, width] states of a packed row -> [reviews, width]: the mean of each of the first
-    ``reviews`` segments (the rest are ``PackedCollator``'s filler). Lengths come from
-    ``cu_seq_lens`` and the count from its shape: nothing waits for the GPU."""
+    ``reviews`` segments (the rest are ``PackedCollator``'s filler; None: all but the last).
+    Lengths come from ``cu_seq_lens`` and the count from its shape: nothing waits for the GPU."""
     segments = cu_seq_lens.shape[0] - 1
+    reviews = segments - 1 if reviews is None else reviews
     sums = hidden.new_zeros(segments, hidden.shape[-1]).index_add_(0, review_index, hidden)
     return sums[:reviews] / cu_seq_lens[: reviews + 1].diff().unsqueeze(-1).to(hidden.dtype)

@@ -260,10 +260,10 @@ def _fine_tune(
         None if config.pad_to_max_length or not config.max_tokens_per_batch
         else max(config.max_tokens_per_batch, max_length)  # one full-length review always fits
     )
-    row_layout = None
+    graphed = None
     if cuda_graphs_wanted(config.cuda_graphs, packed=packed, config=config, processes=distributed.process_count()):
-        row_layout = StaticRowLayout.for_budget(token_budget, config.batch_size, max_length)
-        model.graphed_encoder = GraphedEncoder(encoder, row_layout)
+        graphed = GraphedEncoder(encoder, StaticRowLayout.for_budget(token_budget, config.batch_size, max_length))
+        model.graphed_encoder = graphed
     try:
         trainer = train_with_trainer(
             model,
@@ -277,12 +277,14 @@ def _fine_tune(
             tokenizer=tokenizer,
             max_length=max_length,
             packed=packed,
-            row_layout=row_layout,
+            row_layout=graphed.layout if graphed is not None else None,
             progress=progress,
             callbacks=callbacks,
         )
     finally:
-        model.graphed_encoder = None  # the graphs and their memory go; scoring runs the encoder itself
+        model.graphed_encoder = None  # scoring runs the encoder itself
+        if graphed is not None:
+            graphed.release()  # and the graphs' memory goes
     if trainer.is_fsdp_enabled:
         # FSDP leaves every weight sharded over the processes, and a forward pass through sharded
         # modules is a collective. Scoring and saving use a plain copy on every process instead,
@@ -300,7 +302,7 @@ def _fine_tune(
         "best_validation_f1_macro": trainer.state.best_metric,
         "train_samples_per_second": _samples_per_second(len(splits.train), trainer),
         "packed_sequences": packed,
-        "cuda_graphs": row_layout is not None,
+        "cuda_graphs": graphed is not None and graphed.recorded,
     }
     model.eval()
     classifier = Classifier(

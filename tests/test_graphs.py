@@ -145,6 +145,30 @@ def test_replays_draw_new_dropout_masks():
 
 
 @needs_cuda
+def test_a_step_that_cannot_be_recorded_trains_without_graphs(caplog):
+    from review_toolkit.graphs import GraphedEncoder
+
+    model = qlora_gte_classifier(dropout=0.0)
+    batch = packed_batch(5)
+    expected_logits, expected_gradients = forward_backward(model, batch)
+    pooled_forward = model.encoder.forward
+
+    def waits_for_the_gpu(*args, **kwargs):  # reads a GPU value on the host: no graph can hold that
+        pooled = pooled_forward(*args, **kwargs)
+        return pooled * (1.0 if pooled.isfinite().all().item() else float("nan"))
+
+    model.encoder.forward = waits_for_the_gpu
+    model.graphed_encoder = GraphedEncoder(model.encoder, LAYOUT)
+    with caplog.at_level("WARNING", logger="review_toolkit.graphs"):
+        logits, gradients = forward_backward(model, batch)
+    assert "could not record" in caplog.text and model.graphed_encoder.failure is not None
+    assert not model.graphed_encoder.recorded
+    torch.testing.assert_close(logits, expected_logits)
+    assert_same_gradients(gradients, expected_gradients)
+    forward_backward(model, packed_batch(6))  # and later steps go on eagerly
+
+
+@needs_cuda
 def test_training_through_graphs_saves_reloads_and_predicts(tiny_bert, small_reviews, fifty_reviews, tmp_path):
     import json
 
