@@ -20,7 +20,6 @@ random numbers).
 from __future__ import annotations
 
 import contextlib
-import logging
 from typing import Iterator
 
 import torch
@@ -28,8 +27,6 @@ from torch import nn
 
 from review_toolkit.errors import ConfigError
 from review_toolkit.packing import StaticRowLayout
-
-logger = logging.getLogger(__name__)
 
 #: Eager passes before capture: lazily created state (cuBLAS workspaces on the capture stream,
 #: cached casts of frozen weights) must exist before the graph records the kernels.
@@ -76,15 +73,14 @@ class GraphedEncoder:
     Called with a packed batch in training, it returns the pooled embeddings of every review
     slot of the layout (``[review_slots, width]``), differentiable with respect to the
     encoder's trainable weights; or None where the batch does not have the layout's shape.
-    The graphs are recorded at the first call, under the autocast settings of that call; if the
-    encoder's step cannot be recorded, that is logged and every call returns None.
+    The graphs are recorded at the first call, under the autocast settings of that call; a step
+    that cannot be recorded (one that reads a GPU value on the host, say) is refused by name.
     """
 
     def __init__(self, encoder: nn.Module, layout: StaticRowLayout) -> None:
         self.encoder = encoder
         self.layout = layout
         self.recorded = False  # stays True after ``release``: the run trained through graphs
-        self.failure: str | None = None
         self._drop_recording()
 
     def _drop_recording(self) -> None:
@@ -113,20 +109,19 @@ class GraphedEncoder:
         review_index: torch.Tensor,
         max_length: int,
     ) -> torch.Tensor | None:
-        if self.failure is not None or not self.matches(input_ids, cu_seq_lens, max_length):
+        if not self.matches(input_ids, cu_seq_lens, max_length):
             return None
         batch = (input_ids, position_ids, cu_seq_lens, review_index)
         if self.forward_graph is None:
             try:
                 self._record(batch)
             except Exception as error:  # an operation of the encoder that a graph cannot hold
-                self.failure = f"{type(error).__name__}: {error}"
-                self._drop_recording()
-                logger.warning(
-                    "CUDA graphs could not record this encoder's training step (%s); training goes on without "
-                    "them. Set cuda_graphs to false to skip the attempt.", self.failure,
-                )
-                return None
+                # Not retried eagerly: a capture that failed half-way leaves PyTorch's CUDA random
+                # number generator expecting a capture, and every later dropout in this process fails.
+                raise ConfigError(
+                    "cuda_graphs: this encoder's training step could not be recorded as a CUDA graph "
+                    f"({type(error).__name__}: {error}). Train with cuda_graphs set to false (--no-cuda-graphs)."
+                ) from error
         for recorded, given in zip(self.inputs, batch):
             recorded.copy_(given, non_blocking=True)
         return _Replay.apply(self, *self.parameters)

@@ -145,27 +145,37 @@ def test_replays_draw_new_dropout_masks():
 
 
 @needs_cuda
-def test_a_step_that_cannot_be_recorded_trains_without_graphs(caplog):
-    from review_toolkit.graphs import GraphedEncoder
+def test_a_step_that_cannot_be_recorded_is_refused_naming_the_option():
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    model = qlora_gte_classifier(dropout=0.0)
-    batch = packed_batch(5)
-    expected_logits, expected_gradients = forward_backward(model, batch)
-    pooled_forward = model.encoder.forward
+    # In a process of its own: the failed capture leaves PyTorch's CUDA random number generator
+    # unusable for the rest of the process (the reason the step is refused, not run eagerly).
+    script = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_graphs import LAYOUT, forward_backward, packed_batch, qlora_gte_classifier
+from review_toolkit.errors import ConfigError
+from review_toolkit.graphs import GraphedEncoder
 
-    def waits_for_the_gpu(*args, **kwargs):  # reads a GPU value on the host: no graph can hold that
-        pooled = pooled_forward(*args, **kwargs)
-        return pooled * (1.0 if pooled.isfinite().all().item() else float("nan"))
+model = qlora_gte_classifier(dropout=0.0)
+pooled_forward = model.encoder.forward
 
-    model.encoder.forward = waits_for_the_gpu
-    model.graphed_encoder = GraphedEncoder(model.encoder, LAYOUT)
-    with caplog.at_level("WARNING", logger="review_toolkit.graphs"):
-        logits, gradients = forward_backward(model, batch)
-    assert "could not record" in caplog.text and model.graphed_encoder.failure is not None
-    assert not model.graphed_encoder.recorded
-    torch.testing.assert_close(logits, expected_logits)
-    assert_same_gradients(gradients, expected_gradients)
-    forward_backward(model, packed_batch(6))  # and later steps go on eagerly
+def waits_for_the_gpu(*args, **kwargs):  # reads a GPU value on the host: no graph can hold that
+    pooled = pooled_forward(*args, **kwargs)
+    return pooled * (1.0 if pooled.isfinite().all().item() else float("nan"))
+
+model.encoder.forward = waits_for_the_gpu
+model.graphed_encoder = GraphedEncoder(model.encoder, LAYOUT)
+try:
+    forward_backward(model, packed_batch(5))
+except ConfigError as error:
+    print("REFUSED", error)
+"""
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "REFUSED cuda_graphs: this encoder's training step could not be recorded" in completed.stdout, completed.stderr
+    assert "--no-cuda-graphs" in completed.stdout
 
 
 @needs_cuda
