@@ -1,9 +1,9 @@
 """Third-party plugins end to end, the featurizer path, and the conformance kit (review_toolkit.testing).
 
 The example package ``examples/review_toolkit_tfidf`` is pip-installed, offline and without
-build isolation, into a throwaway virtual environment that sees this interpreter's packages
-(``venv --system-site-packages``): the global environment is never changed. The CLI runs
-with that environment's Python; library calls run here, with its site-packages put on
+build isolation, into a throwaway folder (``pip install --target``): the environment running the
+tests is never changed, whether it is a virtual environment or not. The CLI runs with this
+interpreter and that folder first on ``PYTHONPATH``; library calls run here, with the folder put on
 ``sys.path`` for the duration of a test.
 """
 
@@ -52,58 +52,51 @@ def _fresh_registry(monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def example_venv(tmp_path_factory) -> SimpleNamespace:
-    """The example package pip-installed into a throwaway venv layered on this interpreter's packages."""
-    root = tmp_path_factory.mktemp("example_venv")
+def example_install(tmp_path_factory) -> SimpleNamespace:
+    """The example package pip-installed into a folder of its own, seen through PYTHONPATH."""
+    root = tmp_path_factory.mktemp("example_install")
     source = root / "review_toolkit_tfidf"  # a copy: an in-tree build would leave build/ and *.egg-info behind
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "tests"))
-    venv = root / "venv"
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True
-    )
-    python = venv / "bin" / "python"
+    site_packages = root / "site-packages"
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "--quiet",
-         "--disable-pip-version-check", str(source)],
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "--quiet",
+         "--disable-pip-version-check", "--target", str(site_packages), str(source)],
         capture_output=True,
         text=True,
     )
     assert install.returncode == 0, f"pip install of the example failed:\n{install.stdout}\n{install.stderr}"
-    site_packages = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()
-    assert (Path(site_packages) / "review_toolkit_tfidf").is_dir()
-    return SimpleNamespace(python=str(python), site_packages=site_packages)
+    assert (site_packages / "review_toolkit_tfidf").is_dir()
+    return SimpleNamespace(python=sys.executable, site_packages=str(site_packages))
 
 
 @pytest.fixture
-def tfidf_installed(example_venv):
-    """The venv's site-packages on sys.path, so this process sees the example as installed."""
-    sys.path.insert(0, example_venv.site_packages)
+def tfidf_installed(example_install):
+    """The example's install folder on sys.path, so this process sees the example as installed."""
+    sys.path.insert(0, example_install.site_packages)
     importlib.invalidate_caches()
     registry.refresh()
-    yield example_venv
-    sys.path.remove(example_venv.site_packages)
+    yield example_install
+    sys.path.remove(example_install.site_packages)
     for module in [name for name in sys.modules if name.startswith("review_toolkit_tfidf")]:
         del sys.modules[module]
     importlib.invalidate_caches()
     registry.refresh()
 
 
-def run_cli(venv: SimpleNamespace, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_cli(install: SimpleNamespace, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != registry.BLOCK_ENVIRONMENT_VARIABLE}
     env["REVIEW_TOOLKIT_CACHE"] = str(cwd / "cache")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [install.site_packages, env.get("PYTHONPATH")]))
     return subprocess.run(
-        [venv.python, "-m", "review_toolkit", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+        [install.python, "-m", "review_toolkit", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
     )
 
 
 # --------------------------------------------------------------------------- the example package
 
 
-def test_installed_example_is_listed_by_the_cli(example_venv, tmp_path):
-    result = run_cli(example_venv, "plugins", cwd=tmp_path)
+def test_installed_example_is_listed_by_the_cli(example_install, tmp_path):
+    result = run_cli(example_install, "plugins", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = {tuple(line.split()[:2]): line for line in result.stdout.splitlines() if line.strip()}
     for kind, name, words in [("backbone", "tfidf", "TF-IDF"), ("head", "forest", "Random forest")]:
