@@ -27,7 +27,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from review_toolkit import registry
-from review_toolkit.embeddings import embed_texts
+from review_toolkit.inference.embeddings import embed_texts
 
 
 def cpu_info() -> tuple[str, list[str]]:

@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="compile the whole model (Trainer's torch_compile); --set compile=true compiles its layers")
     args = parser.parse_args()
 
-    import review_toolkit.training as training
+    import review_toolkit.train.trainer as training
     from review_toolkit import TrainConfig, train
 
     profiler = None

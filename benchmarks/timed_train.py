@@ -82,7 +82,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from review_toolkit import distributed, train
+    from review_toolkit import train
+
+    from review_toolkit.runtime import distributed
     from review_toolkit.config import build_config
 
     fields = {key: _value(raw) for key, raw in (item.split("=", 1) for item in args.set)}

@@ -21,13 +21,14 @@ __all__ = ["TrainConfig", "train", "load_run", "list_plugins", "__version__"]
 
 if TYPE_CHECKING:
     from review_toolkit.config import TrainConfig
-    from review_toolkit.pipeline import load_run, train
+    from review_toolkit.runs.loader import load_run
+    from review_toolkit.train.pipeline import train
     from review_toolkit.registry import list_plugins
 
 _LAZY = {
     "TrainConfig": "review_toolkit.config",
-    "train": "review_toolkit.pipeline",
-    "load_run": "review_toolkit.pipeline",
+    "train": "review_toolkit.train.pipeline",
+    "load_run": "review_toolkit.runs.loader",
     "list_plugins": "review_toolkit.registry",
 }
 

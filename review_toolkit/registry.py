@@ -23,7 +23,7 @@ from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
 
 from review_toolkit.errors import PluginError
-from review_toolkit.plugin_api import PLUGIN_KINDS, Plugin
+from review_toolkit.plugin_api.contracts import PLUGIN_KINDS, Plugin
 
 GROUPS: dict[str, str] = {
     "backbone": "review_toolkit.backbones",
@@ -147,7 +147,7 @@ def _validate(kind: str, plugin_class: object, source: PluginSource) -> None:
     base = PLUGIN_KINDS[kind]
     if not (inspect.isclass(plugin_class) and issubclass(plugin_class, base)):
         raise PluginError(
-            f"The {where} ({source.entry_point}) is not a subclass of review_toolkit.plugin_api.{base.__name__}."
+            f"The {where} ({source.entry_point}) is not a subclass of review_toolkit.plugin_api.contracts.{base.__name__}."
         )
     missing = sorted(getattr(plugin_class, "__abstractmethods__", ()))
     if missing:

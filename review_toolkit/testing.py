@@ -47,7 +47,7 @@ import numpy as np
 
 from review_toolkit import registry
 from review_toolkit.errors import PluginError
-from review_toolkit.plugin_api import (
+from review_toolkit.plugin_api.contracts import (
     Backbone,
     Featurizer,
     FeaturizerBackbone,
@@ -147,7 +147,7 @@ class _Checker:
         self.ok("declares a one-line description")
 
     def no_pickles(self, directory: Path, what: str, skip: tuple[str, ...] = ()) -> list[str]:
-        from review_toolkit.manifest import looks_like_pickle
+        from review_toolkit.runs.manifest import looks_like_pickle
 
         files = sorted(
             p for p in Path(directory).rglob("*") if p.is_file() and p.relative_to(directory).parts[0] not in skip
@@ -230,7 +230,7 @@ def check_head(name: str, *, embedding_size: int = 8, seed: int = 0, work_dir: s
     head: Head = check.lookup("head", name)
     check.check_description(head)
     is_torch, is_fitted = isinstance(head, TorchHead), isinstance(head, FittedHead)
-    check.require(is_torch or is_fitted, "must subclass review_toolkit.plugin_api.TorchHead or FittedHead.")
+    check.require(is_torch or is_fitted, "must subclass review_toolkit.plugin_api.contracts.TorchHead or FittedHead.")
     check.require(
         head.trains_with_trainer is is_torch,
         f"`trains_with_trainer` is {head.trains_with_trainer!r} but the class is a "
@@ -264,7 +264,7 @@ def _check_probabilities(check: _Checker, probabilities: Any, n: int, what: str)
 
 
 def _check_fitted_head(check, head, data, seed, directory, rng) -> None:
-    from review_toolkit.manifest import refuse_unpickling
+    from review_toolkit.runs.manifest import refuse_unpickling
 
     train_x, train_y, val_x, val_y, test_x, test_y = data
     with check.step("fit() on a tiny separable dataset"):
@@ -407,8 +407,8 @@ def _check_vectors(check: _Checker, vectors: np.ndarray, n: int, size: int, what
 
 
 def _check_featurizer(check, backbone, checkpoint, texts, directory) -> None:
-    from review_toolkit.classifier import featurize
-    from review_toolkit.manifest import refuse_unpickling
+    from review_toolkit.inference.classifier import featurize
+    from review_toolkit.runs.manifest import refuse_unpickling
 
     fit_texts, other_texts = texts[: len(texts) // 2 or 1], texts[len(texts) // 2 :] or texts
     with check.step("fit_featurizer() on training texts"):
@@ -442,7 +442,7 @@ def _check_featurizer(check, backbone, checkpoint, texts, directory) -> None:
 def _check_encoder_backbone(check, backbone, checkpoint, texts) -> None:
     import torch
 
-    from review_toolkit.embeddings import embed_texts
+    from review_toolkit.inference.embeddings import embed_texts
 
     check.require(checkpoint, "has no default_checkpoint and no model= was given: pass model='path/or/hub-id'.")
     with check.step(f"load_tokenizer({checkpoint!r})"):
@@ -492,8 +492,8 @@ def check_method(
     import torch
 
     from review_toolkit.config import TrainConfig
-    from review_toolkit.embeddings import embed_texts
-    from review_toolkit.manifest import refuse_unpickling
+    from review_toolkit.inference.embeddings import embed_texts
+    from review_toolkit.runs.manifest import refuse_unpickling
 
     check = _Checker("method", name)
     method: Method = check.lookup("method", name)
@@ -601,7 +601,8 @@ def check_training(
     (``report.details["run_dir"]``) only when ``work_dir`` is given.
     """
     from review_toolkit.config import TrainConfig
-    from review_toolkit.pipeline import load_run, train
+    from review_toolkit.runs.loader import load_run
+    from review_toolkit.train.pipeline import train
 
     label = f"{backbone} + {method} + {head or 'default head'}"
     check = _Checker("composition", label)
@@ -645,7 +646,7 @@ def check_training(
             f"{e['kind']} {e['name']} ({e['distribution']} {e['version']})" for e in recorded
         ))
         # checkpoints/ is Trainer's resume state: never read by load_run, and outside the run's manifest.
-        from review_toolkit.manifest import UNCOVERED_DIRECTORIES
+        from review_toolkit.runs.manifest import UNCOVERED_DIRECTORIES
 
         check.no_pickles(Path(result.run_dir), "train()", skip=UNCOVERED_DIRECTORIES)
 

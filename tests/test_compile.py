@@ -11,7 +11,7 @@ import pandas as pd
 import yaml
 
 from review_toolkit import load_run
-from review_toolkit.compilation import compile_encoder_layers
+from review_toolkit.accel.compilation import compile_encoder_layers
 
 
 def test_compiled_lora_run_reloads_and_rescores_its_test_split(tiny_bert, small_reviews, tmp_path):
@@ -37,7 +37,7 @@ def test_compiled_lora_run_reloads_and_rescores_its_test_split(tiny_bert, small_
 
 def test_each_encoder_layer_is_compiled_and_weight_names_stay(tiny_bert):
     from review_toolkit import registry
-    from review_toolkit.model import ReviewClassifierModel
+    from review_toolkit.train.model import ReviewClassifierModel
 
     backbone, _ = registry.get("backbone", "bert")
     method, _ = registry.get("method", "full")

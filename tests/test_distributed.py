@@ -22,9 +22,9 @@ import yaml
 from safetensors.torch import load_file
 
 from review_toolkit import load_run
-from review_toolkit.batching import TokenBudgetBatchSampler
-from review_toolkit.distributed import shard_bounds
-from review_toolkit.model import ReviewClassifierModel
+from review_toolkit.accel.batching import TokenBudgetBatchSampler
+from review_toolkit.runtime.distributed import shard_bounds
+from review_toolkit.train.model import ReviewClassifierModel
 
 
 def free_port() -> int:

@@ -5,7 +5,7 @@ import random
 import numpy as np
 
 from review_toolkit import registry
-from review_toolkit.embeddings import CPU_ACTIVATION_BYTES, cpu_token_budget_batches, embed_texts, feed_forward_width
+from review_toolkit.inference.embeddings import CPU_ACTIVATION_BYTES, cpu_token_budget_batches, embed_texts, feed_forward_width
 
 
 def test_cpu_batches_hold_every_review_once_within_the_token_budget():

@@ -20,14 +20,15 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from review_toolkit import prediction
-from review_toolkit.calibration import Calibration, choose_threshold, expected_calibration_error, fit_calibration
+from review_toolkit.inference import scoring as prediction
+from review_toolkit.inference.calibration import Calibration, choose_threshold, expected_calibration_error, fit_calibration
 from review_toolkit.cli import cli
 from review_toolkit.config import TrainConfig
-from review_toolkit.data import default_data_path
+from review_toolkit.data.loading import default_data_path
 from review_toolkit.errors import ConfigError
-from review_toolkit.evaluation import PLOT_FILES, load_split_predictions
-from review_toolkit.pipeline import load_run, train
+from review_toolkit.evaluation.run_evaluation import PLOT_FILES, load_split_predictions
+from review_toolkit.runs.loader import load_run
+from review_toolkit.train.pipeline import train
 
 GIB = 2**30
 
@@ -402,7 +403,7 @@ def test_train_many_checks_every_run_before_training(tmp_path):
 
 
 def test_example_plan_is_valid():
-    from review_toolkit.plan import load_plan
+    from review_toolkit.train.plan import load_plan
 
     example = Path(__file__).resolve().parents[1] / "examples" / "compare_frozen_heads.yaml"
     planned = load_plan(example)

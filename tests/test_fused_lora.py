@@ -11,8 +11,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import BertModel, BitsAndBytesConfig
 
-from review_toolkit.adapters import transformers_deprecations_quiet
-from review_toolkit.fused_lora import FrozenCopy, _LastCast, fuse_lora_layers
+from review_toolkit.plugin_api.adapters import transformers_deprecations_quiet
+from review_toolkit.accel.fused_lora import FrozenCopy, _LastCast, fuse_lora_layers
 
 TARGETS = ["query", "value", "attention.output.dense"]
 
@@ -223,7 +223,7 @@ def test_siblings_called_on_different_inputs_or_moved_are_computed_alone():
 def test_direct_dequantization_matches_the_bitsandbytes_operator(dtype):
     import bitsandbytes.functional as bnb_functional
 
-    from review_toolkit.fused_lora import _dequantize_entry_point, dequantize_4bit
+    from review_toolkit.accel.fused_lora import _dequantize_entry_point, dequantize_4bit
 
     assert _dequantize_entry_point("nf4", dtype) is not None  # the direct call is taken, not the fallback
     weight = torch.randn(3 * 96, 128, device="cuda", dtype=dtype)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from review_toolkit.errors import ConfigError
-from review_toolkit.packing import PackedCollator, StaticRowLayout
+from review_toolkit.accel.packing import PackedCollator, StaticRowLayout
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs record GPU kernels")
 
@@ -28,11 +28,11 @@ def qlora_gte_classifier(dropout: float):
     from peft import LoraConfig, get_peft_model
     from transformers import BitsAndBytesConfig, GteConfig, GteModel
 
-    from review_toolkit.adapters import transformers_deprecations_quiet
-    from review_toolkit.encoders import PooledEncoder
-    from review_toolkit.fused_lora import fuse_lora_layers
-    from review_toolkit.model import ReviewClassifierModel
-    from review_toolkit.packing import enable_packed_attention
+    from review_toolkit.plugin_api.adapters import transformers_deprecations_quiet
+    from review_toolkit.plugin_api.encoders import PooledEncoder
+    from review_toolkit.accel.fused_lora import fuse_lora_layers
+    from review_toolkit.train.model import ReviewClassifierModel
+    from review_toolkit.accel.packing import enable_packed_attention
 
     torch.manual_seed(0)
     directory = tempfile.mkdtemp()
@@ -86,7 +86,7 @@ def assert_same_gradients(gradients, expected):
 
 @needs_cuda
 def test_replayed_steps_match_eager_steps_as_the_weights_change():
-    from review_toolkit.graphs import GraphedEncoder
+    from review_toolkit.accel.graphs import GraphedEncoder
 
     model = qlora_gte_classifier(dropout=0.0)
     graphed = GraphedEncoder(model.encoder, LAYOUT)
@@ -106,7 +106,7 @@ def test_replayed_steps_match_eager_steps_as_the_weights_change():
 
 @needs_cuda
 def test_replayed_gradients_accumulate_over_batches_and_other_shapes_run_eagerly():
-    from review_toolkit.graphs import GraphedEncoder
+    from review_toolkit.accel.graphs import GraphedEncoder
 
     model = qlora_gte_classifier(dropout=0.0)
     first, second = packed_batch(1), packed_batch(2)
@@ -132,7 +132,7 @@ def test_replayed_gradients_accumulate_over_batches_and_other_shapes_run_eagerly
 
 @needs_cuda
 def test_replays_draw_new_dropout_masks():
-    from review_toolkit.graphs import GraphedEncoder
+    from review_toolkit.accel.graphs import GraphedEncoder
 
     model = qlora_gte_classifier(dropout=0.3)
     model.graphed_encoder = GraphedEncoder(model.encoder, LAYOUT)
@@ -157,7 +157,7 @@ import sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_graphs import LAYOUT, forward_backward, packed_batch, qlora_gte_classifier
 from review_toolkit.errors import ConfigError
-from review_toolkit.graphs import GraphedEncoder
+from review_toolkit.accel.graphs import GraphedEncoder
 
 model = qlora_gte_classifier(dropout=0.0)
 pooled_forward = model.encoder.forward
@@ -201,7 +201,7 @@ def test_training_through_graphs_saves_reloads_and_predicts(tiny_bert, small_rev
 
 def test_graphs_are_refused_by_name_where_they_cannot_run():
     from review_toolkit import TrainConfig
-    from review_toolkit.graphs import cuda_graphs_wanted, graph_obstacles
+    from review_toolkit.accel.graphs import cuda_graphs_wanted, graph_obstacles
 
     compiled = TrainConfig(compile=True)
     assert any("compiled" in reason for reason in graph_obstacles(packed=True, config=compiled, processes=1))

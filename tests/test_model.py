@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import BertModel
 
-from review_toolkit.encoders import PooledEncoder
-from review_toolkit.model import ReviewClassifierModel
+from review_toolkit.plugin_api.encoders import PooledEncoder
+from review_toolkit.train.model import ReviewClassifierModel
 
 
 def test_train_mode_reaches_every_module_after_parts_were_switched(tiny_bert):

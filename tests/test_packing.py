@@ -12,10 +12,10 @@ import pytest
 import torch
 from transformers import AutoModel, DataCollatorWithPadding, GteConfig, GteModel
 
-from review_toolkit.encoders import PooledEncoder
+from review_toolkit.plugin_api.encoders import PooledEncoder
 from review_toolkit.errors import ConfigError
-from review_toolkit.model import ReviewClassifierModel
-from review_toolkit.packing import (
+from review_toolkit.train.model import ReviewClassifierModel
+from review_toolkit.accel.packing import (
     PackedCollator,
     enable_packed_attention,
     mean_per_review,
@@ -112,8 +112,8 @@ def test_packed_collator_restarts_positions_marks_each_review_and_fills_to_a_mul
 
 
 def test_static_layout_holds_every_batch_the_sampler_cuts_for_it_in_one_shape():
-    from review_toolkit.batching import TokenBudgetBatchSampler
-    from review_toolkit.packing import ROW_MULTIPLE, StaticRowLayout
+    from review_toolkit.accel.batching import TokenBudgetBatchSampler
+    from review_toolkit.accel.packing import ROW_MULTIPLE, StaticRowLayout
 
     layout = StaticRowLayout.for_budget(max_tokens=4096, max_reviews=32, max_review_length=512)
     assert layout.row_length == 4096 and layout.filler_segments == 4096 // ROW_MULTIPLE
@@ -144,7 +144,7 @@ def test_static_layout_holds_every_batch_the_sampler_cuts_for_it_in_one_shape():
 def test_reviews_score_the_same_in_the_static_layout_as_in_their_own_row(tiny_bert, fifty_reviews):
     from transformers import AutoTokenizer
 
-    from review_toolkit.packing import StaticRowLayout
+    from review_toolkit.accel.packing import StaticRowLayout
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     model = ReviewClassifierModel(PooledEncoder(tiny_gte(), 64), torch.nn.Linear(64, 2)).train()
@@ -175,7 +175,7 @@ def test_packing_is_refused_by_name_where_the_encoder_cannot_pack(tiny_bert, cap
     # By default only where the flash kernel runs (bf16 on a GPU); asked for, anywhere.
     assert packing_wanted(None, supported, backbone="bert", bf16=False) is False
     assert packing_wanted(None, supported, backbone="bert", bf16=True) is True
-    with caplog.at_level("WARNING", logger="review_toolkit.packing"):
+    with caplog.at_level("WARNING", logger="review_toolkit.accel.packing"):
         assert packing_wanted(True, supported, backbone="bert", bf16=False) is True
     assert "block-diagonal mask" in caplog.text  # asked for where it is slow: said so
     assert packing_wanted(False, supported, backbone="bert", bf16=True) is False
@@ -275,8 +275,8 @@ def test_flash_kernel_on_packed_reviews_matches_padded_sdpa_under_bf16(architect
 
 
 def test_packed_batches_count_their_rows_tokens_against_the_budget():
-    from review_toolkit.batching import TokenBudgetBatchSampler
-    from review_toolkit.packing import packed_row_length
+    from review_toolkit.accel.batching import TokenBudgetBatchSampler
+    from review_toolkit.accel.packing import packed_row_length
 
     lengths = torch.randint(8, 300, (500,), generator=torch.Generator().manual_seed(0)).tolist()
     packed = list(TokenBudgetBatchSampler(lengths, max_tokens=2048, max_batch_size=64, packed=True))

@@ -106,9 +106,9 @@ def test_installed_example_is_listed_by_the_cli(example_install, tmp_path):
 
 
 def test_cli_trains_tfidf_logreg_on_the_bundled_data_and_the_run_reloads(tfidf_installed, tmp_path):
-    from review_toolkit.data import load_splits
-    from review_toolkit.metrics import classification_metrics
-    from review_toolkit.pipeline import load_run
+    from review_toolkit.data.loading import load_splits
+    from review_toolkit.evaluation.metrics import classification_metrics
+    from review_toolkit.runs.loader import load_run
 
     result = run_cli(
         tfidf_installed, "train", "--backbone", "tfidf", "--method", "frozen", "--head", "logreg",
@@ -259,7 +259,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from review_toolkit.plugin_api import FittedHead
+from review_toolkit.plugin_api.contracts import FittedHead
 
 
 class Model:
@@ -328,7 +328,7 @@ def test_the_kit_passes_a_correct_third_party_head_and_reports_unknown_names(tmp
 _UNREGISTERED_WEIGHT_HEAD = '''
 import torch
 from torch import nn
-from review_toolkit.plugin_api import TorchHead
+from review_toolkit.plugin_api.contracts import TorchHead
 
 
 class Scaled(nn.Module):
@@ -353,7 +353,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from review_toolkit.plugin_api import FeaturizerBackbone
+from review_toolkit.plugin_api.contracts import FeaturizerBackbone
 
 
 class Lengths:
@@ -398,7 +398,7 @@ def test_the_kit_catches_a_featurizer_with_the_wrong_width(tmp_path):
         assert "backbone plugin 'lengths' from distribution acme-lengths" in str(caught.value)
         assert "returned shape (12, 2) for 12 texts; the contract is [12, embedding_size=3]" in str(caught.value)
         # The composer refuses a training method for it by name, before fitting anything.
-        from review_toolkit.pipeline import Composition
+        from review_toolkit.train.pipeline import Composition
 
         with pytest.raises(PluginError, match="no trainable encoder for the 'lora' method"):
             Composition.resolve(TrainConfig(backbone="lengths", method="lora"))

@@ -19,7 +19,7 @@ from review_toolkit.errors import PluginError
 from review_toolkit.testing import temporary_distribution
 
 GOOD_HEAD = '''
-from review_toolkit.plugin_api import TorchHead
+from review_toolkit.plugin_api.contracts import TorchHead
 from torch import nn
 
 class {cls}(TorchHead):
@@ -30,7 +30,7 @@ class {cls}(TorchHead):
 '''
 
 INCOMPLETE_HEAD = '''
-from review_toolkit.plugin_api import FittedHead
+from review_toolkit.plugin_api.contracts import FittedHead
 
 class HalfHead(FittedHead):
     description = "Fits, but cannot load what it saved."
@@ -45,7 +45,7 @@ class Impostor:
 '''
 
 NO_DESCRIPTION = '''
-from review_toolkit.plugin_api import TorchHead
+from review_toolkit.plugin_api.contracts import TorchHead
 
 class Mute(TorchHead):
     def build(self, in_features, num_labels):
@@ -145,7 +145,7 @@ def test_import_error_names_the_distribution_and_every_other_plugin_keeps_workin
     ("source", "cls", "expected"),
     [
         (INCOMPLETE_HEAD, "HalfHead", "does not implement: load"),
-        (NOT_A_PLUGIN, "Impostor", "is not a subclass of review_toolkit.plugin_api.Head"),
+        (NOT_A_PLUGIN, "Impostor", "is not a subclass of review_toolkit.plugin_api.contracts.Head"),
         (NO_DESCRIPTION, "Mute", "has no one-line `description`"),
     ],
     ids=["missing-method", "not-a-subclass", "no-description"],
@@ -192,7 +192,7 @@ def test_duplicate_names_fail_naming_both_distributions_and_distribution_prefix_
         output = plugins_output()
         rows = [line for line in output.splitlines() if line.split()[:2] == ["head", "twin"]]
         assert len(rows) == 2 and any("acme-one" in r for r in rows) and any("acme-two" in r for r in rows)
-        from review_toolkit.pipeline import Composition
+        from review_toolkit.train.pipeline import Composition
 
         composition = Composition.resolve(TrainConfig(backbone="minilm", method="frozen", head="acme-one:twin"))
         assert composition.head.description == "Twin from acme-one."

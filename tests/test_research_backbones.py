@@ -32,9 +32,9 @@ from torch import nn
 
 from review_toolkit import TrainConfig, train
 from review_toolkit.cli import cli
-from review_toolkit.data import LABEL_NAMES, load_reviews
+from review_toolkit.data.loading import LABEL_NAMES, load_reviews
 from review_toolkit.errors import PluginError
-from review_toolkit.pipeline import load_run
+from review_toolkit.runs.loader import load_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -24,8 +24,8 @@ import pytest
 from click.testing import CliRunner
 
 from review_toolkit.cli import cli
-from review_toolkit.manifest import MANIFEST_FILE, check_run_integrity
-from review_toolkit.rundir import checkpoints_in
+from review_toolkit.runs.manifest import MANIFEST_FILE, check_run_integrity
+from review_toolkit.runs.layout import checkpoints_in
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -137,7 +137,7 @@ def test_sigterm_mid_epoch_then_resume_gives_the_same_metrics(tmp_path: Path, ti
 
 def test_sigint_during_fine_tuning_keeps_a_checkpoint(tmp_path: Path, tiny_bert: str, small_data: Path, monkeypatch) -> None:
     """Ctrl-C (SIGINT) in the middle of an epoch: checkpoint at that step, exit 130, nothing complete."""
-    from review_toolkit import signals
+    from review_toolkit.runtime import interrupts as signals
 
     original = signals.InterruptionCallback.on_step_end
 
@@ -196,7 +196,7 @@ def test_existing_run_is_kept_without_overwrite_and_replaced_with_it(tmp_path: P
 
 def test_crash_after_checkpoints_leaves_nothing(tmp_path: Path, tiny_bert: str, small_data: Path, monkeypatch) -> None:
     """A failure that is not an interruption removes the staging directory, checkpoints included."""
-    from review_toolkit import pipeline
+    from review_toolkit.train import pipeline
 
     output = tmp_path / "run"
     checkpoints_at_crash = []
@@ -213,7 +213,7 @@ def test_crash_after_checkpoints_leaves_nothing(tmp_path: Path, tiny_bert: str, 
 
 
 def test_failure_while_writing_the_run_leaves_nothing(tmp_path: Path, tiny_bert: str, small_data: Path, monkeypatch) -> None:
-    from review_toolkit import pipeline
+    from review_toolkit.train import pipeline
 
     original = pipeline._write_run
 
@@ -245,7 +245,7 @@ def test_interrupt_before_any_checkpoint_leaves_nothing(tmp_path: Path, tiny_ber
 
 
 def test_which_failures_keep_the_staging_directory(tmp_path: Path) -> None:
-    from review_toolkit.rundir import RunWriter, run_of_staging
+    from review_toolkit.runs.layout import RunWriter, run_of_staging
 
     def staged(with_checkpoint: bool, resuming: bool = False) -> RunWriter:
         writer = RunWriter(tmp_path / "run", resuming=resuming, overwrite=True)

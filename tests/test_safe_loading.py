@@ -31,8 +31,9 @@ from click.testing import CliRunner
 from review_toolkit.cli import cli
 from review_toolkit.config import TrainConfig
 from review_toolkit.errors import RunDirectoryError
-from review_toolkit.manifest import MANIFEST_FILE, check_run_integrity, refuse_unpickling, write_manifest
-from review_toolkit.pipeline import load_run, train
+from review_toolkit.runs.manifest import MANIFEST_FILE, check_run_integrity, refuse_unpickling, write_manifest
+from review_toolkit.runs.loader import load_run
+from review_toolkit.train.pipeline import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -177,7 +178,7 @@ def test_planted_pickle_is_refused_unless_opted_in_and_never_unpickled(run_copy,
     assert not marker.exists()
 
     # Opting in loads the safe files only: same predictions, the pickle never opened.
-    with caplog.at_level(logging.WARNING, logger="review_toolkit.manifest"):
+    with caplog.at_level(logging.WARNING, logger="review_toolkit.runs.manifest"):
         assert np.array_equal(p_fake(run, allow_unverified=True), expected)
     assert not marker.exists()
     assert any(name in record.getMessage() and "allow_unverified" in record.getMessage() for record in caplog.records)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from review_toolkit.encoders import TransformerBackbone
+from review_toolkit.plugin_api import TransformerBackbone
 
 
 class BertBackbone(TransformerBackbone):

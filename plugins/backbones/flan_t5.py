@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from review_toolkit.encoders import TransformerBackbone, load_pretrained
+from review_toolkit.plugin_api import TransformerBackbone, load_pretrained
 from review_toolkit.errors import PluginError
 
 DEFAULT_CHECKPOINT = "google/flan-t5-large"

@@ -52,7 +52,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from review_toolkit.encoders import PooledEncoder, TransformerBackbone, load_pretrained
+from review_toolkit.plugin_api import PooledEncoder, TransformerBackbone, load_pretrained
 from review_toolkit.errors import PluginError
 
 DEFAULT_CHECKPOINT = "NovaSearch/stella_en_400M_v5"

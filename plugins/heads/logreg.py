@@ -8,8 +8,14 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
-from review_toolkit.fitted import Standardizer, as_probabilities, load_arrays, save_arrays, sigmoid
-from review_toolkit.plugin_api import FittedHead
+from review_toolkit.plugin_api import (
+    FittedHead,
+    Standardizer,
+    as_probabilities,
+    load_arrays,
+    save_arrays,
+    sigmoid,
+)
 
 # Inverse regularisation strengths tried; the validation split picks one.
 C_GRID = (0.01, 0.1, 1.0, 10.0)

@@ -10,8 +10,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.svm import SVC
 
-from review_toolkit.fitted import Standardizer, as_probabilities, load_arrays, save_arrays, sigmoid
-from review_toolkit.plugin_api import FittedHead
+from review_toolkit.plugin_api import (
+    FittedHead,
+    Standardizer,
+    as_probabilities,
+    load_arrays,
+    save_arrays,
+    sigmoid,
+)
 
 C_GRID = (0.3, 1.0, 3.0, 10.0)
 GAMMA_FACTORS = (0.3, 1.0, 3.0)  # multiples of scikit-learn's "scale" gamma, 1 / n_features on standardized data

@@ -8,8 +8,7 @@ from typing import Any
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from review_toolkit.adapters import enable_gradient_checkpointing
-from review_toolkit.plugin_api import Backbone, Method
+from review_toolkit.plugin_api import Backbone, Method, enable_gradient_checkpointing
 
 ENCODER_FILE = "encoder.safetensors"
 

@@ -7,14 +7,15 @@ from typing import Any
 
 from torch import nn
 
-from review_toolkit.adapters import (
+from review_toolkit.plugin_api import (
+    Backbone,
+    Method,
     add_lora,
     enable_gradient_checkpointing,
     frozen_weights_dtype,
     load_adapter,
     save_adapter,
 )
-from review_toolkit.plugin_api import Backbone, Method
 
 
 class LoraMethod(Method):

@@ -7,8 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from review_toolkit.adapters import add_lora, load_adapter, load_quantized, save_adapter
-from review_toolkit.plugin_api import Backbone, Method
+from review_toolkit.plugin_api import Backbone, Method, add_lora, load_adapter, load_quantized, save_adapter
 
 
 class QloraMethod(Method):

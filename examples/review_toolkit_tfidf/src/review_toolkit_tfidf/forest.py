@@ -14,8 +14,7 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import f1_score
 
-from review_toolkit.fitted import as_probabilities, load_arrays, save_arrays
-from review_toolkit.plugin_api import FittedHead
+from review_toolkit.plugin_api import FittedHead, as_probabilities, load_arrays, save_arrays
 
 N_TREES = 200
 MIN_SAMPLES_LEAF_GRID = (1, 3)  # the validation split picks one

@@ -3,7 +3,7 @@
 Why a manifest: a run is copied between machines, unpacked from archives and shared. A truncated
 copy or an edited file would otherwise surface as an obscure safetensors or JSON error, or, worse,
 load and score differently without a word. ``manifest.json`` records the SHA-256 and size of every
-file of the run, written by :class:`~review_toolkit.rundir.RunWriter` as the last step before the
+file of the run, written by :class:`~review_toolkit.runs.layout.RunWriter` as the last step before the
 run is renamed into place; :func:`verify_run_directory` checks it before ``load_run`` reads anything.
 
 What it covers: every file except ``checkpoints/`` (Trainer's state for ``--resume-from``; it is
@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 MANIFEST_FILE = "manifest.json"
-MANIFEST_FORMAT = "review_toolkit.manifest/1"
+MANIFEST_FORMAT = "review_toolkit.runs.manifest/1"
 UNCOVERED_DIRECTORIES: tuple[str, ...] = ("checkpoints",)
 # Suffixes of files that are pickles (or zip archives of them) in the PyTorch / scikit-learn world.
 PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".bin", ".pt", ".pth", ".ckpt", ".joblib", ".dill"})

@@ -39,7 +39,7 @@ import yaml
 
 from review_toolkit.config import TrainConfig, read_yaml_mapping
 from review_toolkit.errors import ConfigError, ReviewToolkitError
-from review_toolkit.rundir import RUN_FILE
+from review_toolkit.runs.layout import RUN_FILE
 
 PLAN_KEYS = {"output_dir", "shared", "runs"}
 
@@ -73,7 +73,7 @@ def load_plan(
     overrides: dict[str, Any] | None = None,
 ) -> list[PlannedRun]:
     """Read and check a plan; ``overrides`` (e.g. ``data`` from the command line) beat the plan's shared options."""
-    from review_toolkit.pipeline import Composition
+    from review_toolkit.train.pipeline import Composition
 
     path = Path(path)
     raw = _read_plan(path)

@@ -29,7 +29,7 @@ class ReviewClassifierModel(nn.Module):
         self.head = head
         self.class_weights = class_weights
         self.listed_modules: list[nn.Module] | None = None  # as of the last walk of ``train``
-        # Set for training through CUDA graphs (review_toolkit.graphs.GraphedEncoder); not a submodule.
+        # Set for training through CUDA graphs (review_toolkit.accel.graphs.GraphedEncoder); not a submodule.
         self.graphed_encoder = None
 
     def train(self, mode: bool = True) -> ReviewClassifierModel:
@@ -68,7 +68,7 @@ class ReviewClassifierModel(nn.Module):
         reviews: int | None = None,
         **unused: torch.Tensor,  # e.g. the "length" column used for length-grouped batches
     ) -> SequenceClassifierOutput:
-        if cu_seq_lens is not None:  # reviews packed into one row (review_toolkit.packing)
+        if cu_seq_lens is not None:  # reviews packed into one row (review_toolkit.accel.packing)
             pooled = None
             if self.graphed_encoder is not None and self.training and torch.is_grad_enabled():
                 pooled = self.graphed_encoder(input_ids, position_ids, cu_seq_lens, review_index, max_length)

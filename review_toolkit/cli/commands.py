@@ -100,14 +100,14 @@ def train(config_file: str | None, quiet: bool, **options: Any) -> None:
     """Train a classifier and write its run directory."""
     _quiet_libraries(progress=not quiet)
     from review_toolkit.config import build_config
-    from review_toolkit.data import parse_label_map
-    from review_toolkit.pipeline import default_output_dir, train as run_training
+    from review_toolkit.data.loading import parse_label_map
+    from review_toolkit.train.pipeline import default_output_dir, train as run_training
 
     options["label_map"] = parse_label_map(options["label_map"])
     options["lora_targets"] = _split_list(options["lora_targets"])
     config = build_config(config_file, options)
-    from review_toolkit.rundir import describe_interrupted_run, run_of_staging
-    from review_toolkit.signals import graceful_interruption
+    from review_toolkit.runs.layout import describe_interrupted_run, run_of_staging
+    from review_toolkit.runtime.interrupts import graceful_interruption
 
     if not config.output_dir and config.resume_from and run_of_staging(config.resume_from):
         config.output_dir = str(run_of_staging(config.resume_from))  # finish RUN.partial as RUN
@@ -121,7 +121,7 @@ def train(config_file: str | None, quiet: bool, **options: Any) -> None:
     except KeyboardInterrupt as interrupt:
         click.echo("\n" + describe_interrupted_run(output_dir, interrupt), err=True)
         sys.exit(EXIT_INTERRUPTED)
-    from review_toolkit import distributed
+    from review_toolkit.runtime import distributed
 
     if distributed.is_main_process():  # one report, not one per process of a multi-GPU launch
         _print_summary(result)
@@ -174,7 +174,7 @@ def predict(
     calibrated `p_fake` (see `evaluate --threshold-for / --target-precision`).
     """
     _quiet_libraries()
-    from review_toolkit.prediction import (
+    from review_toolkit.inference.scoring import (
         STDIO,
         ReviewReader,
         format_of,
@@ -183,7 +183,7 @@ def predict(
         sniff_stdin,
         texts_reader,
     )
-    from review_toolkit.signals import graceful_interruption
+    from review_toolkit.runtime.interrupts import graceful_interruption
 
     if bool(texts) == bool(input_path):
         raise click.UsageError("Give the reviews either with --text (repeatable) or with --input FILE ('-' for standard input).")
@@ -204,7 +204,7 @@ def predict(
         )
 
     def load() -> Any:
-        from review_toolkit.pipeline import load_run
+        from review_toolkit.runs.loader import load_run
 
         return load_run(run_dir, allow_unverified=allow_unverified, trust_remote_code=trust_remote_code)
 
@@ -224,7 +224,7 @@ def predict(
         kept = f"; {output_path} was not written" if output_path not in (None, STDIO) else ""
         click.echo(f"\nInterrupted{kept}.", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    from review_toolkit import distributed
+    from review_toolkit.runtime import distributed
 
     if not distributed.is_main_process():
         return  # the main process of a multi-GPU launch wrote the output and speaks for all
@@ -275,10 +275,10 @@ def evaluate(run_dir: str, label_map: str | None, no_save: bool, quiet: bool, **
     --no-save, stored in the run: `predict` and `load_run` then use them.
     """
     _quiet_libraries()
-    from review_toolkit.data import parse_label_map
-    from review_toolkit.evaluation import evaluate_run, summary_lines
+    from review_toolkit.data.loading import parse_label_map
+    from review_toolkit.evaluation.run_evaluation import evaluate_run, summary_lines
 
-    from review_toolkit.signals import graceful_interruption
+    from review_toolkit.runtime.interrupts import graceful_interruption
 
     try:
         with graceful_interruption():
@@ -288,7 +288,7 @@ def evaluate(run_dir: str, label_map: str | None, no_save: bool, quiet: bool, **
     except KeyboardInterrupt:
         click.echo("\nInterrupted; no evaluation output was written.", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    from review_toolkit import distributed
+    from review_toolkit.runtime import distributed
 
     if not distributed.is_main_process():
         return  # the main process of a multi-GPU launch wrote the outputs and speaks for all
@@ -302,7 +302,7 @@ def evaluate(run_dir: str, label_map: str | None, no_save: bool, quiet: bool, **
 @click.option("--output-dir", help="Folder for leaderboard.md, .csv and .png (default: comparison/ beside the runs).")
 def compare(paths: tuple[str, ...], output_dir: str | None) -> None:
     """Leaderboard of runs (run directories, or folders holding them), best macro F1 first."""
-    from review_toolkit.compare import compare_runs, markdown_table
+    from review_toolkit.evaluation.leaderboard import compare_runs, markdown_table
 
     rows, target = compare_runs(paths, output_dir)
     click.echo(markdown_table(rows))
@@ -329,10 +329,10 @@ def train_many(
     quiet: bool,
 ) -> None:
     """Train every run of a YAML plan (shared options + a list of runs), then print the comparison."""
-    from review_toolkit.compare import compare_runs, markdown_table
-    from review_toolkit.plan import load_plan, run_plan
+    from review_toolkit.evaluation.leaderboard import compare_runs, markdown_table
+    from review_toolkit.train.plan import load_plan, run_plan
 
-    from review_toolkit.signals import graceful_interruption
+    from review_toolkit.runtime.interrupts import graceful_interruption
 
     planned = load_plan(plan_file, output_dir=output_dir, overrides={"data": data, "cache_dir": cache_dir})
     try:

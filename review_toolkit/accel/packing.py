@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from review_toolkit.errors import ConfigError
-from review_toolkit.fused_lora import compute_dtype_for
+from review_toolkit.accel.fused_lora import compute_dtype_for
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def pretrained_model(module: nn.Module) -> nn.Module | None:
 
 def supports_packing(encoder: nn.Module) -> bool:
     """Whether ``encoder`` is a mean-pooled ``PooledEncoder`` on transformers' own classes of a packable type."""
-    from review_toolkit.encoders import PooledEncoder
+    from review_toolkit.plugin_api.encoders import PooledEncoder
 
     if not isinstance(encoder, PooledEncoder) or type(encoder).forward is not PooledEncoder.forward:
         return False
@@ -164,7 +164,7 @@ def packing_wanted(
 
 @dataclass(frozen=True)
 class StaticRowLayout:
-    """One shape for every packed training row of a run, as CUDA graphs replay it (``review_toolkit.graphs``).
+    """One shape for every packed training row of a run, as CUDA graphs replay it (``review_toolkit.accel.graphs``).
 
     A row holds ``row_length`` tokens in ``review_slots + filler_segments`` segments: the batch's
     reviews, one padding token for each review slot the batch leaves empty, and the rest of the

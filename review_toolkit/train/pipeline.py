@@ -1,7 +1,7 @@
 """Training a classifier end to end: config -> data -> backbone (+ method) -> head -> metrics -> run.
 
 ``train(config)`` is the library entry point behind ``review-toolkit train``;
-``load_run(path)`` rebuilds the classifier a run directory describes.
+``review_toolkit.runs.loader.load_run(path)`` rebuilds the classifier a run directory describes.
 """
 
 from __future__ import annotations
@@ -17,23 +17,25 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from review_toolkit import __version__, distributed, registry
-from review_toolkit.classifier import Classifier, featurize
-from review_toolkit.compilation import compile_encoder_layers
+from review_toolkit import __version__, registry
+
+from review_toolkit.runtime import distributed
+from review_toolkit.inference.classifier import Classifier, featurize, is_quantized
+from review_toolkit.accel.compilation import compile_encoder_layers
 from review_toolkit.config import TrainConfig
-from review_toolkit.data import LABEL_NAMES, ReviewSplits, load_splits_for
-from review_toolkit.embeddings import cache_key, cached_embeddings, embed_texts
+from review_toolkit.data.loading import LABEL_NAMES, ReviewSplits, load_splits_for
+from review_toolkit.inference.embeddings import cache_key, cached_embeddings, embed_texts
 from review_toolkit.errors import PluginError, ReviewToolkitError, RunDirectoryError
-from review_toolkit.evaluation import calibrate_after_training
-from review_toolkit.modelcard import write_model_card
-from review_toolkit.graphs import GraphedEncoder, cuda_graphs_wanted
-from review_toolkit.packing import StaticRowLayout, enable_packed_attention, packing_wanted
-from review_toolkit.manifest import refuse_unpickling, verify_run_directory
-from review_toolkit.metrics import classification_metrics, classification_report
-from review_toolkit.model import HeadOnlyModel, ReviewClassifierModel, balanced_class_weights, count_parameters
-from review_toolkit.plugin_api import Backbone, FeaturizerBackbone, FittedHead, Head, Method, TorchHead
+from review_toolkit.evaluation.run_evaluation import calibrate_after_training
+from review_toolkit.runs.model_card import write_model_card
+from review_toolkit.accel.graphs import GraphedEncoder, cuda_graphs_wanted
+from review_toolkit.accel.packing import StaticRowLayout, enable_packed_attention, packing_wanted
+from review_toolkit.runs.manifest import refuse_unpickling, verify_run_directory
+from review_toolkit.evaluation.metrics import classification_metrics, classification_report
+from review_toolkit.train.model import HeadOnlyModel, ReviewClassifierModel, balanced_class_weights, count_parameters
+from review_toolkit.plugin_api.contracts import Backbone, FeaturizerBackbone, FittedHead, Head, Method, TorchHead
 from review_toolkit.registry import PluginSource
-from review_toolkit.rundir import (
+from review_toolkit.runs.layout import (
     CHECKPOINT_DIRECTORY,
     CONFIG_FILE,
     FEATURIZER_DIRECTORY,
@@ -48,7 +50,7 @@ from review_toolkit.rundir import (
     require_run_directory,
     write_json,
 )
-from review_toolkit.training import (
+from review_toolkit.train.trainer import (
     bf16_enabled,
     feature_dataset,
     gathered_state_dict,
@@ -98,7 +100,7 @@ class Composition:
             )
         if not isinstance(self.head, (TorchHead, FittedHead)):
             raise PluginError(
-                f"The head {self.head.name!r} must subclass review_toolkit.plugin_api.TorchHead or FittedHead."
+                f"The head {self.head.name!r} must subclass review_toolkit.plugin_api.contracts.TorchHead or FittedHead."
             )
 
 
@@ -239,7 +241,7 @@ def _fine_tune(
     torch_head = head.build(encoder.embedding_size, len(LABEL_NAMES))
     weights = balanced_class_weights(splits.train.label.tolist()) if config.class_weight == "balanced" else None
     model = ReviewClassifierModel(encoder, torch_head, weights)
-    if not _is_quantized(encoder):
+    if not is_quantized(encoder):
         model.to(distributed.device())  # a 4-bit model is already placed by its device map
     else:
         torch_head.to(next(p.device for p in encoder.parameters()))
@@ -321,10 +323,6 @@ def _samples_per_second(train_size: int, trainer: Any) -> float | None:
     if not runtime:
         return None
     return round(train_size * trainer.state.epoch / runtime, 2)
-
-
-def _is_quantized(module: torch.nn.Module) -> bool:
-    return any(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in module.modules())
 
 
 def _train_on_frozen(
@@ -421,90 +419,3 @@ def _write_run(
     write_model_card(staging, config, info, metrics, report)
     # run.json last: its presence marks a complete run.
     write_json(staging / RUN_FILE, info)
-
-
-def load_run(
-    path: str | Path,
-    *,
-    device: str | torch.device | None = None,
-    allow_unverified: bool = False,
-    trust_remote_code: bool = False,
-) -> Classifier:
-    """The classifier a run directory describes, ready to ``predict``.
-
-    Base weights come from the checkpoint the run recorded (hub id or local
-    path); what training changed comes from the run directory. Nothing stored
-    in the run is executed: the run's manifest is verified before anything is
-    read (``allow_unverified=True`` tolerates a mismatch, with a warning), no
-    file of the run is ever unpickled, and model code shipped with a checkpoint
-    runs only when the caller passes ``trust_remote_code=True``; a run's own
-    config cannot switch that on. See :mod:`review_toolkit.manifest`.
-    """
-    run = require_run_directory(path)
-    verify_run_directory(run, allow_unverified=allow_unverified)
-    with refuse_unpickling(run):
-        if not allow_unverified:
-            return _load_verified_run(run, device=device, trust_remote_code=trust_remote_code)
-        try:
-            return _load_verified_run(run, device=device, trust_remote_code=trust_remote_code)
-        except ReviewToolkitError:
-            raise
-        except Exception as error:  # unverified files: a damaged one is the likely cause
-            first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
-            raise RunDirectoryError(
-                f"Cannot load the unverified run {run}: {type(error).__name__}: {first_line}"
-            ) from error
-
-
-def _load_verified_run(run: Path, *, device: str | torch.device | None, trust_remote_code: bool) -> Classifier:
-    from safetensors.torch import load_file
-    from transformers import AutoTokenizer
-
-    info = read_json(run / RUN_FILE)
-    config = TrainConfig.from_mapping(_read_yaml(run / CONFIG_FILE), source=str(run / CONFIG_FILE))
-    if config.trust_remote_code and not trust_remote_code:
-        raise RunDirectoryError(
-            f"{run} was trained with --trust-remote-code: loading it runs Python code that comes with the "
-            f"checkpoint {config.model!r}. A run's own settings cannot allow that; if you trust that code, "
-            "pass trust_remote_code=True to load_run (--trust-remote-code where a command offers it)."
-        )
-    backbone, _ = registry.get("backbone", info["backbone"])
-    method, _ = registry.get("method", info["method"])
-    head, _ = registry.get("head", info["head"])
-    if hasattr(backbone, "trust_remote_code"):
-        backbone.trust_remote_code = trust_remote_code
-    checkpoint = backbone.resolve_checkpoint(config.model)
-    target = torch.device(device) if device is not None else distributed.device()
-    tokenizer, encoder, featurizer = None, None, None
-    if isinstance(backbone, FeaturizerBackbone):
-        featurizer = backbone.load_featurizer(run / FEATURIZER_DIRECTORY, checkpoint=checkpoint)
-        head_device = target
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(run / TOKENIZER_DIRECTORY, trust_remote_code=trust_remote_code)
-        encoder = method.load_trained(backbone, checkpoint, run, config)
-        if not _is_quantized(encoder):
-            encoder.to(target)
-        encoder.eval()
-        head_device = next(p.device for p in encoder.parameters())
-    if isinstance(head, FittedHead):
-        scorer: Any = head.load(run)
-    else:
-        scorer = head.build(info["embedding_size"], len(info["label_names"]))
-        scorer.load_state_dict(load_file(str(run / TORCH_HEAD_FILE)))
-        scorer.to(head_device).eval()
-    return Classifier(
-        backbone=backbone,
-        tokenizer=tokenizer,
-        encoder=encoder,
-        featurizer=featurizer,
-        head=scorer,
-        max_length=info["max_length"],
-        threshold=info.get("threshold", 0.5),
-        info=info,
-    )
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}

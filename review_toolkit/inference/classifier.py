@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from review_toolkit.calibration import Calibration
-from review_toolkit.data import LABEL_NAMES
-from review_toolkit.embeddings import embed_texts
+from review_toolkit.inference.calibration import Calibration
+from review_toolkit.data.loading import LABEL_NAMES
+from review_toolkit.inference.embeddings import embed_texts
 from review_toolkit.errors import PluginError
-from review_toolkit.plugin_api import Backbone, Featurizer, FittedModel
+from review_toolkit.plugin_api.contracts import Backbone, Featurizer, FittedModel
 
 
 def featurize(featurizer: Featurizer, texts: list[str]) -> np.ndarray:
@@ -32,6 +32,10 @@ def featurize(featurizer: Featurizer, texts: list[str]) -> np.ndarray:
             f"the contract is [{len(texts)}, embedding_size={featurizer.embedding_size}]."
         )
     return features
+
+
+def is_quantized(module: torch.nn.Module) -> bool:
+    return any(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in module.modules())
 
 
 @dataclass

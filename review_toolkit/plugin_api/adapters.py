@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from review_toolkit.errors import ConfigError
-from review_toolkit.fused_lora import fuse_lora_layers
-from review_toolkit.plugin_api import Backbone
+from review_toolkit.accel.fused_lora import fuse_lora_layers
+from review_toolkit.plugin_api.contracts import Backbone
 
 ADAPTER_DIRECTORY = "adapter"
 
@@ -53,7 +53,7 @@ def add_lora(encoder: nn.Module, backbone: Backbone, config: Any) -> nn.Module:
     """Wrap ``encoder.transformer`` with fresh LoRA adapters; everything else in it is frozen.
 
     For training: adapted layers (and frozen 4-bit layers) get the fused forward of
-    ``review_toolkit.fused_lora`` unless the layers will be compiled.
+    ``review_toolkit.accel.fused_lora`` unless the layers will be compiled.
     """
     from peft import get_peft_model
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from review_toolkit.errors import ConfigError
-from review_toolkit.packing import StaticRowLayout
+from review_toolkit.accel.packing import StaticRowLayout
 
 #: Eager passes before capture: lazily created state (cuBLAS workspaces on the capture stream,
 #: cached casts of frozen weights) must exist before the graph records the kernels.

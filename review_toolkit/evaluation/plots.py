@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from review_toolkit.data import LABEL_NAMES
+from review_toolkit.data.loading import LABEL_NAMES
 
 DPI = 120
 
@@ -112,7 +112,7 @@ def calibration_plot(
     subtitle: str,
 ) -> None:
     """Reliability diagram (fraction fake vs mean P(fake) per bin) before and after calibration."""
-    from review_toolkit.calibration import ECE_BINS, reliability_bins
+    from review_toolkit.inference.calibration import ECE_BINS, reliability_bins
 
     plt = _pyplot()
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.4, 6.4), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)

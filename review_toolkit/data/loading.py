@@ -40,7 +40,7 @@ from sklearn.model_selection import train_test_split
 
 from review_toolkit.errors import ConfigError, DataError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("review_toolkit.data")  # the name the docs give
 
 __all__ = [
     "FAKE",
@@ -125,7 +125,7 @@ class LeakageWarning(UserWarning):
 
 def default_data_path() -> pathlib.Path:
     """Return the path of the bundled sample dataset (600 reviews, see ATTRIBUTION.md)."""
-    return pathlib.Path(__file__).resolve().parent / "default_data" / "reviews.csv"
+    return pathlib.Path(__file__).resolve().parent.parent / "default_data" / "reviews.csv"
 
 
 def read_table(path: str | pathlib.Path) -> pd.DataFrame:

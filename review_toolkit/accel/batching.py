@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from review_toolkit.packing import StaticRowLayout, packed_row_length
+from review_toolkit.accel.packing import StaticRowLayout, packed_row_length
 
 
 def token_budget_ranges(
@@ -35,7 +35,7 @@ def token_budget_ranges(
 ) -> list[tuple[int, int]]:
     """[start, end) ranges over ascending lengths: at most ``max_batch_size`` examples each, and
     ``count x longest <= max_tokens`` (padded batches) or a packed row of at most ``max_tokens``
-    (the lengths' sum and the filler that rounds it up, ``review_toolkit.packing.packed_row_length``;
+    (the lengths' sum and the filler that rounds it up, ``review_toolkit.accel.packing.packed_row_length``;
     with ``layout``, the row that layout's shape needs) unless one example alone is longer than that."""
     ranges, start, total = [], 0, 0
     for end in range(1, len(sorted_lengths) + 1):

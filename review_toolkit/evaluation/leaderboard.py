@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from review_toolkit.errors import RunDirectoryError
-from review_toolkit.rundir import CHECKPOINT_DIRECTORY, METRICS_FILE, PARTIAL_SUFFIX, RUN_FILE, read_json
+from review_toolkit.runs.layout import CHECKPOINT_DIRECTORY, METRICS_FILE, PARTIAL_SUFFIX, RUN_FILE, read_json
 
 LEADERBOARD_DIRECTORY = "comparison"
 MARKDOWN_FILE = "leaderboard.md"
@@ -165,8 +165,8 @@ def default_output_dir(runs: list[Path]) -> Path:
 
 def write_leaderboard(rows: list[dict[str, Any]], output_dir: str | Path) -> Path:
     """leaderboard.md, .csv and .png in ``output_dir``, which appears with all three or not at all."""
-    from review_toolkit.outputs import staged_directory
-    from review_toolkit.plots import leaderboard_plot
+    from review_toolkit.runtime.files import staged_directory
+    from review_toolkit.evaluation.plots import leaderboard_plot
 
     target = Path(output_dir)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 A plugin is a class registered under one of the entry-point groups
 ``review_toolkit.backbones``, ``review_toolkit.methods`` or
 ``review_toolkit.heads``. The registry instantiates it with no arguments.
-The composer (``review_toolkit.pipeline``) reads only what these classes
+The composer (``review_toolkit.train.pipeline``) reads only what these classes
 declare, so a third-party plugin composes with the built-in ones without any
 special case in the core.
 
@@ -74,7 +74,7 @@ class Backbone(Plugin):
     """A pretrained text encoder and everything needed to use it.
 
     Subclasses set the class attributes and implement ``load_encoder``;
-    ``review_toolkit.encoders.TransformerBackbone`` implements it for any
+    ``review_toolkit.plugin_api.encoders.TransformerBackbone`` implements it for any
     Hugging Face encoder with mean pooling.
     """
 

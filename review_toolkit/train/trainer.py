@@ -25,13 +25,13 @@ from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from review_toolkit.batching import TokenBudgetBatchSampler
+from review_toolkit.accel.batching import TokenBudgetBatchSampler
 from review_toolkit.config import TrainConfig
-from review_toolkit.embeddings import use_shape_agnostic_attention
+from review_toolkit.inference.embeddings import use_shape_agnostic_attention
 from review_toolkit.errors import ConfigError
-from review_toolkit.metrics import trainer_compute_metrics
-from review_toolkit.packing import PackedCollator, StaticRowLayout
-from review_toolkit.signals import InterruptionCallback
+from review_toolkit.evaluation.metrics import trainer_compute_metrics
+from review_toolkit.accel.packing import PackedCollator, StaticRowLayout
+from review_toolkit.runtime.interrupts import InterruptionCallback
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def train_with_trainer(
 ) -> Trainer:
     """Train ``model`` and leave the best validation checkpoint's weights in it.
 
-    ``packed``: batches of reviews concatenated into one row (``review_toolkit.packing``); the
+    ``packed``: batches of reviews concatenated into one row (``review_toolkit.accel.packing``); the
     model's attention must already be the packed kind. ``row_layout``: the one shape packed rows
     take where they fit it (for CUDA graphs).
     """

@@ -24,8 +24,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from review_toolkit import distributed
-from review_toolkit.calibration import (
+from review_toolkit.runtime import distributed
+from review_toolkit.inference.calibration import (
     DEFAULT_THRESHOLD,
     Calibration,
     ThresholdChoice,
@@ -33,10 +33,10 @@ from review_toolkit.calibration import (
     expected_calibration_error,
     fit_calibration,
 )
-from review_toolkit.data import LABEL_NAMES
+from review_toolkit.data.loading import LABEL_NAMES
 from review_toolkit.errors import ConfigError, RunDirectoryError
-from review_toolkit.metrics import classification_metrics, classification_report
-from review_toolkit.rundir import CONFIG_FILE, METRICS_FILE, REPORT_FILE, RUN_FILE, read_json, require_run_directory
+from review_toolkit.evaluation.metrics import classification_metrics, classification_report
+from review_toolkit.runs.layout import CONFIG_FILE, METRICS_FILE, REPORT_FILE, RUN_FILE, read_json, require_run_directory
 
 SPLIT_PREDICTIONS_FILE = "split_predictions.csv"
 EVALUATION_DIRECTORY = "evaluation"
@@ -120,7 +120,7 @@ def load_split_predictions(run: Path) -> dict[str, SplitScores] | None:
 
 def _rescore_splits(run: Path, config: Any, classifier_factory: Callable[[], Any], batch_size: int, progress: bool) -> dict[str, SplitScores]:
     """Score validation and test again for a run that did not store its split predictions."""
-    from review_toolkit.data import load_splits_for
+    from review_toolkit.data.loading import load_splits_for
 
     splits = load_splits_for(config)
     classifier = classifier_factory()
@@ -208,12 +208,12 @@ def evaluate_run(
     or changes in a verified run is sealed into the manifest again afterwards, so the run still loads.
     A run that does not verify is refused unless ``allow_unverified``, and is then never re-sealed.
     """
-    from review_toolkit.manifest import verify_run_directory, write_manifest
+    from review_toolkit.runs.manifest import verify_run_directory, write_manifest
 
     if sum(option is not None for option in (threshold_for, target_precision, threshold)) > 1:
         raise ConfigError("Give only one of --threshold, --threshold-for and --target-precision.")
     if batch_size is None:
-        from review_toolkit.prediction import default_batch_size
+        from review_toolkit.inference.scoring import default_batch_size
 
         batch_size = default_batch_size()
     run = require_run_directory(run_dir)
@@ -226,7 +226,7 @@ def evaluate_run(
 
     def classifier() -> Any:
         if not loaded:
-            from review_toolkit.pipeline import load_run
+            from review_toolkit.runs.loader import load_run
 
             loaded.append(load_run(run, allow_unverified=allow_unverified))
         return loaded[0]
@@ -261,7 +261,7 @@ def evaluate_run(
         name = "test"
         description = f"test split of {info.get('data', {}).get('source', config.data or 'the bundled data')}"
     else:
-        from review_toolkit.data import load_reviews
+        from review_toolkit.data.loading import load_reviews
 
         reviews = load_reviews(
             data,
@@ -302,7 +302,7 @@ def evaluate_run(
     shown_data = "test split" if data is None else Path(data).name
     subtitle = f"{info.get('backbone')} + {info.get('method')} + {info.get('head')}, {shown_data}, n={len(labels)}"
 
-    from review_toolkit.outputs import staged_directory
+    from review_toolkit.runtime.files import staged_directory
 
     target = Path(output_dir) if output_dir else run / EVALUATION_DIRECTORY / name
     run_updated = changes_requested and save
@@ -360,7 +360,7 @@ def _write_plots(
     subtitle: str,
     notes: list[str],
 ) -> dict[str, str]:
-    from review_toolkit import plots
+    from review_toolkit.evaluation import plots
 
     written = {}
     threshold = metrics["threshold"]
@@ -421,8 +421,8 @@ def _store_in_run(
     test_evaluation: dict[str, Any] | None,
 ) -> None:
     """Write the new calibration and threshold into run.json and refresh the model card, each atomically."""
-    from review_toolkit.modelcard import write_model_card
-    from review_toolkit.outputs import atomic_file
+    from review_toolkit.runs.model_card import write_model_card
+    from review_toolkit.runtime.files import atomic_file
 
     if not (run / RUN_FILE).is_file():
         raise RunDirectoryError(f"{run / RUN_FILE} disappeared while evaluating; the run was not updated.")

@@ -26,8 +26,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from review_toolkit import distributed
-from review_toolkit.data import _describe_rows, _is_blank
+from review_toolkit.runtime import distributed
+from review_toolkit.data.loading import _describe_rows, _is_blank
 from review_toolkit.errors import DataError
 
 STDIO = "-"
@@ -166,7 +166,7 @@ class ReviewReader:
 
     def _require_text_column(self, columns: list[str]) -> None:
         if self.text_column not in columns:
-            from review_toolkit.data import _closest_column
+            from review_toolkit.data.loading import _closest_column
 
             close = _closest_column(self.text_column, [str(c) for c in columns])
             hint = f" Did you mean {close!r}?" if close else ""
@@ -437,7 +437,7 @@ def predict_to_output(
         handle.flush()
         return PredictSummary(rows, "standard output", notes)
 
-    from review_toolkit.outputs import atomic_file
+    from review_toolkit.runtime.files import atomic_file
 
     target = Path(output)
     with atomic_file(target, newline="") as handle:

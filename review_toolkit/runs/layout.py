@@ -23,7 +23,7 @@ that exist to be resumed with ``--resume-from RUN.partial``: a training
 interrupted (Ctrl-C, SIGTERM) after a checkpoint was saved, and a staging
 directory that the training was resuming from (it held the user's checkpoints
 before this attempt). ``load_run`` verifies the manifest before it reads
-anything (see :mod:`review_toolkit.manifest`).
+anything (see :mod:`review_toolkit.runs.manifest`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from review_toolkit.errors import RunDirectoryError
-from review_toolkit.manifest import MANIFEST_FILE, write_manifest
+from review_toolkit.runs.manifest import MANIFEST_FILE, write_manifest
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from review_toolkit import distributed
-from review_toolkit.batching import token_budget_ranges
+from review_toolkit.runtime import distributed
+from review_toolkit.accel.batching import token_budget_ranges
 
 CACHE_ENVIRONMENT_VARIABLE = "REVIEW_TOOLKIT_CACHE"
 

@@ -194,7 +194,7 @@ def write_model_card(
     evaluation: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``README.md`` into a run directory (atomically)."""
-    from review_toolkit.outputs import write_text_atomic
+    from review_toolkit.runtime.files import write_text_atomic
 
     config_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     path = Path(directory) / MODEL_CARD_FILE

@@ -1,0 +1,1 @@
+"""Scoring reviews with a trained classifier: embeddings (and their cache), calibration, files in and out."""

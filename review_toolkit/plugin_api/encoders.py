@@ -1,0 +1,128 @@
+"""Building blocks for backbones built on Hugging Face encoders.
+
+``TransformerBackbone`` implements the Backbone contract for any model that
+``AutoModel`` loads; a plugin for a new encoder usually only sets class
+attributes. ``PooledEncoder`` is the module every method adapts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from review_toolkit.errors import PluginError
+from review_toolkit.accel.packing import mean_per_review
+from review_toolkit.plugin_api.contracts import Backbone
+
+
+class PooledEncoder(nn.Module):
+    """A transformer followed by masked mean pooling and an optional projection.
+
+    The transformer sits in its own attribute so that methods can wrap it
+    (LoRA) or quantize it (QLoRA) while the projection stays in full precision.
+    """
+
+    def __init__(self, transformer: nn.Module, embedding_size: int, projection: nn.Module | None = None):
+        super().__init__()
+        self.transformer = transformer
+        self.projection = projection
+        self.embedding_size = embedding_size
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        position_ids: torch.Tensor | None = None,
+        cu_seq_lens: torch.Tensor | None = None,
+        max_length: int | None = None,
+        review_index: torch.Tensor | None = None,
+        reviews: int | None = None,
+    ) -> torch.Tensor:
+        """Padded reviews ([batch, length] with their mask), or reviews packed into one row
+        (``review_toolkit.accel.packing.PackedCollator``'s fields in place of the mask)."""
+        if cu_seq_lens is not None:
+            outputs = self.transformer(
+                input_ids=input_ids, position_ids=position_ids,
+                cu_seq_lens_q=cu_seq_lens, cu_seq_lens_k=cu_seq_lens, max_length_q=max_length, max_length_k=max_length,
+            )
+            pooled = mean_per_review(outputs[0][0], review_index, cu_seq_lens, reviews)
+        else:
+            outputs = self.transformer(input_ids=input_ids, attention_mask=attention_mask)
+            hidden = outputs[0]
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        if self.projection is not None:
+            pooled = self.projection(pooled.to(self.projection.weight.dtype))
+        return pooled
+
+
+def load_pretrained(loader: Any, checkpoint: str, what: str, **kwargs: Any) -> Any:
+    """Call ``loader.from_pretrained`` and turn a missing checkpoint into a message, not a hub traceback."""
+    try:
+        return loader.from_pretrained(checkpoint, **kwargs)
+    except (OSError, ValueError) as error:
+        local = Path(checkpoint).expanduser()
+        if local.exists():
+            detail = f"{local} exists but is not a complete {what} directory ({type(error).__name__}: {error})"
+        else:
+            detail = (
+                f"{checkpoint!r} is not a local directory, and it could not be fetched from the Hugging Face Hub "
+                "(no network, or no such model id)"
+            )
+        raise PluginError(
+            f"Could not load the {what} for {checkpoint!r}: {detail}. "
+            "Pass a local copy with --model /path/to/model (a directory with config.json and weights), "
+            "or make the Hub reachable."
+        ) from error
+
+
+class TransformerBackbone(Backbone):
+    """Backbone for encoders that ``AutoModel`` loads, pooled by masked mean."""
+
+    #: Set by the composer from ``--trust-remote-code``; off means no downloaded code runs.
+    trust_remote_code: bool = False
+    #: Extra keyword arguments for ``from_pretrained`` of the model.
+    model_kwargs: ClassVar[dict[str, Any]] = {}
+
+    def load_tokenizer(self, checkpoint: str) -> Any:
+        from transformers import AutoTokenizer
+
+        tokenizer = load_pretrained(AutoTokenizer, checkpoint, "tokenizer", trust_remote_code=self.trust_remote_code)
+        if tokenizer.pad_token is None:  # some tokenizers ship without one; padding needs it
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        return tokenizer
+
+    def load_transformer(self, checkpoint: str, **kwargs: Any) -> nn.Module:
+        from transformers import AutoModel
+
+        return load_pretrained(
+            AutoModel,
+            checkpoint,
+            "model",
+            trust_remote_code=self.trust_remote_code,
+            **self.model_kwargs,
+            **kwargs,
+        )
+
+    def load_encoder(
+        self,
+        checkpoint: str,
+        *,
+        quantization_config: Any | None = None,
+        dtype: torch.dtype | None = None,
+        device_map: Any | None = None,
+    ) -> nn.Module:
+        kwargs: dict[str, Any] = {}
+        if quantization_config is not None:
+            kwargs["quantization_config"] = quantization_config
+        # Weights train in float32 (mixed precision comes from Trainer's autocast); a checkpoint
+        # stored in fp16 would otherwise load, and train, in fp16.
+        kwargs["dtype"] = dtype or torch.float32
+        if device_map is not None:
+            kwargs["device_map"] = device_map
+        transformer = self.load_transformer(checkpoint, **kwargs)
+        return PooledEncoder(transformer, transformer.config.hidden_size)

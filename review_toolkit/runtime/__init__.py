@@ -1,0 +1,1 @@
+"""What every stage runs on: processes and devices, interruptions, atomic files."""
