@@ -372,7 +372,7 @@ def _allowed(name: str, kind: type) -> str:
     if kind in (int, float):
         noun = "an integer" if kind is int else "a finite number"
         bounds = []
-        for key, words in (("minimum", "at least"), ("above", "greater than"), ("maximum", "at most"), ("below", "below")):
+        for key, words in (("minimum", "of at least"), ("above", "greater than"), ("maximum", "of at most"), ("below", "below")):
             bound = metadata.get(key)
             if bound is not None:
                 bounds.append(f"{words} {bound:,}" if isinstance(bound, int) and abs(bound) >= 10_000 else f"{words} {bound:g}")

@@ -35,6 +35,9 @@ Chunk = Union[pd.DataFrame, list[dict[str, Any]]]
 CHUNK_ROWS = 1024  # rows predict reads, scores and writes at a time
 _TABLE_CHUNK_ROWS = 65_536  # rows per chunk when a whole table is read
 _BOM = b"\xef\xbb\xbf"
+_SEPARATOR_QUOTING_HELP = (
+    'A field that contains the separator must be enclosed in double quotes, with quotes inside it doubled ("").'
+)
 _QUOTING_HELP = (
     "A field that contains the separator, a double quote or a line break must be enclosed in "
     'double quotes, with quotes inside it doubled ("").'
@@ -210,9 +213,12 @@ def _explain_extra_fields(source: DataSource, sep: str, n_columns: int | None, s
                     rows.append(data_row)
         except csv.Error:
             rows = []
-    where = describe_rows(rows, source.name, text=text) if rows else f"a row after row {seen}"
+    if rows:
+        where = describe_rows(rows, source.name, text=text) + (" has" if len(rows) == 1 else " have")
+    else:  # standard input, read once: only the chunk is known
+        where = f"a row after row {seen} has" if seen else "a row has"
     header = f"the header's {n_columns}" if n_columns else "the header"
-    return f"Cannot parse {source.name}: {where} has more fields than {header}. {_QUOTING_HELP.replace(', a double quote or a line break', '')}"
+    return f"Cannot parse {source.name}: {where} more fields than {header}. {_SEPARATOR_QUOTING_HELP}"
 
 
 def _explain_csv_error(source: DataSource, sep: str, message: str, seen: int) -> str:

@@ -39,7 +39,7 @@ class LeakageWarning(UserWarning):
     """The same review text appears in two splits, so evaluation scores will be optimistic."""
 
 
-
+@dataclass
 class ReviewSplits:
     """Train / validation / test DataFrames, each with columns ``text``, ``label`` and ``row``."""
 
