@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from review_toolkit.inference import scoring as prediction
+from review_toolkit.data import formats as prediction
 from review_toolkit.inference.calibration import Calibration, choose_threshold, expected_calibration_error, fit_calibration
 from review_toolkit.cli import cli
 from review_toolkit.config import TrainConfig

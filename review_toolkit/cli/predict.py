@@ -18,9 +18,9 @@ def _input_formats() -> tuple[str, ...]:
 
 
 def _output_formats() -> tuple[str, ...]:
-    from review_toolkit.inference.scoring import WRITABLE_FORMATS
+    from review_toolkit.data.formats import OUTPUT_FORMAT_NAMES
 
-    return WRITABLE_FORMATS
+    return OUTPUT_FORMAT_NAMES
 
 
 def _interrupted(interrupt: KeyboardInterrupt, output_path: str | None, **_: object) -> str:

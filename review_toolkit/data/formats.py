@@ -31,7 +31,15 @@ from review_toolkit.errors import DataError
 
 logger = logging.getLogger("review_toolkit.data")  # the name the docs give
 
-Chunk = Union[pd.DataFrame, list[dict[str, Any]]]
+
+
+class Records(list):
+    """A chunk of JSON records; ``lines`` holds the line of each (JSON Lines), for messages."""
+
+    lines: list[int] | None = None
+
+
+Chunk = Union[pd.DataFrame, Records, list[dict[str, Any]]]
 CHUNK_ROWS = 1024  # rows predict reads, scores and writes at a time
 _TABLE_CHUNK_ROWS = 65_536  # rows per chunk when a whole table is read
 _BOM = b"\xef\xbb\xbf"
@@ -252,7 +260,7 @@ def _explain_csv_error(source: DataSource, sep: str, message: str, seen: int) ->
 def _read_json_lines(source: DataSource, chunk_rows: int) -> Iterator[Chunk]:
     """Chunks of records, one JSON object per non-blank line, read line by line."""
     handle = source.open_binary()
-    batch: list[dict[str, Any]] = []
+    batch, lines = Records(), []
     any_line = False
     with handle:
         # Binary lines end at b"\n" only, as the lines of messages count them: U+2028 and friends
@@ -268,12 +276,15 @@ def _read_json_lines(source: DataSource, chunk_rows: int) -> Iterator[Chunk]:
                 continue
             any_line = True
             batch.append(_json_record(line, number, source.name))
+            lines.append(number)
             if len(batch) == chunk_rows:
+                batch.lines = lines
                 yield batch
-                batch = []
+                batch, lines = Records(), []
     if not any_line:
         raise DataError(f"{source.name} is empty: it has no records.")
     if batch:
+        batch.lines = lines
         yield batch
 
 
@@ -436,6 +447,7 @@ FORMATS: tuple[Format, ...] = (
 FORMATS_BY_NAME: dict[str, Format] = {fmt.name: fmt for fmt in FORMATS}
 FORMATS_BY_EXTENSION: dict[str, Format] = {ext: fmt for fmt in FORMATS for ext in fmt.extensions}
 FILE_FORMAT_NAMES: tuple[str, ...] = tuple(fmt.name for fmt in FORMATS if fmt.extensions)
+OUTPUT_FORMAT_NAMES: tuple[str, ...] = tuple(dict.fromkeys(fmt.output_format for fmt in FORMATS if fmt.output_format))
 
 
 def supported_formats() -> str:

@@ -72,6 +72,7 @@ class ReviewReader:
         self.name = source.name  # how messages name the input
         self.total: int | None = None
         self.columns: list[str] | None = None  # known after check() or the first chunk
+        self.chunk_lines: list[int] | None = None  # JSON Lines: the line of each record of the last chunk
 
     @classmethod
     def of_file(cls, path: str, text_column: str, input_format: str | None = None) -> ReviewReader:
@@ -109,6 +110,7 @@ class ReviewReader:
         for rows, texts, columns in self._checked_chunks():
             if self.columns is None:
                 self.columns = columns
+            self.chunk_lines = getattr(rows, "lines", None)
             yield rows, texts
 
     def _checked_chunks(self) -> Iterator[tuple[Chunk, list[str], list[str]]]:
@@ -199,10 +201,9 @@ def output_format_for(path: str | None, given: str | None, input_format: Format 
     if path not in (None, STDIO):
         fmt = formats.FORMATS_BY_EXTENSION.get(Path(path).suffix.lower())  # type: ignore[arg-type]
         if fmt is None or fmt.output_format is None:
-            writable = sorted({f.name for f in formats.FORMATS if f.output_format == f.name})
             raise DataError(
                 f"Cannot tell the format to write {path} in from its extension {Path(path).suffix or '(none)'!r}: "  # type: ignore[arg-type]
-                f"use {', '.join('.' + name for name in writable)}, or say it with --output-format."
+                f"use {', '.join('.' + name for name in formats.OUTPUT_FORMAT_NAMES)}, or say it with --output-format."
             )
         return fmt.output_format
     return (input_format.output_format if input_format else None) or "csv"

@@ -24,7 +24,6 @@ from review_toolkit.data.streams import STDIO, ReviewReader
 from review_toolkit.errors import DataError
 from review_toolkit.runtime import distributed
 
-WRITABLE_FORMATS = ("csv", "tsv", "jsonl")
 _SEPARATORS = {"csv": ",", "tsv": "\t"}
 
 
