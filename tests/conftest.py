@@ -48,7 +48,7 @@ def tiny_bert(tmp_path_factory, minilm_path) -> str:
 @pytest.fixture(scope="session")
 def small_reviews(tmp_path_factory) -> Path:
     """240 balanced reviews of the bundled sample: enough for every split to hold both classes."""
-    from review_toolkit.data.loading import default_data_path
+    from review_toolkit.data import default_data_path
 
     frame = pd.read_csv(default_data_path())
     sample = pd.concat([group.head(120) for _, group in frame.groupby("label")]).sample(frac=1, random_state=0)
@@ -59,7 +59,7 @@ def small_reviews(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def fifty_reviews() -> list[str]:
-    from review_toolkit.data.loading import load_reviews
+    from review_toolkit.data import load_reviews
 
     return load_reviews().text.tolist()[:50]
 

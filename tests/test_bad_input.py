@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from review_toolkit.cli import cli
-from review_toolkit.data.loading import default_data_path, load_reviews, load_splits
+from review_toolkit.data import default_data_path, load_reviews, load_splits
 from review_toolkit.errors import DataError
 
 N_PER_CLASS = 30

@@ -1,4 +1,4 @@
-"""Tests for review_toolkit.data.loading: reading files, labels, error messages and splits."""
+"""Tests for review_toolkit.data: reading files, labels, error messages and splits."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import warnings
 import pandas as pd
 import pytest
 
-from review_toolkit.data.loading import (
+from review_toolkit.data import (
     FAKE,
     LABEL_NAMES,
     REAL,

@@ -20,11 +20,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from review_toolkit.inference import scoring as prediction
+from review_toolkit.data import formats as prediction
 from review_toolkit.inference.calibration import Calibration, choose_threshold, expected_calibration_error, fit_calibration
 from review_toolkit.cli import cli
 from review_toolkit.config import TrainConfig
-from review_toolkit.data.loading import default_data_path
+from review_toolkit.data import default_data_path
 from review_toolkit.errors import ConfigError
 from review_toolkit.evaluation.run_evaluation import PLOT_FILES, load_split_predictions
 from review_toolkit.runs.loader import load_run

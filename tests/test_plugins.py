@@ -106,7 +106,7 @@ def test_installed_example_is_listed_by_the_cli(example_install, tmp_path):
 
 
 def test_cli_trains_tfidf_logreg_on_the_bundled_data_and_the_run_reloads(tfidf_installed, tmp_path):
-    from review_toolkit.data.loading import load_splits
+    from review_toolkit.data import load_splits
     from review_toolkit.evaluation.metrics import classification_metrics
     from review_toolkit.runs.loader import load_run
 

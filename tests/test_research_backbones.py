@@ -32,7 +32,7 @@ from torch import nn
 
 from review_toolkit import TrainConfig, train
 from review_toolkit.cli import cli
-from review_toolkit.data.loading import LABEL_NAMES, load_reviews
+from review_toolkit.data import LABEL_NAMES, load_reviews
 from review_toolkit.errors import PluginError
 from review_toolkit.runs.loader import load_run
 

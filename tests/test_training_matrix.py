@@ -104,7 +104,7 @@ def test_balanced_class_weights_recover_the_minority_class(tmp_path):
     """On 9:1 data, an unweighted head mostly predicts the majority; balanced weights find more fakes."""
     import pandas as pd
 
-    from review_toolkit.data.loading import default_data_path
+    from review_toolkit.data import default_data_path
 
     frame = pd.read_csv(default_data_path())
     imbalanced = pd.concat([frame[frame.label == "real"].head(450), frame[frame.label == "fake"].head(50)])

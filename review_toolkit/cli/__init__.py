@@ -1,5 +1,5 @@
-"""The ``review-toolkit`` command line (also ``python -m review_toolkit``)."""
+"""The ``review-toolkit`` command line (also ``python -m review_toolkit``): one module per command."""
 
-from review_toolkit.cli.commands import cli, main
+from review_toolkit.cli.group import cli, main
 
 __all__ = ["cli", "main"]

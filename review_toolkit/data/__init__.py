@@ -1,19 +1,20 @@
-"""Review data: reading files, checking them, mapping labels and splitting."""
+"""Review data: reading files (one table of formats), mapping labels, splitting, and messages.
 
-from review_toolkit.data.loading import (
-    DEFAULT_SEED,
-    LABEL_NAMES,
-    ReviewSplits,
-    default_data_path,
-    load_reviews,
-    load_splits,
-    load_splits_for,
-    parse_label_map,
-    read_table,
-    split_reviews,
-)
+* :mod:`~review_toolkit.data.formats`: the formats table and the readers every command uses.
+* :mod:`~review_toolkit.data.streams`: reviews to score, chunk by chunk (``predict``).
+* :mod:`~review_toolkit.data.labels`: fake / real, label aliases and ``--label-map``.
+* :mod:`~review_toolkit.data.splits`: train / validation / test splits, the leakage check.
+* :mod:`~review_toolkit.data.reviews`: labelled reviews from a file, and their splits.
+* :mod:`~review_toolkit.data.messages`: rows, lines and values as messages name them.
+"""
+
+from review_toolkit.data.formats import FORMATS, read_table, supported_formats
+from review_toolkit.data.labels import FAKE, LABEL_ALIASES, LABEL_NAMES, REAL, normalise_labels, parse_label_map
+from review_toolkit.data.reviews import default_data_path, load_reviews, load_splits, load_splits_for
+from review_toolkit.data.splits import DEFAULT_SEED, LeakageWarning, ReviewSplits, split_reviews
 
 __all__ = [
-    "DEFAULT_SEED", "LABEL_NAMES", "ReviewSplits", "default_data_path", "load_reviews", "load_splits",
-    "load_splits_for", "parse_label_map", "read_table", "split_reviews",
+    "DEFAULT_SEED", "FAKE", "FORMATS", "LABEL_ALIASES", "LABEL_NAMES", "LeakageWarning", "REAL", "ReviewSplits",
+    "default_data_path", "load_reviews", "load_splits", "load_splits_for", "normalise_labels", "parse_label_map",
+    "read_table", "split_reviews", "supported_formats",
 ]

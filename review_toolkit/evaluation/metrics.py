@@ -14,7 +14,7 @@ import evaluate
 import numpy as np
 from sklearn import metrics as sk_metrics
 
-from review_toolkit.data.loading import LABEL_NAMES
+from review_toolkit.data import LABEL_NAMES
 
 _DESCRIPTION = "Accuracy, macro precision/recall/F1, ROC AUC and per-class scores for fake-review detection."
 _INPUTS = """

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from review_toolkit.data.loading import LABEL_NAMES
+from review_toolkit.data import LABEL_NAMES
 
 DPI = 120
 

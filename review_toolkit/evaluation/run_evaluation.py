@@ -33,7 +33,7 @@ from review_toolkit.inference.calibration import (
     expected_calibration_error,
     fit_calibration,
 )
-from review_toolkit.data.loading import LABEL_NAMES
+from review_toolkit.data import LABEL_NAMES
 from review_toolkit.errors import ConfigError, RunDirectoryError
 from review_toolkit.evaluation.metrics import classification_metrics, classification_report
 from review_toolkit.runs.layout import CONFIG_FILE, METRICS_FILE, REPORT_FILE, RUN_FILE, read_json, require_run_directory
@@ -120,7 +120,7 @@ def load_split_predictions(run: Path) -> dict[str, SplitScores] | None:
 
 def _rescore_splits(run: Path, config: Any, classifier_factory: Callable[[], Any], batch_size: int, progress: bool) -> dict[str, SplitScores]:
     """Score validation and test again for a run that did not store its split predictions."""
-    from review_toolkit.data.loading import load_splits_for
+    from review_toolkit.data import load_splits_for
 
     splits = load_splits_for(config)
     classifier = classifier_factory()
@@ -261,7 +261,7 @@ def evaluate_run(
         name = "test"
         description = f"test split of {info.get('data', {}).get('source', config.data or 'the bundled data')}"
     else:
-        from review_toolkit.data.loading import load_reviews
+        from review_toolkit.data import load_reviews
 
         reviews = load_reviews(
             data,

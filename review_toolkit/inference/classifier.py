@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from review_toolkit.inference.calibration import Calibration
-from review_toolkit.data.loading import LABEL_NAMES
+from review_toolkit.data import LABEL_NAMES
 from review_toolkit.inference.embeddings import embed_texts
 from review_toolkit.errors import PluginError
 from review_toolkit.plugin_api.contracts import Backbone, Featurizer, FittedModel

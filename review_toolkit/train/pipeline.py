@@ -23,7 +23,7 @@ from review_toolkit.runtime import distributed
 from review_toolkit.inference.classifier import Classifier, featurize, is_quantized
 from review_toolkit.accel.compilation import compile_encoder_layers
 from review_toolkit.config import TrainConfig
-from review_toolkit.data.loading import LABEL_NAMES, ReviewSplits, load_splits_for
+from review_toolkit.data import LABEL_NAMES, ReviewSplits, load_splits_for
 from review_toolkit.inference.embeddings import cache_key, cached_embeddings, embed_texts
 from review_toolkit.errors import PluginError, ReviewToolkitError, RunDirectoryError
 from review_toolkit.evaluation.run_evaluation import calibrate_after_training

@@ -10,7 +10,6 @@ Two things differ from a stock Trainer:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -275,19 +274,3 @@ def gathered_state_dict(trainer: Trainer) -> dict[str, torch.Tensor]:
 
     # full_state_dict without cpu_offload: gathered onto each process's own device, not only the main one's.
     return get_model_state_dict(trainer.model, options=StateDictOptions(full_state_dict=True))
-
-
-def describe_arguments(args: TrainingArguments) -> dict[str, Any]:
-    """The Trainer settings worth recording in a run."""
-    keys = (
-        "num_train_epochs",
-        "per_device_train_batch_size",
-        "gradient_accumulation_steps",
-        "learning_rate",
-        "lr_scheduler_type",
-        "warmup_steps",
-        "optim",
-        "bf16",
-    )
-    values = dataclasses.asdict(args)
-    return {key: str(values[key]) if not isinstance(values[key], (int, float, bool)) else values[key] for key in keys}

@@ -1,0 +1,53 @@
+"""``review-toolkit train-many``: every run of a YAML plan, then their comparison."""
+
+from __future__ import annotations
+
+import click
+
+from review_toolkit.cli.group import stops_on_interrupt
+
+
+@click.command("train-many")
+@click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False))
+@click.option("--output-dir", help="Parent folder of the runs (default: the plan's output_dir, else runs/<plan name>).")
+@click.option("--data", help="Data for every run, overriding the plan's shared data.")
+@click.option("--cache-dir", help="Embedding cache for every run, overriding the plan's.")
+@click.option("--overwrite", is_flag=True, help="Train runs whose folders exist again, replacing them.")
+@click.option("--skip-existing", is_flag=True, help="Keep finished runs whose folders exist; train the rest.")
+@click.option("--stop-on-error", is_flag=True, help="Stop at the first failed run (default: train the others).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@stops_on_interrupt(
+    lambda interrupt, **_: "Interrupted. Runs already finished are kept; run the plan again with --skip-existing."
+)
+def train_many(
+    plan_file: str,
+    output_dir: str | None,
+    data: str | None,
+    cache_dir: str | None,
+    overwrite: bool,
+    skip_existing: bool,
+    stop_on_error: bool,
+    quiet: bool,
+) -> None:
+    """Train every run of a YAML plan (shared options + a list of runs), then print the comparison."""
+    from review_toolkit.evaluation.leaderboard import compare_runs, markdown_table
+    from review_toolkit.train.plan import load_plan, run_plan
+
+    planned = load_plan(plan_file, output_dir=output_dir, overrides={"data": data, "cache_dir": cache_dir})
+    outcome = run_plan(
+        planned,
+        overwrite=overwrite,
+        skip_existing=skip_existing,
+        stop_on_error=stop_on_error,
+        quiet=quiet,
+        echo=lambda line: click.echo(line, err=True),
+    )
+    finished = outcome.trained + outcome.skipped
+    if finished:
+        rows, target = compare_runs(finished, planned[0].output_dir.parent / "comparison")
+        click.echo("")
+        click.echo(markdown_table(rows))
+        click.echo(f"leaderboard written to {target}")
+    if outcome.failed:
+        failures = "; ".join(f"{name}: {why}" for name, why in outcome.failed)
+        raise click.ClickException(f"{len(outcome.failed)} of {len(planned)} runs failed: {failures}")
