@@ -359,6 +359,9 @@ def train_many(
         raise click.ClickException(f"{len(outcome.failed)} of {len(planned)} runs failed: {failures}")
 
 
+from review_toolkit.serve.command import serve; cli.add_command(serve)  # noqa: E402,E702  (FastAPI loads only when it runs)
+
+
 def main() -> None:
     cli(prog_name="review-toolkit")
 
