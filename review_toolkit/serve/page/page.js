@@ -42,7 +42,8 @@ function setStatus(message, isError = false) {
 async function loadCsv(file) {
   try {
     state.csvReviews = reviewsFromCsv(await file.text());
-    setStatus(`${state.csvReviews.length} reviews read from ${file.name}; press Score.`);
+    const count = state.csvReviews.length;
+    setStatus(`${count} review${count === 1 ? "" : "s"} read from ${file.name}; press Score.`);
   } catch (error) {
     state.csvReviews = null;
     setStatus(`Cannot use ${file.name}: ${error.message}`, true);
@@ -100,7 +101,7 @@ async function submit(event) {
       body.results.forEach((verdict, index) => addRow(start + index + 1, chunk[index], verdict));
     }
     const fakes = document.querySelectorAll("td.verdict-fake").length;
-    setStatus(`Done: ${reviews.length} reviews, ${fakes} fake.`);
+    setStatus(`Done: ${reviews.length} review${reviews.length === 1 ? "" : "s"}, ${fakes} fake.`);
   } catch (error) {
     setStatus(`Error: ${error.message}`, true);
   } finally {
