@@ -31,6 +31,7 @@ def _missing_dependencies() -> list[str]:
 @click.option("--max-inputs", type=click.IntRange(min=1), default=_DEFAULTS.max_inputs, show_default=True, help="Reviews per request; more are refused with 413.")
 @click.option("--max-body-bytes", type=click.IntRange(min=1), default=_DEFAULTS.max_body_bytes, show_default=True, help="Largest request body; larger ones are refused with 413.")
 @click.option("--device", help="cpu, cuda or cuda:i; a comma-separated list gives one per worker (default: a GPU if there is one, one per worker).")
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads per process (default: torch's own; with --workers N on CPUs: the cores shared out).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Server processes, each with its own model (on GPUs: one per GPU).")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True, help="Seconds to finish in-flight requests after SIGTERM.")
 @click.option("--allow-unverified", is_flag=True, help="Serve a run that does not match its manifest (still never unpickles).")
@@ -42,6 +43,7 @@ def serve(
     port: int,
     device: str | None,
     workers: int,
+    threads: int | None,
     shutdown_timeout: float,
     allow_unverified: bool,
     access_log: bool,
@@ -72,6 +74,10 @@ def serve(
     runner._configure_logging(log_level)
     options = {"log_level": log_level, "access_log": access_log, "shutdown_timeout": shutdown_timeout}
     if workers == 1 and (device is None or "," not in device):
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         runner.serve_in_this_process(run, ServeSettings(**{**settings.as_dict(), "device": device}), host=host, port=port, **options)
         return
     import torch
@@ -79,4 +85,4 @@ def serve(
     from review_toolkit.serve.devices import worker_devices
 
     devices = worker_devices(device, workers, torch.cuda.device_count() if torch.cuda.is_available() else 0)
-    runner.serve_in_processes(run, settings, devices, host=host, port=port, **options)
+    runner.serve_in_processes(run, settings, devices, host=host, port=port, threads=threads, **options)

@@ -103,6 +103,7 @@ def serve_in_processes(
     *,
     host: str,
     port: int,
+    threads: int | None = None,
     **options: Any,
 ) -> None:
     """Start one process per entry of ``devices`` on one socket; return once all stopped cleanly."""
@@ -111,7 +112,8 @@ def serve_in_processes(
     sock = uvicorn.Config("review_toolkit.serve:app", host=host, port=port).bind_socket()
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked process
     cpu_workers = sum(1 for device in devices if not (device or "cpu").startswith("cuda"))
-    threads = max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers else None
+    if threads is None and cpu_workers:  # processes sharing the cores should not each spin on all of them
+        threads = max(1, (os.cpu_count() or 1) // cpu_workers)
     processes = []
     for device in devices:
         worker_settings = {**settings.as_dict(), "device": device}
