@@ -85,6 +85,9 @@ def serve_in_this_process(
 def _worker_main(run: str, settings: dict[str, Any], options: dict[str, Any], sock: socket.socket, threads: int | None) -> None:
     """One process of ``--workers N``: its own model on its own device, the shared socket."""
     _configure_logging(options.get("log_level", "info"))
+    from review_toolkit.cli import _quiet_libraries
+
+    _quiet_libraries(progress=False)  # a spawned process starts with the libraries' defaults
     if threads:
         import torch
 
