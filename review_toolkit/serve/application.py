@@ -175,7 +175,7 @@ def _page_file(name: str) -> str:
 def _add_routes(app: FastAPI, state: ModelState, settings: ServeSettings, metrics: ServeMetrics) -> None:
     async def scored(texts: list[str]) -> ScoredReviews:
         if not state.ready:
-            raise ApiError(503, state.error and f"the model failed to load: {state.error}" or "the model is still loading")
+            raise ApiError(503, _not_ready_message(state))
         if len(texts) > settings.max_inputs:
             raise ApiError(413, f"{len(texts)} reviews in one request; this server takes at most {settings.max_inputs} (--max-inputs)")
         try:
@@ -226,7 +226,7 @@ def _add_routes(app: FastAPI, state: ModelState, settings: ServeSettings, metric
     async def info() -> Any:
         """The run being served: path, plugins and versions, threshold, training metrics; and the server's limits."""
         if not state.ready:
-            raise ApiError(503, state.error and f"the model failed to load: {state.error}" or "the model is still loading")
+            raise ApiError(503, _not_ready_message(state))
         run_info = state.classifier.info or {}
         return {
             "run": _run_identity(state),
@@ -255,6 +255,10 @@ def _add_routes(app: FastAPI, state: ModelState, settings: ServeSettings, metric
     @app.get("/page.js", include_in_schema=False)
     async def page_script() -> Response:
         return Response(script, media_type="text/javascript")
+
+
+def _not_ready_message(state: ModelState) -> str:
+    return f"the model failed to load: {state.error}" if state.error else "the model is still loading"
 
 
 def _library_versions() -> dict[str, str]:

@@ -125,8 +125,14 @@ class DynamicBatcher:
     async def _work(self) -> None:
         while True:
             batch = await self._next_batch()
-            if batch:
+            if not batch:
+                continue
+            try:
                 await self._score_batch(batch)
+            except Exception as error:  # the worker must outlive any batch, or every later request would hang
+                logger.exception("Batch handling failed")
+                for request in batch:
+                    _resolve_failed(request, error)
 
     async def _next_batch(self) -> list[_Request]:
         while not self._waiting:
