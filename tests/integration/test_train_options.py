@@ -124,3 +124,19 @@ def test_a_config_with_a_few_aliases_still_loads(tmp_path: pathlib.Path) -> None
     config.write_text("head_options: &shared {C: 0.5, max_iter: 200}\ntext_column: &column review\nsplit_column: *column\n")
     built = build_config(config, {})
     assert built.head_options == {"C": 0.5, "max_iter": 200} and built.split_column == "review"
+
+
+def test_train_keeps_every_flag_spelling() -> None:
+    """Scripts call these flags: generating them from TrainConfig must not rename or drop one."""
+    from review_toolkit.cli.train import train
+
+    spellings = {opt for parameter in train.params for opt in parameter.opts + parameter.secondary_opts}
+    assert spellings >= {
+        "--config", "--backbone", "--method", "--head", "--model", "--trust-remote-code", "--data", "--text-column",
+        "--label-column", "--label-map", "--split-column", "--validation-data", "--test-data", "--seed",
+        "--output-dir", "--overwrite", "--cache-dir", "--epochs", "--max-steps", "--learning-rate", "--batch-size",
+        "--gradient-accumulation-steps", "--max-length", "--max-tokens-per-batch", "--pad-to-max-length",
+        "--pack-sequences", "--no-pack-sequences", "--cuda-graphs", "--no-cuda-graphs", "--gradient-checkpointing",
+        "--compile", "--optimizer", "--lr-scheduler", "--early-stopping-patience", "--class-weight", "--lora-r",
+        "--lora-alpha", "--lora-dropout", "--lora-targets", "--resume-from", "--quiet",
+    }
