@@ -12,7 +12,6 @@ import functools
 import importlib
 import inspect
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
