@@ -218,6 +218,7 @@ def test_siblings_called_on_different_inputs_or_moved_are_computed_alone():
         )
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bitsandbytes' CUDA library is called directly on GPUs only")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_direct_dequantization_matches_the_bitsandbytes_operator(dtype):

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from review_toolkit.errors import ConfigError
-from review_toolkit.accel.packing import PackedCollator, StaticRowLayout
+from review_toolkit.accel.packing import PackedBatchEncoder, PackedCollator, StaticRowLayout
 
+# GPU-only tests: marked ``gpu`` (deselect with -m "not gpu") and skipped where no CUDA GPU is visible.
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs record GPU kernels")
 
 LAYOUT = StaticRowLayout.for_budget(max_tokens=512, max_reviews=8, max_review_length=64)
@@ -55,7 +56,9 @@ def qlora_gte_classifier(dropout: float):
     fuse_lora_layers(transformer)
     encoder = PooledEncoder(transformer, 64)
     enable_packed_attention(encoder)
-    return ReviewClassifierModel(encoder, nn.Linear(64, 2).cuda()).train()
+    model = ReviewClassifierModel(encoder, nn.Linear(64, 2).cuda()).train()
+    model.batch_encoder = PackedBatchEncoder()
+    return model
 
 
 def packed_batch(seed: int, reviews: int = 6, layout: StaticRowLayout | None = LAYOUT) -> dict:
@@ -84,6 +87,7 @@ def assert_same_gradients(gradients, expected):
         assert (gradient - expected[name]).norm() <= 1e-3 * expected[name].norm() + 1e-6, name
 
 
+@pytest.mark.gpu
 @needs_cuda
 def test_replayed_steps_match_eager_steps_as_the_weights_change():
     from review_toolkit.accel.graphs import GraphedEncoder
@@ -93,9 +97,9 @@ def test_replayed_steps_match_eager_steps_as_the_weights_change():
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     for seed in range(3):  # new reviews every step, and weights the optimizer changed in place
         batch = packed_batch(seed, reviews=3 + seed)
-        model.graphed_encoder = None
+        model.batch_encoder = PackedBatchEncoder()
         expected_logits, expected_gradients = forward_backward(model, batch)
-        model.graphed_encoder = graphed
+        model.batch_encoder = PackedBatchEncoder(graphed)
         logits, gradients = forward_backward(model, batch)
         assert logits.shape == (3 + seed, 2)  # the layout's empty review slots are left out
         torch.testing.assert_close(logits, expected_logits, atol=1e-3, rtol=1e-3)
@@ -104,6 +108,7 @@ def test_replayed_steps_match_eager_steps_as_the_weights_change():
     assert graphed.forward_graph is not None
 
 
+@pytest.mark.gpu
 @needs_cuda
 def test_replayed_gradients_accumulate_over_batches_and_other_shapes_run_eagerly():
     from review_toolkit.accel.graphs import GraphedEncoder
@@ -112,38 +117,40 @@ def test_replayed_gradients_accumulate_over_batches_and_other_shapes_run_eagerly
     first, second = packed_batch(1), packed_batch(2)
     _, expected_first = forward_backward(model, first)
     _, expected_second = forward_backward(model, second)
-    model.graphed_encoder = GraphedEncoder(model.encoder, LAYOUT)
+    model.batch_encoder = PackedBatchEncoder(GraphedEncoder(model.encoder, LAYOUT))
     forward_backward(model, first)
     _, summed = forward_backward(model, second, zero=False)  # accumulated, as over gradient_accumulation_steps
-    assert model.graphed_encoder.forward_graph is not None
+    assert model.batch_encoder.graphed.forward_graph is not None
     assert_same_gradients(summed, {name: expected_first[name] + expected_second[name] for name in expected_first})
 
     # A row of its own length (here more reviews than the layout's slots) is not replayed: computed as before.
     larger = packed_batch(3, reviews=LAYOUT.review_slots + 2, layout=LAYOUT)
     assert larger["input_ids"].shape[1] != LAYOUT.row_length
-    assert model.graphed_encoder(larger["input_ids"], larger["position_ids"], larger["cu_seq_lens"],
+    assert model.batch_encoder.graphed(larger["input_ids"], larger["position_ids"], larger["cu_seq_lens"],
                                  larger["review_index"], larger["max_length"]) is None
-    model.graphed_encoder = None
+    model.batch_encoder = PackedBatchEncoder()
     expected_logits, _ = forward_backward(model, larger)
-    model.graphed_encoder = GraphedEncoder(model.encoder, LAYOUT)
+    model.batch_encoder = PackedBatchEncoder(GraphedEncoder(model.encoder, LAYOUT))
     logits, _ = forward_backward(model, larger)
     torch.testing.assert_close(logits, expected_logits)
 
 
+@pytest.mark.gpu
 @needs_cuda
 def test_replays_draw_new_dropout_masks():
     from review_toolkit.accel.graphs import GraphedEncoder
 
     model = qlora_gte_classifier(dropout=0.3)
-    model.graphed_encoder = GraphedEncoder(model.encoder, LAYOUT)
+    model.batch_encoder = PackedBatchEncoder(GraphedEncoder(model.encoder, LAYOUT))
     batch = packed_batch(4)
     first, _ = forward_backward(model, batch)
     second, gradients = forward_backward(model, batch)
-    assert model.graphed_encoder.forward_graph is not None
+    assert model.batch_encoder.graphed.forward_graph is not None
     assert not torch.equal(first, second)
     assert all(torch.isfinite(gradient).all() for gradient in gradients.values())
 
 
+@pytest.mark.gpu
 @needs_cuda
 def test_a_step_that_cannot_be_recorded_is_refused_naming_the_option():
     import subprocess
@@ -158,16 +165,17 @@ sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_graphs import LAYOUT, forward_backward, packed_batch, qlora_gte_classifier
 from review_toolkit.errors import ConfigError
 from review_toolkit.accel.graphs import GraphedEncoder
+from review_toolkit.accel.packing import PackedBatchEncoder
 
 model = qlora_gte_classifier(dropout=0.0)
-pooled_forward = model.encoder.forward
+transformer_forward = model.encoder.transformer.forward
 
 def waits_for_the_gpu(*args, **kwargs):  # reads a GPU value on the host: no graph can hold that
-    pooled = pooled_forward(*args, **kwargs)
-    return pooled * (1.0 if pooled.isfinite().all().item() else float("nan"))
+    hidden = transformer_forward(*args, **kwargs)[0]
+    return (hidden * (1.0 if hidden.isfinite().all().item() else float("nan")),)
 
-model.encoder.forward = waits_for_the_gpu
-model.graphed_encoder = GraphedEncoder(model.encoder, LAYOUT)
+model.encoder.transformer.forward = waits_for_the_gpu
+model.batch_encoder = PackedBatchEncoder(GraphedEncoder(model.encoder, LAYOUT))
 try:
     forward_backward(model, packed_batch(5))
 except ConfigError as error:
@@ -178,6 +186,7 @@ except ConfigError as error:
     assert "--no-cuda-graphs" in completed.stdout
 
 
+@pytest.mark.gpu
 @needs_cuda
 def test_training_through_graphs_saves_reloads_and_predicts(tiny_bert, small_reviews, fifty_reviews, tmp_path):
     import json

@@ -16,6 +16,7 @@ from review_toolkit.plugin_api.encoders import PooledEncoder
 from review_toolkit.errors import ConfigError
 from review_toolkit.train.model import ReviewClassifierModel
 from review_toolkit.accel.packing import (
+    PackedBatchEncoder,
     PackedCollator,
     enable_packed_attention,
     mean_per_review,
@@ -46,6 +47,12 @@ def features(tokenizer, texts):
     ]
 
 
+def train_on_packed_batches(model):
+    """What the acceleration plan does to a model it packs batches for."""
+    enable_packed_attention(model.encoder)
+    model.batch_encoder = PackedBatchEncoder()
+
+
 def logits_and_gradients(model, batch):
     model.zero_grad()
     output = model(**batch)
@@ -69,7 +76,7 @@ def test_packed_batches_give_the_padded_logits_and_gradients(architecture, tiny_
     expected_logits, expected_gradients = logits_and_gradients(model, dict(padded))
 
     assert supports_packing(model.encoder)
-    enable_packed_attention(model.encoder)
+    train_on_packed_batches(model)
     packed = PackedCollator()(batch_features)
     real_tokens = sum(f["length"] for f in batch_features)
     assert packed["input_ids"].shape[1] % 64 == 0 and real_tokens < packed["input_ids"].shape[1] <= real_tokens + 64
@@ -148,7 +155,7 @@ def test_reviews_score_the_same_in_the_static_layout_as_in_their_own_row(tiny_be
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     model = ReviewClassifierModel(PooledEncoder(tiny_gte(), 64), torch.nn.Linear(64, 2)).train()
-    enable_packed_attention(model.encoder)
+    train_on_packed_batches(model)
     batch_features = features(tokenizer, fifty_reviews[:6])
     layout = StaticRowLayout.for_budget(max_tokens=512, max_reviews=8, max_review_length=64)
     expected_logits, expected_gradients = logits_and_gradients(model, PackedCollator()(batch_features))
@@ -244,6 +251,7 @@ def tiny_transformer(architecture: str, attention_dropout: float = 0.0):
     ))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the flash kernel runs on CUDA GPUs")
 @pytest.mark.parametrize("architecture", ["bert", "gte"])
 def test_flash_kernel_on_packed_reviews_matches_padded_sdpa_under_bf16(architecture):
@@ -258,7 +266,7 @@ def test_flash_kernel_on_packed_reviews_matches_padded_sdpa_under_bf16(architect
             return logits_and_gradients(model, batch)
 
     expected_logits, expected_gradients = run(padded_batch(reviews))
-    enable_packed_attention(model.encoder)
+    train_on_packed_batches(model)
     logits, gradients = run(PackedCollator()(reviews))
     torch.testing.assert_close(logits, expected_logits, atol=2e-2, rtol=2e-2)
     for name, gradient in gradients.items():
@@ -268,7 +276,7 @@ def test_flash_kernel_on_packed_reviews_matches_padded_sdpa_under_bf16(architect
     # Attention dropout in training goes through the flash kernel's own dropout.
     model = ReviewClassifierModel(PooledEncoder(tiny_transformer(architecture, 0.5), 64), torch.nn.Linear(64, 2))
     model = model.cuda().train()
-    enable_packed_attention(model.encoder)
+    train_on_packed_batches(model)
     first, _ = run(PackedCollator()(reviews))
     second, gradients = run(PackedCollator()(reviews))
     assert not torch.equal(first, second) and all(torch.isfinite(g).all() for g in gradients.values())

@@ -13,8 +13,8 @@ def compile_encoder_layers(model: nn.Module) -> int:
     Eager transformer layers run dozens of small elementwise kernels per layer (dropout, residual
     adds, layer norms, rotary embeddings, gated activations); compiled, they fuse. Layers rather
     than the whole model: the layers of one encoder share their code, so one compiled graph serves
-    them all (Stella's layers compile in 20-80 s on an H200; the whole model had not finished after
-    four minutes); batches of any length reuse it (dynamic shapes, no recompiling for each
+    them all, and compiling one layer takes a fraction of the time the whole model takes
+    (benchmarks/README.md, "Compiled layers"); batches of any length reuse it (dynamic shapes, no recompiling for each
     length-sorted batch); and parameter names, hence checkpoints and run directories, stay as
     they are.
     """

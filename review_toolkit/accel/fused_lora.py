@@ -15,8 +15,7 @@ layer's input (one copy for the layers that read the same input), its dropout
 mask and the rank-r intermediate kept for backward. Frozen 4-bit layers
 without adapters get the same treatment for the base product alone. The block
 scales of double-quantized weights are dequantized once, when the layers are
-fused (float32, one value per 64 weights: about 1% of the 4-bit weights'
-memory).
+fused (float32, one value per block of weights: small beside the weights).
 
 Sibling layers that read the same input (query, key and value; a gated
 feed-forward's gate and up projections) go one step further: their frozen
@@ -128,10 +127,10 @@ def dequantize_4bit(
     """4-bit weights (float32 block scales) to a ``shape`` tensor of ``dtype``.
 
     On a GPU this calls bitsandbytes' CUDA function itself. Its registered operator does the
-    same work behind PyTorch's operator dispatch and bitsandbytes' Python checks, about 90 us of
-    host time a call (H200 host, profiled); a training step at the default batch makes some two
-    hundred of them and waits on the host. Elsewhere, or where the library's layout differs, the
-    operator runs.
+    same work behind PyTorch's operator dispatch and bitsandbytes' Python checks, host time paid
+    on every call; a training step at the default batch makes a couple of hundred of them and
+    waits on the host (profile in benchmarks/README.md, "Host time per step"). Elsewhere, or
+    where the library's layout differs, the operator runs.
     """
     entry_point = None
     if packed.is_cuda and packed.is_contiguous() and absmax.is_contiguous():
@@ -533,6 +532,13 @@ def group_sibling_layers(model: nn.Module) -> int:
                     member._fused_sibling = True
                 groups += 1
     return groups
+
+
+def has_lora_layers(model: nn.Module) -> bool:
+    """Whether ``model`` holds PEFT LoRA layers (what ``fuse_lora_layers`` is for)."""
+    from peft.tuners.lora import LoraLayer
+
+    return any(isinstance(module, LoraLayer) for module in model.modules())
 
 
 def fuse_lora_layers(model: nn.Module) -> int:

@@ -2,8 +2,8 @@
 
 At the default batch (32 reviews, a packed row of a few thousand tokens) a
 fine-tuning step is some thousands of small kernels, and the GPU finishes each
-long before the host has launched the next: an H200 computes a qlora step of
-Stella in about a sixth of the time the host takes to launch it. A CUDA graph
+long before the host has launched the next (benchmarks/README.md, "CUDA
+graphs", has the profile). A CUDA graph
 records the kernels of the encoder's forward and backward once and launches
 them again as one: the host's share of a step shrinks to the head, the loss
 and the optimizer.
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from review_toolkit.errors import ConfigError
-from review_toolkit.accel.packing import StaticRowLayout
+from review_toolkit.accel.packing import StaticRowLayout, packed_pooled
 
 #: Eager passes before capture: lazily created state (cuBLAS workspaces on the capture stream,
 #: cached casts of frozen weights) must exist before the graph records the kernels.
@@ -128,9 +128,9 @@ class GraphedEncoder:
 
     def _forward(self) -> torch.Tensor:
         input_ids, position_ids, cu_seq_lens, review_index = self.inputs
-        return self.encoder(
-            input_ids=input_ids, position_ids=position_ids, cu_seq_lens=cu_seq_lens,
-            max_length=self.layout.max_segment_length, review_index=review_index, reviews=self.layout.review_slots,
+        return packed_pooled(
+            self.encoder, input_ids, position_ids, cu_seq_lens, self.layout.max_segment_length, review_index,
+            self.layout.review_slots,
         )
 
     def _gradients(self, output: torch.Tensor, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:

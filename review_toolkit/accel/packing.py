@@ -26,6 +26,7 @@ from torch import nn
 
 from review_toolkit.errors import ConfigError
 from review_toolkit.accel.fused_lora import compute_dtype_for
+from review_toolkit.plugin_api.encoders import PooledEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +120,6 @@ def pretrained_model(module: nn.Module) -> nn.Module | None:
 
 def supports_packing(encoder: nn.Module) -> bool:
     """Whether ``encoder`` is a mean-pooled ``PooledEncoder`` on transformers' own classes of a packable type."""
-    from review_toolkit.plugin_api.encoders import PooledEncoder
-
     if not isinstance(encoder, PooledEncoder) or type(encoder).forward is not PooledEncoder.forward:
         return False
     model = pretrained_model(encoder.transformer)
@@ -157,7 +156,7 @@ def packing_wanted(
     if requested and supported and not bf16:
         logger.warning(
             "pack_sequences without bf16 on a GPU: packed attention runs through a block-diagonal mask here, "
-            "several times slower than padded batches (an epoch of MiniLM lora on a 2-core CPU: 440 s against 35 s)."
+            "several times slower than padded batches (benchmarks/README.md has the figures)."
         )
     return supported and (bool(requested) or bf16)
 
@@ -264,3 +263,59 @@ def mean_per_review(
     reviews = segments - 1 if reviews is None else reviews
     sums = hidden.new_zeros(segments, hidden.shape[-1]).index_add_(0, review_index, hidden)
     return sums[:reviews] / cu_seq_lens[: reviews + 1].diff().unsqueeze(-1).to(hidden.dtype)
+
+
+def packed_pooled(
+    encoder: PooledEncoder,
+    input_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    cu_seq_lens: torch.Tensor,
+    max_length: int,
+    review_index: torch.Tensor,
+    reviews: int | None = None,
+) -> torch.Tensor:
+    """What ``encoder`` computes for padded reviews, for the reviews of one packed row:
+    its transformer on the row (attention told where each review starts), the mean of each
+    review's tokens, then its projection. ``[reviews, embedding_size]``."""
+    outputs = encoder.transformer(
+        input_ids=input_ids, position_ids=position_ids,
+        cu_seq_lens_q=cu_seq_lens, cu_seq_lens_k=cu_seq_lens, max_length_q=max_length, max_length_k=max_length,
+    )
+    pooled = mean_per_review(outputs[0][0], review_index, cu_seq_lens, reviews)
+    if encoder.projection is not None:
+        pooled = encoder.projection(pooled.to(encoder.projection.weight.dtype))
+    return pooled
+
+
+class PackedBatchEncoder:
+    """Pooled embeddings of a training batch, packed (``PackedCollator``'s fields) or padded.
+
+    Called by the classifier model with its encoder and the batch's inputs: packed rows go
+    through ``packed_pooled`` (or, in training, through the recorded CUDA graphs of ``graphed``
+    where the row has their shape), padded batches through the encoder itself. Not a module:
+    the encoder stays where it is in the model, and so do its weights' names.
+    """
+
+    def __init__(self, graphed: Any | None = None) -> None:
+        self.graphed = graphed  # a review_toolkit.accel.graphs.GraphedEncoder, or None
+
+    def __call__(
+        self,
+        encoder: PooledEncoder,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        position_ids: torch.Tensor | None = None,
+        cu_seq_lens: torch.Tensor | None = None,
+        max_length: int | None = None,
+        review_index: torch.Tensor | None = None,
+        reviews: int | None = None,
+        **unused: Any,  # e.g. the "length" column used for length-grouped batches
+    ) -> torch.Tensor:
+        if cu_seq_lens is None:
+            return encoder(input_ids=input_ids, attention_mask=attention_mask)
+        if self.graphed is not None and encoder.training and torch.is_grad_enabled():
+            pooled = self.graphed(input_ids, position_ids, cu_seq_lens, review_index, max_length)
+            if pooled is not None:
+                return pooled[:reviews]  # the layout's empty review slots are left out
+        return packed_pooled(encoder, input_ids, position_ids, cu_seq_lens, max_length, review_index, reviews)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -218,33 +218,94 @@ def evaluate_run(
         batch_size = default_batch_size()
     run = require_run_directory(run_dir)
     sealed = not verify_run_directory(run, allow_unverified=allow_unverified)
-    info = read_json(run / RUN_FILE)
-    config = read_run_config(run)
-    notes: list[str] = []
+    evaluation = _RunUnderEvaluation(run, batch_size, progress, allow_unverified)
+    scores = evaluation.split_scores()
+    changes_requested = any(option is not None for option in (calibration, threshold_for, target_precision, threshold))
+    active_calibration, choice = evaluation.calibration_and_threshold(
+        scores["validation"], calibration, threshold=threshold, threshold_for=threshold_for,
+        target_precision=target_precision, refit=changes_requested,
+    )
+    if data is None:
+        source = evaluation.info.get("data", {}).get("source", evaluation.config.data or "the bundled data")
+        evaluated, name = replace(scores["test"], description=f"test split of {source}"), "test"
+    else:
+        evaluated = evaluation.file_scores(data, text_column, label_column, label_map)
+        name = Path(data).stem or "data"
+    p_fake = active_calibration.apply(evaluated.p_raw)
+    predictions = (p_fake >= choice.threshold).astype(int)
+    metrics = _evaluation_metrics(run, evaluated, p_fake, predictions, scores["validation"], active_calibration, choice)
+    report = classification_report(evaluated.labels, predictions)
 
-    loaded: list[Any] = []
+    target = Path(output_dir) if output_dir else run / EVALUATION_DIRECTORY / name
+    run_updated = changes_requested and save
+    if distributed.is_main_process():  # under a multi-GPU launch the others only helped score
+        shown_data = "test split" if data is None else Path(data).name
+        subtitle = (
+            f"{evaluation.info.get('backbone')} + {evaluation.info.get('method')} + {evaluation.info.get('head')}, "
+            f"{shown_data}, n={len(evaluated.labels)}"
+        )
+        _write_evaluation(target, evaluated, p_fake, predictions, metrics, report, active_calibration, subtitle, evaluation.notes)
+        if run_updated:
+            _store_in_run(
+                run, evaluation.info, evaluation.config, active_calibration, choice, metrics if data is None else None
+            )
+        if sealed and (run_updated or _is_inside(target, run)):
+            write_manifest(run)
+    distributed.wait_for_everyone()
+    return EvaluationResult(target, metrics, report, run_updated, evaluation.notes)
 
-    def classifier() -> Any:
-        if not loaded:
+
+class _RunUnderEvaluation:
+    """A run's records, its split scores and (loaded only if needed) its classifier."""
+
+    def __init__(self, run: Path, batch_size: int, progress: bool, allow_unverified: bool) -> None:
+        self.run = run
+        self.batch_size = batch_size
+        self.progress = progress
+        self.allow_unverified = allow_unverified
+        self.info = read_json(run / RUN_FILE)
+        self.config = read_run_config(run)
+        self.notes: list[str] = []
+        self._classifier: Any = None
+
+    def classifier(self) -> Any:
+        if self._classifier is None:
             from review_toolkit.runs.loader import load_run
 
-            loaded.append(load_run(run, allow_unverified=allow_unverified))
-        return loaded[0]
+            self._classifier = load_run(self.run, allow_unverified=self.allow_unverified)
+        return self._classifier
 
-    scores = load_split_predictions(run)
-    if scores is None:
-        notes.append(f"{run} has no {SPLIT_PREDICTIONS_FILE}; validation and test were scored again from {CONFIG_FILE}.")
-        scores = _rescore_splits(run, config, classifier, batch_size, progress)
-    validation = scores["validation"]
+    def split_scores(self) -> dict[str, SplitScores]:
+        """Validation and test P(fake) as stored at train time, or scored again for runs without them."""
+        scores = load_split_predictions(self.run)
+        if scores is None:
+            self.notes.append(
+                f"{self.run} has no {SPLIT_PREDICTIONS_FILE}; validation and test were scored again from {CONFIG_FILE}."
+            )
+            scores = _rescore_splits(self.run, self.config, self.classifier, self.batch_size, self.progress)
+        return scores
 
-    stored_calibration = Calibration.from_dict(info.get("calibration"))
-    stored_threshold = float(info.get("threshold", DEFAULT_THRESHOLD))
-    stored_selection = info.get("threshold_selection") or {"rule": "default"}
-    changes_requested = any(option is not None for option in (calibration, threshold_for, target_precision, threshold))
-    active_calibration = fit_calibration(validation.p_raw, validation.labels, calibration) if calibration else stored_calibration
-    if changes_requested:
+    def calibration_and_threshold(
+        self,
+        validation: SplitScores,
+        calibration: str | None,
+        *,
+        threshold: float | None,
+        threshold_for: str | None,
+        target_precision: float | None,
+        refit: bool,
+    ) -> tuple[Calibration, ThresholdChoice]:
+        """The calibration (refitted on validation when asked) and the threshold: chosen anew
+        when ``refit``, else the stored one."""
+        stored_calibration = Calibration.from_dict(self.info.get("calibration"))
+        stored_threshold = float(self.info.get("threshold", DEFAULT_THRESHOLD))
+        stored_selection = self.info.get("threshold_selection") or {"rule": "default"}
+        active = fit_calibration(validation.p_raw, validation.labels, calibration) if calibration else stored_calibration
+        if not refit:
+            details = {key: value for key, value in stored_selection.items() if key != "rule"}
+            return active, ThresholdChoice(stored_threshold, stored_selection.get("rule", "default"), details)
         choice = _choose(
-            active_calibration,
+            active,
             validation,
             threshold=threshold,
             threshold_for=threshold_for,
@@ -252,38 +313,41 @@ def evaluate_run(
             previous_threshold=stored_threshold,
             previous_selection=stored_selection,
         )
-    else:
-        details = {key: value for key, value in stored_selection.items() if key != "rule"}
-        choice = ThresholdChoice(stored_threshold, stored_selection.get("rule", "default"), details)
+        return active, choice
 
-    if data is None:
-        evaluated = scores["test"]
-        name = "test"
-        description = f"test split of {info.get('data', {}).get('source', config.data or 'the bundled data')}"
-    else:
+    def file_scores(
+        self, data: str | Path, text_column: str | None, label_column: str | None, label_map: dict[str, str] | None
+    ) -> SplitScores:
+        """Uncalibrated P(fake) of a labelled file's reviews, read with the run's columns unless given."""
         from review_toolkit.data import load_reviews
 
         reviews = load_reviews(
             data,
-            text_column=text_column or config.text_column,
-            label_column=label_column or config.label_column,
-            label_map=label_map if label_map is not None else config.label_map,
+            text_column=text_column or self.config.text_column,
+            label_column=label_column or self.config.label_column,
+            label_map=label_map if label_map is not None else self.config.label_map,
         )
-        p_raw = _p_raw_in_shards(classifier(), reviews.text.tolist(), batch_size, progress)
-        evaluated = SplitScores(reviews.label.to_numpy(), p_raw, reviews.row.to_numpy(), str(data))
-        name = Path(data).stem or "data"
-        description = str(data)
+        p_raw = _p_raw_in_shards(self.classifier(), reviews.text.tolist(), self.batch_size, self.progress)
+        return SplitScores(reviews.label.to_numpy(), p_raw, reviews.row.to_numpy(), str(data))
 
+
+def _evaluation_metrics(
+    run: Path,
+    evaluated: SplitScores,
+    p_fake: np.ndarray,
+    predictions: np.ndarray,
+    validation: SplitScores,
+    calibration: Calibration,
+    choice: ThresholdChoice,
+) -> dict[str, Any]:
+    """metrics.json of an evaluation: the scores, what was scored, and the calibration and threshold used."""
     labels = evaluated.labels
-    p_raw = evaluated.p_raw
-    p_fake = active_calibration.apply(p_raw)
-    predictions = (p_fake >= choice.threshold).astype(int)
-    metrics = _metrics(labels, predictions, p_raw, p_fake)
-    validation_calibrated = active_calibration.apply(validation.p_raw)
+    metrics = _metrics(labels, predictions, evaluated.p_raw, p_fake)
+    validation_calibrated = calibration.apply(validation.p_raw)
     metrics.update(
         {
             "data": {
-                "description": description,
+                "description": evaluated.description,
                 "n_examples": int(len(labels)),
                 "n_fake": int((labels == 1).sum()),
                 "n_real": int((labels == 0).sum()),
@@ -292,33 +356,37 @@ def evaluate_run(
             "threshold": choice.threshold,
             "threshold_selection": choice.to_dict(),
             "calibration": {
-                **active_calibration.to_dict(),
+                **calibration.to_dict(),
                 "validation_ece_before": expected_calibration_error(validation.labels, validation.p_raw),
                 "validation_ece_after": expected_calibration_error(validation.labels, validation_calibrated),
             },
         }
     )
-    report = classification_report(labels, predictions)
-    shown_data = "test split" if data is None else Path(data).name
-    subtitle = f"{info.get('backbone')} + {info.get('method')} + {info.get('head')}, {shown_data}, n={len(labels)}"
+    return metrics
 
+
+def _write_evaluation(
+    target: Path,
+    evaluated: SplitScores,
+    p_fake: np.ndarray,
+    predictions: np.ndarray,
+    metrics: dict[str, Any],
+    report: str,
+    calibration: Calibration,
+    subtitle: str,
+    notes: list[str],
+) -> None:
+    """Plots, metrics.json, report.txt and predictions.csv, all in place at once or not at all."""
     from review_toolkit.runtime.files import staged_directory
 
-    target = Path(output_dir) if output_dir else run / EVALUATION_DIRECTORY / name
-    run_updated = changes_requested and save
-    if distributed.is_main_process():  # under a multi-GPU launch the others only helped score
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with staged_directory(target) as staging:
-            metrics["plots"] = _write_plots(staging, labels, p_raw, p_fake, predictions, metrics, active_calibration, subtitle, notes)
-            _write_json(staging / METRICS_FILE, metrics)
-            (staging / REPORT_FILE).write_text(report, encoding="utf-8")
-            _write_predictions(staging / "predictions.csv", evaluated, p_fake, predictions)
-        if run_updated:
-            _store_in_run(run, info, config, active_calibration, choice, metrics if data is None else None)
-        if sealed and (run_updated or _is_inside(target, run)):
-            write_manifest(run)
-    distributed.wait_for_everyone()
-    return EvaluationResult(target, metrics, report, run_updated, notes)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with staged_directory(target) as staging:
+        metrics["plots"] = _write_plots(
+            staging, evaluated.labels, evaluated.p_raw, p_fake, predictions, metrics, calibration, subtitle, notes
+        )
+        _write_json(staging / METRICS_FILE, metrics)
+        (staging / REPORT_FILE).write_text(report, encoding="utf-8")
+        _write_predictions(staging / "predictions.csv", evaluated, p_fake, predictions)
 
 
 def _p_raw_in_shards(classifier: Any, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:

@@ -44,8 +44,8 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
 
 
 # glibc's malloc returns blocks of 32 MiB and more to the kernel when they are freed, and the next
-# op page-faults them back in: on CPUs, MiniLM ran at 8,200-8,900 tokens/s with batches whose widest
-# activation passed that size and at 10,000-11,800 below it (2 threads, idle 2-core avx512 Xeon).
+# op page-faults them back in: CPU batches whose widest activation stays under that size run
+# faster (benchmarks/README.md, "CPU embedding").
 CPU_ACTIVATION_BYTES = 30 << 20
 
 
@@ -54,8 +54,7 @@ def cpu_token_budget_batches(lengths: list[int], batch_size: int, feed_forward_w
 
     A batch holds up to ``batch_size`` x 128 padded tokens, and few enough that its widest
     activation (tokens x feed-forward width, float32) stays under ``CPU_ACTIVATION_BYTES``:
-    short reviews share larger batches, long ones smaller. On 6,000 reviews with MiniLM and
-    batch_size 64 this took embedding from 113 to 126 reviews/s (idle 2-core CPU).
+    short reviews share larger batches, long ones smaller (benchmarks/README.md, "CPU embedding").
     """
     budget = max(1, min(batch_size * 128, CPU_ACTIVATION_BYTES // (4 * feed_forward_width)))
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
@@ -74,18 +73,18 @@ def inference_autocast(device: torch.device) -> contextlib.AbstractContextManage
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         use_shape_agnostic_attention()
         return torch.autocast("cuda", dtype=torch.bfloat16)
-    # Not on CPUs without AMX, even with avx512_bf16: bf16 matrix products ran at 85 GFLOP/s per core
-    # against 156 in float32 (torch 2.13, 2-core Xeon), and MiniLM's forward pass at 0.65x the speed.
+    # Not on CPUs without AMX, even with avx512_bf16: there bf16 matrix products are slower than
+    # float32 ones (benchmarks/README.md, "CPU embedding").
     return contextlib.nullcontext()
 
 
 def use_shape_agnostic_attention() -> None:
     """Keep PyTorch's attention off the cuDNN backend on GPUs.
 
-    cuDNN builds an execution plan for every new input shape, about 20 ms of
-    CPU time per call; length-sorted batches bring a new sequence length almost
-    every batch, and those plans cost more than the attention itself (measured
-    on an H200: 250 ms training steps, 80% of it planning). The flash and
+    cuDNN builds an execution plan for every new input shape, on the CPU, at
+    every call with a new shape; length-sorted batches bring a new sequence length
+    almost every batch, and those plans cost more than the attention itself
+    (benchmarks/README.md, "cuDNN attention and varying lengths"). The flash and
     memory-efficient kernels take any shape as it comes.
     """
     if torch.cuda.is_available():

@@ -31,11 +31,11 @@ def return_freed_memory_promptly() -> None:
     """Make glibc hand large freed blocks back to the system at once (process-wide; for the CLI).
 
     Batches of reviews have ever-changing lengths, so every forward pass asks for tensors of new
-    sizes; glibc's heap keeps what they free and fragments, and RSS creeps up chunk after chunk
-    (MiniLM, batches of 16, 2,048 reviews: 0.91 -> 1.05 GiB over 8 chunks and still rising).
+    sizes; glibc's heap keeps what they free and fragments, and RSS creeps up chunk after chunk.
     Blocks of 4 MiB and more (the attention scores of a batch) served by mmap are returned when
-    freed: RSS stays flat (0.86 GiB peak on the same reviews) for about 10 % more time; a 128 KiB
-    threshold gave 0.79 GiB for 25-40 %. A no-op where libc has no mallopt.
+    freed: RSS stays flat for a little more time; a lower threshold saves a little more memory
+    for much more time (benchmarks/README.md, "Memory of predict on a CPU"). A no-op where libc
+    has no mallopt.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -49,8 +49,8 @@ def return_freed_memory_promptly() -> None:
 
 def default_batch_size() -> int:
     """Reviews per forward pass: 64 on a GPU; 16 on a CPU, where larger batches are no faster but the
-    attention of a batch of long reviews costs far more memory (MiniLM, 256 tokens: peak RSS
-    1.19 GiB at 64, 0.87 GiB at 16, same speed)."""
+    attention of a batch of long reviews costs far more memory (benchmarks/README.md, "Memory of
+    predict on a CPU")."""
     import torch
 
     return 64 if torch.cuda.is_available() else 16

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from review_toolkit.errors import ConfigError
-from review_toolkit.accel.fused_lora import fuse_lora_layers
 from review_toolkit.plugin_api.contracts import Backbone
 
 ADAPTER_DIRECTORY = "adapter"
@@ -50,11 +49,7 @@ def transformers_deprecations_quiet():
 
 
 def add_lora(encoder: nn.Module, backbone: Backbone, config: Any) -> nn.Module:
-    """Wrap ``encoder.transformer`` with fresh LoRA adapters; everything else in it is frozen.
-
-    For training: adapted layers (and frozen 4-bit layers) get the fused forward of
-    ``review_toolkit.accel.fused_lora`` unless the layers will be compiled.
-    """
+    """Wrap ``encoder.transformer`` with fresh LoRA adapters; everything else in it is frozen."""
     from peft import get_peft_model
 
     for parameter in encoder.parameters():
@@ -69,10 +64,6 @@ def add_lora(encoder: nn.Module, backbone: Backbone, config: Any) -> nn.Module:
         ) from error
     if compute_dtype() == torch.bfloat16:
         keep_activations_in_compute_dtype(encoder)
-    if not getattr(config, "compile", False):
-        # Compiled layers fuse PEFT's operations already; the hand-written backward stays out
-        # of the compiler's way.
-        fuse_lora_layers(encoder.transformer)
     return encoder
 
 

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from review_toolkit.errors import PluginError
-from review_toolkit.accel.packing import mean_per_review
 from review_toolkit.plugin_api.contracts import Backbone
 
 
@@ -31,30 +30,12 @@ class PooledEncoder(nn.Module):
         self.projection = projection
         self.embedding_size = embedding_size
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        *,
-        position_ids: torch.Tensor | None = None,
-        cu_seq_lens: torch.Tensor | None = None,
-        max_length: int | None = None,
-        review_index: torch.Tensor | None = None,
-        reviews: int | None = None,
-    ) -> torch.Tensor:
-        """Padded reviews ([batch, length] with their mask), or reviews packed into one row
-        (``review_toolkit.accel.packing.PackedCollator``'s fields in place of the mask)."""
-        if cu_seq_lens is not None:
-            outputs = self.transformer(
-                input_ids=input_ids, position_ids=position_ids,
-                cu_seq_lens_q=cu_seq_lens, cu_seq_lens_k=cu_seq_lens, max_length_q=max_length, max_length_k=max_length,
-            )
-            pooled = mean_per_review(outputs[0][0], review_index, cu_seq_lens, reviews)
-        else:
-            outputs = self.transformer(input_ids=input_ids, attention_mask=attention_mask)
-            hidden = outputs[0]
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled embeddings ``[batch, embedding_size]`` of padded reviews ``[batch, length]`` and their mask."""
+        outputs = self.transformer(input_ids=input_ids, attention_mask=attention_mask)
+        hidden = outputs[0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         if self.projection is not None:
             pooled = self.projection(pooled.to(self.projection.weight.dtype))
         return pooled

@@ -8,10 +8,14 @@ metrics): the card never claims more than was measured.
 
 from __future__ import annotations
 
+import functools
+import string
 from pathlib import Path
 from typing import Any
 
 MODEL_CARD_FILE = "README.md"
+TEMPLATES = Path(__file__).with_name("templates")
+MODEL_CARD_TEMPLATE = "model_card.md"
 
 # Options shown in the configuration table, in this order (others appear only when not default).
 _MAIN_OPTIONS = ("backbone", "method", "head", "model", "max_length", "seed", "epochs", "learning_rate", "batch_size", "class_weight")
@@ -32,108 +36,108 @@ def model_card(
     report: str,
     evaluation: dict[str, Any] | None = None,
 ) -> str:
-    """The card's markdown text."""
-    from review_toolkit.config import TrainConfig
-
-    backbone, method, head = info.get("backbone"), info.get("method"), info.get("head")
+    """The card's markdown text: ``templates/model_card.md`` filled from the run's records."""
     data = info.get("data", {})
     sizes = data.get("sizes", {})
-    calibration = info.get("calibration") or {"method": "none"}
-    selection = info.get("threshold_selection") or {"rule": "default"}
-    threshold = info.get("threshold", 0.5)
-    defaults = TrainConfig().to_dict()
+    fields = {
+        "backbone": info.get("backbone"),
+        "method": info.get("method"),
+        "head": info.get("head"),
+        "toolkit_version": info.get("toolkit_version", ""),
+        "data_source": data.get("source", "n/a"),
+        "data_split": data.get("split", "n/a"),
+        "train_size": sizes.get("train", "n/a"),
+        "validation_size": sizes.get("validation", "n/a"),
+        "test_size": sizes.get("test", "n/a"),
+        "columns": _columns(config),
+        "configuration_rows": "\n".join(_configuration_rows(config, info)),
+        "plugin_lines": "\n".join(_plugin_lines(info)),
+        "training_lines": "\n".join(_training_lines(info)),
+        "test_examples": metrics.get("n_examples", sizes.get("test", "n/a")),
+        "metrics_threshold": _fmt(metrics.get("threshold", 0.5), 3),
+        **{key: _fmt(metrics.get(key)) for key in ("f1_macro", "accuracy", "precision_macro", "recall_macro", "roc_auc")},
+        "report": report.rstrip(),
+        "latest_evaluation": _latest_evaluation(evaluation),
+        "calibration_lines": "\n".join(_calibration_lines(info.get("calibration") or {"method": "none"})),
+        "threshold": _fmt(float(info.get("threshold", 0.5)), 4),
+        "threshold_rule": _threshold_rule(info.get("threshold_selection") or {"rule": "default"}),
+        "max_length": info.get("max_length", "n/a"),
+        "bundled_sample_note": _bundled_sample_note(data),
+    }
+    return _template().substitute(fields)
 
-    lines = [
-        f"# {backbone} + {method} + {head}: fake-review classifier",
-        "",
-        "Scores a product review with the probability that it is computer-generated (`fake`) rather than "
-        "written by a person (`real`). Trained and written by `review_toolkit` "
-        f"{info.get('toolkit_version', '')}.",
-        "",
-        "## Use",
-        "",
-        "```bash",
-        "review-toolkit predict --run THIS_DIR --text \"Great kettle, boils fast.\"",
-        "review-toolkit predict --run THIS_DIR --input reviews.csv --output scored.csv",
-        "review-toolkit evaluate --run THIS_DIR            # plots and metrics on the test split",
-        "```",
-        "",
-        "```python",
-        "from review_toolkit import load_run",
-        "predictions = load_run(\"THIS_DIR\").predict([\"Great kettle, boils fast.\"])  # label, p_fake",
-        "```",
-        "",
-        "## Data and split",
-        "",
-        f"- Source: {data.get('source', 'n/a')}",
-        f"- Split: {data.get('split', 'n/a')}",
-        f"- Sizes: train {sizes.get('train', 'n/a')}, validation {sizes.get('validation', 'n/a')}, "
-        f"test {sizes.get('test', 'n/a')} reviews",
-        f"- Columns: text `{config.get('text_column', 'text')}`, label `{config.get('label_column', 'label')}`"
-        + (f", label map {config['label_map']}" if config.get("label_map") else ""),
-        "",
-        "## Configuration",
-        "",
-        "| option | value |",
-        "| --- | --- |",
-    ]
+
+@functools.cache
+def _template() -> string.Template:
+    return string.Template((TEMPLATES / MODEL_CARD_TEMPLATE).read_text(encoding="utf-8"))
+
+
+def _columns(config: dict[str, Any]) -> str:
+    columns = f"text `{config.get('text_column', 'text')}`, label `{config.get('label_column', 'label')}`"
+    return columns + (f", label map {config['label_map']}" if config.get("label_map") else "")
+
+
+def _configuration_rows(config: dict[str, Any], info: dict[str, Any]) -> list[str]:
+    """The main options, then every other option that is not at its default, then the checkpoint."""
+    from review_toolkit.config import TrainConfig
+
+    defaults = TrainConfig().to_dict()
     shown = list(_MAIN_OPTIONS) + [
         key for key, value in config.items()
         if key not in _MAIN_OPTIONS and value != defaults.get(key) and key not in ("output_dir", "overwrite", "data")
     ]
-    resolved = {"head": head, "max_length": info.get("max_length")}  # what the run used where the config said "default"
+    # What the run used where the config said "default".
+    resolved = {"head": info.get("head"), "max_length": info.get("max_length")}
+    rows = []
     for key in shown:
         if key in config:
             value = config[key] if config[key] is not None else resolved.get(key)
-            lines.append(f"| {key} | {'(default)' if value is None else f'`{value}`'} |")
-    lines.append(f"| checkpoint | `{info.get('checkpoint')}` |")
-    lines += ["", "Plugins:", ""]
-    for plugin in info.get("plugins", []):
-        lines.append(
-            f"- {plugin.get('kind')} `{plugin.get('name')}` from {plugin.get('distribution')} {plugin.get('version')}"
-        )
-    lines += [
-        "",
-        "## Training",
-        "",
-        f"- Time: {_fmt(info.get('training_seconds'), 1)} s on {info.get('device', 'n/a')}",
-        f"- Peak memory: process RSS {_fmt(info.get('peak_rss_gib'), 2)} GiB"
-        + (f", GPU {_fmt(info.get('peak_gpu_gib'), 2)} GiB" if info.get("peak_gpu_gib") is not None else ""),
-        f"- Parameters trained: {info.get('trainable_parameters', 'n/a'):,}"
-        if isinstance(info.get("trainable_parameters"), int)
-        else f"- Parameters trained: {info.get('trainable_parameters', 'n/a')}",
-        f"- Embeddings from cache: {info['embeddings_cached']}" if "embeddings_cached" in info else "",
-        "",
-        "## Metrics",
-        "",
-        f"On the test split ({metrics.get('n_examples', sizes.get('test', 'n/a'))} reviews) at training time, "
-        f"threshold {_fmt(metrics.get('threshold', 0.5) if 'threshold' in metrics else 0.5, 3)}:",
-        "",
-        "| macro F1 | accuracy | macro precision | macro recall | ROC AUC |",
-        "| --- | --- | --- | --- | --- |",
-        f"| {_fmt(metrics.get('f1_macro'))} | {_fmt(metrics.get('accuracy'))} | {_fmt(metrics.get('precision_macro'))} "
-        f"| {_fmt(metrics.get('recall_macro'))} | {_fmt(metrics.get('roc_auc'))} |",
-        "",
-        "```",
-        report.rstrip(),
-        "```",
-        "",
+            rows.append(f"| {key} | {'(default)' if value is None else f'`{value}`'} |")
+    rows.append(f"| checkpoint | `{info.get('checkpoint')}` |")
+    return rows
+
+
+def _plugin_lines(info: dict[str, Any]) -> list[str]:
+    return [
+        f"- {plugin.get('kind')} `{plugin.get('name')}` from {plugin.get('distribution')} {plugin.get('version')}"
+        for plugin in info.get("plugins", [])
     ]
-    if evaluation:
-        lines += [
-            f"Latest `evaluate` ({evaluation.get('data', {}).get('description', 'test split')}, threshold "
-            f"{_fmt(evaluation.get('threshold'), 3)}): macro F1 {_fmt(evaluation.get('f1_macro'))}, accuracy "
-            f"{_fmt(evaluation.get('accuracy'))}, ECE {_fmt(evaluation.get('ece_after_calibration'))}.",
-            "",
-        ]
-    lines += ["## Probabilities and decision threshold", ""]
+
+
+def _training_lines(info: dict[str, Any]) -> list[str]:
+    memory = f"- Peak memory: process RSS {_fmt(info.get('peak_rss_gib'), 2)} GiB"
+    if info.get("peak_gpu_gib") is not None:
+        memory += f", GPU {_fmt(info.get('peak_gpu_gib'), 2)} GiB"
+    trained = info.get("trainable_parameters", "n/a")
+    lines = [
+        f"- Time: {_fmt(info.get('training_seconds'), 1)} s on {info.get('device', 'n/a')}",
+        memory,
+        f"- Parameters trained: {trained:,}" if isinstance(trained, int) else f"- Parameters trained: {trained}",
+    ]
+    if "embeddings_cached" in info:
+        lines.append(f"- Embeddings from cache: {info['embeddings_cached']}")
+    return lines
+
+
+def _latest_evaluation(evaluation: dict[str, Any] | None) -> str:
+    """A paragraph on the latest ``evaluate`` (with the blank line after it), or nothing."""
+    if not evaluation:
+        return ""
+    return (
+        f"Latest `evaluate` ({evaluation.get('data', {}).get('description', 'test split')}, threshold "
+        f"{_fmt(evaluation.get('threshold'), 3)}): macro F1 {_fmt(evaluation.get('f1_macro'))}, accuracy "
+        f"{_fmt(evaluation.get('accuracy'))}, ECE {_fmt(evaluation.get('ece_after_calibration'))}.\n\n"
+    )
+
+
+def _calibration_lines(calibration: dict[str, Any]) -> list[str]:
     if calibration.get("method", "none") == "none":
-        lines.append("- Calibration: none; `p_fake` is the head's own probability.")
+        lines = ["- Calibration: none; `p_fake` is the head's own probability."]
     else:
-        lines.append(
+        lines = [
             f"- Calibration: {calibration['method']} scaling fitted on the validation split "
             f"(slope {_fmt(calibration.get('slope'))}, intercept {_fmt(calibration.get('intercept'))})."
-        )
+        ]
     if calibration.get("note"):
         lines.append(f"- Note: {calibration['note']}.")
     if "validation_ece_before" in calibration:
@@ -146,8 +150,13 @@ def model_card(
             f"- On the test split: {_fmt(calibration.get('test_ece_before'))} before, "
             f"{_fmt(calibration.get('test_ece_after'))} after."
         )
+    return lines
+
+
+def _threshold_rule(selection: dict[str, Any]) -> str:
+    """How the decision threshold was chosen, in words."""
     rule = selection.get("rule", "default")
-    rule_text = {
+    return {
         "default": "the default 0.5",
         "f1": "best macro F1 on the validation split",
         "accuracy": "best accuracy on the validation split",
@@ -156,33 +165,15 @@ def model_card(
         f"{_fmt(selection.get('validation_recall'))})",
         "fixed": "set by hand",
     }.get(rule, rule)
-    lines += [
-        f"- Decision threshold: {_fmt(float(threshold), 4)} on calibrated `p_fake` ({rule_text}); `predict` labels a "
-        "review `fake` when `p_fake >= threshold`. Change it with `review-toolkit evaluate --run THIS_DIR "
-        "--threshold-for f1` or `--target-precision 0.95`.",
-        "",
-        "## Intended use and limitations",
-        "",
-        "- Intended use: flagging reviews that are likely machine-generated so that a person can look at them, "
-        "and measuring how much generated text a collection holds. It is not evidence on its own that a "
-        "particular person wrote a fake review; do not act against individuals on its output alone.",
-        "- What it learned: the difference between the two classes in its training data. The bundled and "
-        "reference data contrast human Amazon reviews with GPT-2-generated ones; text from other generators "
-        "(newer LLMs), other sites, other product categories or other languages may score very differently, "
-        "and scores are only as good as the test split above says for data like the training data.",
-        f"- Long reviews are truncated to {info.get('max_length', 'n/a')} tokens.",
-        "- Probabilities are calibrated on a validation split of "
-        f"{sizes.get('validation', 'n/a')} reviews; with few validation reviews the calibration and any chosen "
-        "threshold are themselves uncertain. Re-check them with `evaluate --data` on labelled data from the "
-        "place you deploy.",
-    ]
-    if "bundled default" in str(data.get("source", "")):
-        lines.append(
-            "- Trained on the small bundled sample: a demonstration model, not one to deploy. Train on the full "
-            "data with `--data`."
-        )
-    lines.append("")
-    return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def _bundled_sample_note(data: dict[str, Any]) -> str:
+    if "bundled default" not in str(data.get("source", "")):
+        return ""
+    return (
+        "- Trained on the small bundled sample: a demonstration model, not one to deploy. Train on the full "
+        "data with `--data`.\n"
+    )
 
 
 def write_model_card(

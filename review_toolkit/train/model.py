@@ -6,6 +6,8 @@ trained, saved and reloaded together, whatever the method.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
@@ -17,7 +19,11 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, class_weight
 
 
 class ReviewClassifierModel(nn.Module):
-    """Token ids to class logits: ``head(encoder(input_ids, attention_mask))``, or from packed reviews."""
+    """Token ids to class logits: ``head(encoder(input_ids, attention_mask))``.
+
+    Batches of another form (set up by ``review_toolkit.accel.plan``) are encoded by
+    ``batch_encoder``, called with the encoder and the batch's inputs.
+    """
 
     # The loss is a per-batch mean: Trainer must scale it for gradient accumulation itself
     # (and need not count label tokens, a device sync, every step).
@@ -29,8 +35,8 @@ class ReviewClassifierModel(nn.Module):
         self.head = head
         self.class_weights = class_weights
         self.listed_modules: list[nn.Module] | None = None  # as of the last walk of ``train``
-        # Set for training through CUDA graphs (review_toolkit.accel.graphs.GraphedEncoder); not a submodule.
-        self.graphed_encoder = None
+        # Not a submodule: the encoder's weights keep their names whatever encodes the batches.
+        self.batch_encoder: Callable[..., torch.Tensor] | None = None
 
     def train(self, mode: bool = True) -> ReviewClassifierModel:
         """``nn.Module.train``, without the walk when every module is in ``mode`` already.
@@ -61,24 +67,10 @@ class ReviewClassifierModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        cu_seq_lens: torch.Tensor | None = None,
-        max_length: int | None = None,
-        review_index: torch.Tensor | None = None,
-        reviews: int | None = None,
-        **unused: torch.Tensor,  # e.g. the "length" column used for length-grouped batches
+        **batch: Any,  # the collator's other fields, e.g. the "length" column of length-grouped batches
     ) -> SequenceClassifierOutput:
-        if cu_seq_lens is not None:  # reviews packed into one row (review_toolkit.accel.packing)
-            pooled = None
-            if self.graphed_encoder is not None and self.training and torch.is_grad_enabled():
-                pooled = self.graphed_encoder(input_ids, position_ids, cu_seq_lens, review_index, max_length)
-            if pooled is not None:
-                pooled = pooled[:reviews]  # the layout's empty review slots are left out
-            else:
-                pooled = self.encoder(
-                    input_ids=input_ids, position_ids=position_ids, cu_seq_lens=cu_seq_lens, max_length=max_length,
-                    review_index=review_index, reviews=reviews,
-                )
+        if self.batch_encoder is not None:
+            pooled = self.batch_encoder(self.encoder, input_ids=input_ids, attention_mask=attention_mask, **batch)
         else:
             pooled = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
         head_weight = next(self.head.parameters())

@@ -21,15 +21,13 @@ from review_toolkit import __version__, registry
 
 from review_toolkit.runtime import distributed
 from review_toolkit.inference.classifier import Classifier, featurize, is_quantized
-from review_toolkit.accel.compilation import compile_encoder_layers
+from review_toolkit.accel.plan import AccelerationPlan
 from review_toolkit.config import TrainConfig
 from review_toolkit.data import LABEL_NAMES, ReviewSplits, load_splits_for
 from review_toolkit.inference.embeddings import cache_key, cached_embeddings, embed_texts
 from review_toolkit.errors import PluginError, ReviewToolkitError, RunDirectoryError
 from review_toolkit.evaluation.run_evaluation import calibrate_after_training
 from review_toolkit.runs.model_card import write_model_card
-from review_toolkit.accel.graphs import GraphedEncoder, cuda_graphs_wanted
-from review_toolkit.accel.packing import StaticRowLayout, enable_packed_attention, packing_wanted
 from review_toolkit.runs.manifest import refuse_unpickling, verify_run_directory
 from review_toolkit.evaluation.metrics import classification_metrics, classification_report
 from review_toolkit.train.model import HeadOnlyModel, ReviewClassifierModel, balanced_class_weights, count_parameters
@@ -51,7 +49,6 @@ from review_toolkit.runs.layout import (
     write_json,
 )
 from review_toolkit.train.trainer import (
-    bf16_enabled,
     feature_dataset,
     gathered_state_dict,
     tokenized_dataset,
@@ -138,6 +135,36 @@ class TrainResult:
     info: dict[str, Any]
 
 
+@dataclass
+class RunInputs:
+    """What every kind of training reads: the checked plugins, the data and the tokenizer."""
+
+    composition: Composition
+    splits: ReviewSplits
+    checkpoint: str
+    tokenizer: Any  # None for a featurizer backbone: it is fitted on the training texts instead
+    max_length: int
+
+    @classmethod
+    def load(cls, config: TrainConfig, composition: Composition, splits: ReviewSplits) -> "RunInputs":
+        """The checkpoint the backbone resolves and its tokenizer, with the data and plugins."""
+        backbone = composition.backbone
+        checkpoint = backbone.resolve_checkpoint(config.model)
+        tokenizer = None if isinstance(backbone, FeaturizerBackbone) else backbone.load_tokenizer(checkpoint)
+        max_length = min(config.max_length or backbone.max_length, backbone.max_length)
+        return cls(composition, splits, checkpoint, tokenizer, max_length)
+
+
+@dataclass
+class Trained:
+    """A trained classifier with its raw scores on the held-out splits and what training reports."""
+
+    classifier: Classifier
+    info: dict[str, Any]
+    test_p_fake: np.ndarray
+    validation_p_fake: np.ndarray
+
+
 def train(config: TrainConfig, *, progress: bool = True, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Train the composition ``config`` describes and write its run directory.
 
@@ -146,171 +173,177 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: Sequence[Any
     """
     config.validate()
     composition = Composition.resolve(config)
-    backbone, method, head = composition.backbone, composition.method, composition.head
     splits = load_splits_for(config)
-    output_dir = Path(config.output_dir) if config.output_dir else default_output_dir(config)
-    # Resuming from the staging directory itself, or from a checkpoint inside it: it must be kept.
-    staging_dir = Path(str(output_dir) + PARTIAL_SUFFIX).resolve()
-    resume_path = Path(config.resume_from).expanduser().resolve() if config.resume_from else None
-    resuming_in_place = resume_path is not None and (resume_path == staging_dir or staging_dir in resume_path.parents)
-    writer = RunWriter(output_dir, overwrite=config.overwrite, resuming=resuming_in_place)
+    writer = _run_writer(config)  # before any model loads: its refusals cost nothing then
     if config.seed is not None:
         torch.manual_seed(config.seed)
-
     started = time.perf_counter()
-    checkpoint = backbone.resolve_checkpoint(config.model)
-    # A featurizer backbone has no tokenizer: it is fitted on the training texts in _train_on_frozen.
-    tokenizer = None if isinstance(backbone, FeaturizerBackbone) else backbone.load_tokenizer(checkpoint)
-    max_length = min(config.max_length or backbone.max_length, backbone.max_length)
+    inputs = RunInputs.load(config, composition, splits)
     # Under a multi-process launch every process trains and scores; only the main one writes files.
     writes = distributed.is_main_process()
     with distributed.main_process_first():  # Trainer's checkpoints need the staging directory everywhere
         staging = writer.open() if writes else writer.partial
     try:
-        if method.trains_backbone:
-            classifier, trainer_info = _fine_tune(
-                config, composition, checkpoint, tokenizer, max_length, splits, staging, progress, callbacks
-            )
-
-            def p_fake(texts: list[str]) -> np.ndarray:
-                return classifier.predict_proba(texts, batch_size=config.eval_batch_size)
-
-            test_p_fake = distributed.map_in_shards(p_fake, splits.test.text.tolist())
-            validation_p_fake = distributed.map_in_shards(p_fake, splits.validation.text.tolist())
+        if inputs.composition.method.trains_backbone:
+            trained = _fine_tune(config, inputs, staging, progress, callbacks)
         else:
-            if config.compile:
-                logger.warning("--compile applies to fine-tuning methods; method %r trains no encoder layers.", method.name)
-            classifier, trainer_info, test_p_fake, validation_p_fake = _train_on_frozen(
-                config, composition, checkpoint, tokenizer, max_length, splits, staging, progress, callbacks
-            )
+            trained = _train_on_frozen(config, inputs, staging, progress, callbacks)
+        classifier = trained.classifier
         # Calibrate on validation (temperature scaling) and keep the raw split scores for `evaluate`.
         test_p_fake, calibration_info = calibrate_after_training(
-            staging if writes else None, classifier, splits, validation_p_fake, test_p_fake
+            staging if writes else None, classifier, inputs.splits, trained.validation_p_fake, trained.test_p_fake
         )
         training_seconds = time.perf_counter() - started
-        labels = splits.test.label.to_numpy()
+        labels = inputs.splits.test.label.to_numpy()
         predictions = (test_p_fake >= classifier.threshold).astype(int)
         metrics = classification_metrics(labels, predictions, test_p_fake)
         report = classification_report(labels, predictions)
-        info = {
-            "toolkit_version": __version__,
-            "backbone": backbone.name,
-            "method": method.name,
-            "head": head.name,
-            "checkpoint": checkpoint,
-            "max_length": max_length,
-            "embedding_size": classifier.embedding_size,
-            "label_names": list(LABEL_NAMES),
-            "threshold": classifier.threshold,
-            "data": {"source": splits.source, "sizes": splits.sizes(), "split": splits.method},
-            **calibration_info,
-            "plugins": [source.as_dict() for source in composition.sources],
-            "training_seconds": round(training_seconds, 2),
-            **{key: round(value, 3) for key, value in peak_memory().items()},
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
-            "processes": distributed.process_count(),
-            **trainer_info,
-        }
+        info = _run_info(inputs, classifier, calibration_info, _resources(training_seconds), trained.info)
         classifier.info = info
         if writes:
-            _write_run(staging, config, tokenizer, classifier, method, metrics, report, info)
+            _write_run(staging, config, inputs.tokenizer, classifier, inputs.composition.method, metrics, report, info)
             writer.commit()
         distributed.wait_for_everyone()  # every process returns once the run directory is in place
-        run_dir = writer.final
     except BaseException as error:
         # An interrupted fine-tune keeps its checkpoints for --resume-from; anything else is removed.
         if writes:
             writer.abandon(error)
         raise
-    return TrainResult(run_dir, metrics, report, classifier, info)
+    return TrainResult(writer.final, metrics, report, classifier, info)
+
+
+def _run_writer(config: TrainConfig) -> RunWriter:
+    """The writer of this run's directory; it keeps the staging directory a resume reads from."""
+    output_dir = Path(config.output_dir) if config.output_dir else default_output_dir(config)
+    # Resuming from the staging directory itself, or from a checkpoint inside it: it must be kept.
+    staging_dir = Path(str(output_dir) + PARTIAL_SUFFIX).resolve()
+    resume_path = Path(config.resume_from).expanduser().resolve() if config.resume_from else None
+    resuming_in_place = resume_path is not None and (resume_path == staging_dir or staging_dir in resume_path.parents)
+    return RunWriter(output_dir, overwrite=config.overwrite, resuming=resuming_in_place)
+
+
+def _resources(training_seconds: float) -> dict[str, Any]:
+    """Time, peak memory, device and process count of the run, for run.json."""
+    return {
+        "training_seconds": round(training_seconds, 2),
+        **{key: round(value, 3) for key, value in peak_memory().items()},
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+        "processes": distributed.process_count(),
+    }
+
+
+def _run_info(
+    inputs: RunInputs,
+    classifier: Classifier,
+    calibration: dict[str, Any],
+    resources: dict[str, Any],
+    training: dict[str, Any],
+) -> dict[str, Any]:
+    """run.json: what was trained, on what data, calibrated how, at what cost, and how training went."""
+    composition, splits = inputs.composition, inputs.splits
+    return {
+        "toolkit_version": __version__,
+        "backbone": composition.backbone.name,
+        "method": composition.method.name,
+        "head": composition.head.name,
+        "checkpoint": inputs.checkpoint,
+        "max_length": inputs.max_length,
+        "embedding_size": classifier.embedding_size,
+        "label_names": list(LABEL_NAMES),
+        "threshold": classifier.threshold,
+        "data": {"source": splits.source, "sizes": splits.sizes(), "split": splits.method},
+        **calibration,
+        "plugins": [source.as_dict() for source in composition.sources],
+        **resources,
+        **training,
+    }
 
 
 def _fine_tune(
-    config: TrainConfig,
-    composition: Composition,
-    checkpoint: str,
-    tokenizer: Any,
-    max_length: int,
-    splits: ReviewSplits,
-    staging: Path,
-    progress: bool,
-    callbacks: Sequence[Any] = (),
-) -> tuple[Classifier, dict[str, Any]]:
-    backbone, method, head = composition.backbone, composition.method, composition.head
-    encoder = method.load_for_training(backbone, checkpoint, config)
-    torch_head = head.build(encoder.embedding_size, len(LABEL_NAMES))
-    weights = balanced_class_weights(splits.train.label.tolist()) if config.class_weight == "balanced" else None
-    model = ReviewClassifierModel(encoder, torch_head, weights)
-    if not is_quantized(encoder):
-        model.to(distributed.device())  # a 4-bit model is already placed by its device map
-    else:
-        torch_head.to(next(p.device for p in encoder.parameters()))
+    config: TrainConfig, inputs: RunInputs, staging: Path, progress: bool, callbacks: Sequence[Any] = ()
+) -> Trained:
+    """Fine-tune the encoder with the head through Trainer, then score the held-out splits."""
+    backbone, method = inputs.composition.backbone, inputs.composition.method
+    model = _classifier_model(config, inputs, inputs.splits.train.label.tolist())
+    trainable, total = count_parameters(model)  # before FSDP, when launched with it, shards the weights
+    plan = AccelerationPlan.for_fine_tuning(config, model.encoder, backbone=backbone.name, max_length=inputs.max_length)
+    plan.prepare_encoder(model.encoder)
+    plan.prepare_model(model)
 
     def dataset(frame):
-        return tokenized_dataset(tokenizer, backbone.prepare_texts(frame.text.tolist()), frame.label.tolist(), max_length)
+        texts = backbone.prepare_texts(frame.text.tolist())
+        return tokenized_dataset(inputs.tokenizer, texts, frame.label.tolist(), inputs.max_length)
 
-    trainable, total = count_parameters(model)  # before FSDP, when launched with it, shards the weights
-    packed = packing_wanted(
-        config.pack_sequences, encoder, backbone=backbone.name, bf16=bf16_enabled(config),
-        pad_to_max_length=config.pad_to_max_length,
-    )
-    if packed:
-        enable_packed_attention(encoder)
-    if config.compile:
-        compile_encoder_layers(model)
-    token_budget = (
-        None if config.pad_to_max_length or not config.max_tokens_per_batch
-        else max(config.max_tokens_per_batch, max_length)  # one full-length review always fits
-    )
-    graphed = None
-    if cuda_graphs_wanted(config.cuda_graphs, packed=packed, config=config, processes=distributed.process_count()):
-        graphed = GraphedEncoder(encoder, StaticRowLayout.for_budget(token_budget, config.batch_size, max_length))
-        model.graphed_encoder = graphed
     try:
         trainer = train_with_trainer(
             model,
             config=config,
-            train_dataset=dataset(splits.train),
-            validation_dataset=dataset(splits.validation),
+            train_dataset=dataset(inputs.splits.train),
+            validation_dataset=dataset(inputs.splits.validation),
             checkpoint_dir=staging / CHECKPOINT_DIRECTORY,
             learning_rate=config.learning_rate or method.default_learning_rate,
             optimizer=config.optimizer or method.default_optimizer,
-            max_tokens_per_batch=token_budget,
-            tokenizer=tokenizer,
-            max_length=max_length,
-            packed=packed,
-            row_layout=graphed.layout if graphed is not None else None,
+            plan=plan,
+            tokenizer=inputs.tokenizer,
+            max_length=inputs.max_length,
             progress=progress,
             callbacks=callbacks,
         )
     finally:
-        model.graphed_encoder = None  # scoring runs the encoder itself
-        if graphed is not None:
-            graphed.release()  # and the graphs' memory goes
+        plan.finish(model)  # scoring runs the encoder itself
     if trainer.is_fsdp_enabled:
-        # FSDP leaves every weight sharded over the processes, and a forward pass through sharded
-        # modules is a collective. Scoring and saving use a plain copy on every process instead,
-        # built as load_run builds it, holding the trained weights gathered from the shards.
-        state = gathered_state_dict(trainer)
-        encoder = method.load_for_training(backbone, checkpoint, config)
-        torch_head = head.build(encoder.embedding_size, len(LABEL_NAMES))
-        model = ReviewClassifierModel(encoder, torch_head).to(distributed.device())
-        model.load_state_dict(state)
-        del state
+        model = _unsharded_copy(config, inputs, gathered_state_dict(trainer))
+    model.eval()
+    classifier = Classifier(
+        backbone=backbone, tokenizer=inputs.tokenizer, encoder=model.encoder, head=model.head,
+        max_length=inputs.max_length,
+    )
+
+    def p_fake(texts: list[str]) -> np.ndarray:
+        return classifier.predict_proba(texts, batch_size=config.eval_batch_size)
+
     info = {
         "trainable_parameters": trainable,
         "total_parameters": total,
         "epochs_run": trainer.state.epoch,
         "best_validation_f1_macro": trainer.state.best_metric,
-        "train_samples_per_second": _samples_per_second(len(splits.train), trainer),
-        "packed_sequences": packed,
-        "cuda_graphs": graphed is not None and graphed.recorded,
+        "train_samples_per_second": _samples_per_second(len(inputs.splits.train), trainer),
+        **plan.report(),
     }
-    model.eval()
-    classifier = Classifier(
-        backbone=backbone, tokenizer=tokenizer, encoder=encoder, head=torch_head, max_length=max_length
+    return Trained(
+        classifier,
+        info,
+        test_p_fake=distributed.map_in_shards(p_fake, inputs.splits.test.text.tolist()),
+        validation_p_fake=distributed.map_in_shards(p_fake, inputs.splits.validation.text.tolist()),
     )
-    return classifier, info
+
+
+def _classifier_model(config: TrainConfig, inputs: RunInputs, train_labels: list[int] | None) -> ReviewClassifierModel:
+    """The method's encoder under a fresh head, on this process's device (class weights from ``train_labels``)."""
+    composition = inputs.composition
+    encoder = composition.method.load_for_training(composition.backbone, inputs.checkpoint, config)
+    torch_head = composition.head.build(encoder.embedding_size, len(LABEL_NAMES))
+    weights = (
+        balanced_class_weights(train_labels) if train_labels is not None and config.class_weight == "balanced" else None
+    )
+    model = ReviewClassifierModel(encoder, torch_head, weights)
+    if not is_quantized(encoder):
+        model.to(distributed.device())  # a 4-bit model is already placed by its device map
+    else:
+        torch_head.to(next(p.device for p in encoder.parameters()))
+    return model
+
+
+def _unsharded_copy(config: TrainConfig, inputs: RunInputs, state: dict[str, torch.Tensor]) -> ReviewClassifierModel:
+    """A plain copy of a model FSDP trained, holding the weights gathered from the shards.
+
+    FSDP leaves every weight sharded over the processes, and a forward pass through sharded
+    modules is a collective. Scoring and saving use this copy on every process instead, built
+    as load_run builds it.
+    """
+    model = _classifier_model(config, inputs, None)
+    model.load_state_dict(state)
+    return model
 
 
 def _samples_per_second(train_size: int, trainer: Any) -> float | None:
@@ -326,17 +359,11 @@ def _samples_per_second(train_size: int, trainer: Any) -> float | None:
 
 
 def _train_on_frozen(
-    config: TrainConfig,
-    composition: Composition,
-    checkpoint: str,
-    tokenizer: Any,
-    max_length: int,
-    splits: ReviewSplits,
-    staging: Path,
-    progress: bool,
-    callbacks: Sequence[Any] = (),
-) -> tuple[Classifier, dict[str, Any], np.ndarray, np.ndarray]:
-    backbone, method, head = composition.backbone, composition.method, composition.head
+    config: TrainConfig, inputs: RunInputs, staging: Path, progress: bool, callbacks: Sequence[Any] = ()
+) -> Trained:
+    """Embed every split once with the untouched backbone (or its featurizer), then fit the head on them."""
+    backbone, method, head = inputs.composition.backbone, inputs.composition.method, inputs.composition.head
+    splits, checkpoint, tokenizer, max_length = inputs.splits, inputs.checkpoint, inputs.tokenizer, inputs.max_length
     frames = [splits.train, splits.validation, splits.test]
     texts = backbone.prepare_texts([text for frame in frames for text in frame.text.tolist()])
     n_train, n_val = len(splits.train), len(splits.validation)
@@ -376,6 +403,7 @@ def _train_on_frozen(
             checkpoint_dir=staging / CHECKPOINT_DIRECTORY,
             learning_rate=config.learning_rate or method.default_learning_rate,
             optimizer=config.optimizer or "adamw_torch",
+            plan=AccelerationPlan.for_head_training(config, method.name),
             progress=progress,
             callbacks=callbacks,
         )
@@ -387,7 +415,7 @@ def _train_on_frozen(
     classifier = Classifier(
         backbone=backbone, tokenizer=tokenizer, encoder=encoder, head=scorer, max_length=max_length, featurizer=featurizer
     )
-    return classifier, info, classifier.p_fake_from_embeddings(test_x), classifier.p_fake_from_embeddings(val_x)
+    return Trained(classifier, info, classifier.p_fake_from_embeddings(test_x), classifier.p_fake_from_embeddings(val_x))
 
 
 def _write_run(

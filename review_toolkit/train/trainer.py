@@ -20,16 +20,15 @@ import torch
 from datasets import Dataset
 from torch import nn
 from torch.utils.data import DataLoader
-from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from review_toolkit.accel.batching import TokenBudgetBatchSampler
+from review_toolkit.accel.plan import AccelerationPlan
 from review_toolkit.config import TrainConfig
 from review_toolkit.inference.embeddings import use_shape_agnostic_attention
 from review_toolkit.errors import ConfigError
 from review_toolkit.evaluation.metrics import trainer_compute_metrics
-from review_toolkit.accel.packing import PackedCollator, StaticRowLayout
 from review_toolkit.runtime.interrupts import InterruptionCallback
 
 logger = logging.getLogger(__name__)
@@ -42,26 +41,25 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 class ReviewTrainer(Trainer):
-    """Trainer whose checkpoints hold the trainable weights only, with token-budget batches."""
+    """Trainer whose checkpoints hold the trainable weights only, with the batches ``plan`` cuts."""
 
-    def __init__(self, *args: Any, max_tokens_per_batch: int | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, plan: AccelerationPlan, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.max_tokens_per_batch = max_tokens_per_batch
+        self.plan = plan
         # What checkpoints hold, named before FSDP (when launched with it) shards the model.
         self.trainable_names = [name for name, p in self.model.named_parameters() if p.requires_grad]
 
     def get_train_dataloader(self) -> DataLoader:
-        if not self.max_tokens_per_batch or "length" not in self.train_dataset.column_names:
+        sampler = None
+        if "length" in self.train_dataset.column_names:
+            sampler = self.plan.batch_sampler(
+                self.train_dataset["length"],
+                max_batch_size=self.args.per_device_train_batch_size,
+                seed=self.args.seed,
+                processes=self.accelerator.num_processes,
+            )
+        if sampler is None:
             return super().get_train_dataloader()
-        sampler = TokenBudgetBatchSampler(
-            self.train_dataset["length"],
-            max_tokens=self.max_tokens_per_batch,
-            max_batch_size=self.args.per_device_train_batch_size,
-            seed=self.args.seed,
-            group_size=self.accelerator.num_processes,
-            packed=isinstance(self.data_collator, PackedCollator),
-            layout=getattr(self.data_collator, "layout", None),
-        )
         loader = DataLoader(
             self.train_dataset,
             batch_sampler=sampler,
@@ -104,12 +102,6 @@ class ReviewTrainer(Trainer):
             raise RuntimeError(f"Checkpoint holds weights this model lacks: {load_result.unexpected_keys[:5]}")
 
 
-def bf16_enabled(config: TrainConfig) -> bool:
-    if config.bf16 is not None:
-        return config.bf16 and torch.cuda.is_available()
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
 def warmup_steps(config: TrainConfig) -> float | int:
     return config.warmup if config.warmup < 1 else int(config.warmup)
 
@@ -121,6 +113,7 @@ def training_arguments(
     learning_rate: float,
     optimizer: str,
     has_validation: bool,
+    bf16: bool,
     progress: bool = True,
 ) -> TrainingArguments:
     evaluate_each_epoch = "epoch" if has_validation else "no"
@@ -136,7 +129,7 @@ def training_arguments(
         warmup_steps=warmup_steps(config),
         weight_decay=config.weight_decay,
         optim=optimizer,
-        bf16=bf16_enabled(config),
+        bf16=bf16,
         eval_strategy=evaluate_each_epoch,
         save_strategy=evaluate_each_epoch if has_validation else "epoch",
         save_total_limit=1,
@@ -215,19 +208,16 @@ def train_with_trainer(
     checkpoint_dir: Path,
     learning_rate: float,
     optimizer: str,
-    max_tokens_per_batch: int | None = None,
+    plan: AccelerationPlan,
     tokenizer: Any | None = None,
     max_length: int | None = None,
-    packed: bool = False,
-    row_layout: StaticRowLayout | None = None,
     progress: bool = True,
     callbacks: Sequence[Any] = (),
 ) -> Trainer:
     """Train ``model`` and leave the best validation checkpoint's weights in it.
 
-    ``packed``: batches of reviews concatenated into one row (``review_toolkit.accel.packing``); the
-    model's attention must already be the packed kind. ``row_layout``: the one shape packed rows
-    take where they fit it (for CUDA graphs).
+    ``plan`` gives the precision, the collator of tokenized batches (with ``tokenizer``) and
+    the training batches' sampler; the model must already be prepared by it.
     """
     use_shape_agnostic_attention()
     has_validation = validation_dataset is not None and len(validation_dataset) > 0
@@ -237,18 +227,12 @@ def train_with_trainer(
         learning_rate=learning_rate,
         optimizer=optimizer,
         has_validation=has_validation,
+        bf16=plan.bf16.applies,
         progress=progress,
     )
     collator = None
-    if packed:
-        collator = PackedCollator(pad_token_id=getattr(tokenizer, "pad_token_id", None) or 0, layout=row_layout)
-    elif tokenizer is not None:
-        collator = DataCollatorWithPadding(
-            tokenizer,
-            padding="max_length" if config.pad_to_max_length else "longest",
-            max_length=max_length if config.pad_to_max_length else None,
-            pad_to_multiple_of=None if config.pad_to_max_length else 8,
-        )
+    if tokenizer is not None:
+        collator = plan.collator(tokenizer, max_length=max_length, pad_to_max_length=config.pad_to_max_length)
     every_callback: list[Any] = [InterruptionCallback(), *callbacks]  # SIGINT/SIGTERM: checkpoint, then stop
     if has_validation and config.early_stopping_patience:
         every_callback.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
@@ -260,7 +244,7 @@ def train_with_trainer(
         data_collator=collator,
         compute_metrics=trainer_compute_metrics,
         callbacks=every_callback,
-        max_tokens_per_batch=max_tokens_per_batch,
+        plan=plan,
     )
     if not progress:
         trainer.remove_callback(PrinterCallback)  # without progress bars Trainer prints every log line
