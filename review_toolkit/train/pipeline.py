@@ -25,10 +25,9 @@ from review_toolkit.accel.plan import AccelerationPlan
 from review_toolkit.config import TrainConfig
 from review_toolkit.data import LABEL_NAMES, ReviewSplits, load_splits_for
 from review_toolkit.inference.embeddings import cache_key, cached_embeddings, embed_texts
-from review_toolkit.errors import PluginError, ReviewToolkitError, RunDirectoryError
+from review_toolkit.errors import PluginError
 from review_toolkit.evaluation.run_evaluation import calibrate_after_training
 from review_toolkit.runs.model_card import write_model_card
-from review_toolkit.runs.manifest import refuse_unpickling, verify_run_directory
 from review_toolkit.evaluation.metrics import classification_metrics, classification_report
 from review_toolkit.train.model import HeadOnlyModel, ReviewClassifierModel, balanced_class_weights, count_parameters
 from review_toolkit.plugin_api.contracts import Backbone, FeaturizerBackbone, FittedHead, Head, Method, TorchHead
@@ -44,8 +43,6 @@ from review_toolkit.runs.layout import (
     TORCH_HEAD_FILE,
     PARTIAL_SUFFIX,
     RunWriter,
-    read_json,
-    require_run_directory,
     write_json,
 )
 from review_toolkit.train.trainer import (
