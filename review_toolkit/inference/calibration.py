@@ -67,12 +67,6 @@ class Calibration:
             return p_fake
         return _sigmoid(self.slope * _logit(p_fake) + self.intercept)
 
-    def invert(self, p_fake: float) -> float:
-        """The uncalibrated probability that maps to ``p_fake`` (to carry a threshold across calibrations)."""
-        if self.method == "none" or self.slope == 0:
-            return float(p_fake)
-        return float(_sigmoid(np.array([(_logit(np.array([p_fake]))[0] - self.intercept) / self.slope]))[0])
-
     @property
     def temperature(self) -> float | None:
         return 1.0 / self.slope if self.method == "temperature" and self.slope else None

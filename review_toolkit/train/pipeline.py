@@ -361,6 +361,7 @@ def _train_on_frozen(
     """Embed every split once with the untouched backbone (or its featurizer), then fit the head on them."""
     backbone, method, head = inputs.composition.backbone, inputs.composition.method, inputs.composition.head
     splits, checkpoint, tokenizer, max_length = inputs.splits, inputs.checkpoint, inputs.tokenizer, inputs.max_length
+    plan = AccelerationPlan.for_head_training(config, method.name)
     frames = [splits.train, splits.validation, splits.test]
     texts = backbone.prepare_texts([text for frame in frames for text in frame.text.tolist()])
     n_train, n_val = len(splits.train), len(splits.validation)
@@ -400,7 +401,7 @@ def _train_on_frozen(
             checkpoint_dir=staging / CHECKPOINT_DIRECTORY,
             learning_rate=config.learning_rate or method.default_learning_rate,
             optimizer=config.optimizer or "adamw_torch",
-            plan=AccelerationPlan.for_head_training(config, method.name),
+            plan=plan,
             progress=progress,
             callbacks=callbacks,
         )
