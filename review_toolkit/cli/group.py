@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "review_toolkit.cli.evaluate:evaluate",
     "compare": "review_toolkit.cli.compare:compare",
     "train-many": "review_toolkit.cli.train_many:train_many",
+    "push": "review_toolkit.cli.push:push",
 }
 
 

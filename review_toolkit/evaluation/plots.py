@@ -36,7 +36,8 @@ def confusion_matrix_plot(path: Path, matrix: np.ndarray, *, threshold: float, s
     plt = _pyplot()
     matrix = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    image = ax.imshow(matrix, cmap="Blues")
+    # From 0, so that close counts keep distinct shades and the text colour below stays readable.
+    image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(int(matrix.max()), 1))
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     totals = matrix.sum(axis=1, keepdims=True).clip(min=1)
     for i in range(matrix.shape[0]):
