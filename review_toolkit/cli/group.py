@@ -12,7 +12,6 @@ import functools
 import importlib
 import inspect
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from review_toolkit.errors import ReviewToolkitError
+from review_toolkit.runtime.quiet import quiet_process
 
 EXIT_INTERRUPTED = 130
 
@@ -35,7 +35,11 @@ COMMANDS: dict[str, str] = {
     "evaluate": "review_toolkit.cli.evaluate:evaluate",
     "compare": "review_toolkit.cli.compare:compare",
     "train-many": "review_toolkit.cli.train_many:train_many",
+<<<<<<< HEAD
     "push": "review_toolkit.cli.push:push",
+=======
+    "serve": "review_toolkit.cli.serve:serve",
+>>>>>>> main
 }
 
 
@@ -70,16 +74,7 @@ def main() -> None:
 
 def quiet_libraries(progress: bool = True) -> None:
     """Library chatter (hub warnings, weight-loading reports) hides the toolkit's own output."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers  # lazy: seconds to import, and only commands that run a model need it
-
-    transformers.logging.set_verbosity_error()
-    if not progress:  # --quiet: no "Loading weights" / "Writing model shards" bars either
-        transformers.utils.logging.disable_progress_bar()
-    logging.getLogger("datasets").setLevel(logging.ERROR)
-    if int(os.environ.get("RANK", "0")) > 0:  # another process of a multi-GPU launch: the main one speaks
-        logging.getLogger("review_toolkit").setLevel(logging.ERROR)
-        transformers.utils.logging.disable_progress_bar()
+    quiet_process(progress)
 
 
 Function = TypeVar("Function", bound=Callable[..., Any])

@@ -126,11 +126,8 @@ def _first_undecodable_byte(path: pathlib.Path) -> tuple[int | None, int | None]
             while block := handle.read(1 << 20):
                 try:
                     decoder.decode(block)
-                except UnicodeDecodeError as exc:
-                    pending = decoder.getstate()[0]  # bytes of the previous block still undecided
-                    data = pending + block if exc.object != block else block
-                    start = exc.start
-                    return line + data.count(b"\n", 0, start), data[start]
+                except UnicodeDecodeError as exc:  # exc.object: the block after the bytes still undecided
+                    return line + exc.object.count(b"\n", 0, exc.start), exc.object[exc.start]
                 line += block.count(b"\n")
             decoder.decode(b"", final=True)
     except UnicodeDecodeError:
@@ -175,15 +172,10 @@ def _read_delimited(source: DataSource, chunk_rows: int, sep: str) -> Iterator[C
                 source, sep, seen,
             )
             with reader:
-                while True:
-                    chunk = _parse(lambda: next(reader, None), source, sep, seen)
-                    if chunk is None:
-                        break
-                    if seen == 0 or len(chunk):
+                while (chunk := _parse(lambda: next(reader, None), source, sep, seen)) is not None:
+                    if len(chunk) or seen == 0:  # a header without rows is one empty chunk
                         yield chunk
                     seen += len(chunk)
-                    if seen == 0:  # a header without rows: the one empty chunk
-                        return
         except pd.errors.EmptyDataError:
             raise DataError(f"{source.name} is empty: it has no header and no data rows.") from None
         except UnicodeDecodeError:
@@ -527,6 +519,8 @@ def read_table(path: str | pathlib.Path, *, option: str = "--data") -> pd.DataFr
         raise DataError(f"Data file not found: {path}. Check the path given with {option}.")
     source = DataSource.of_file(path)
     chunks = list(read_chunks(source, format_of(path), _TABLE_CHUNK_ROWS))
+    if not chunks:
+        raise DataError(f"{path} has no data rows.")
     if all(isinstance(chunk, list) for chunk in chunks):
         records = [record for chunk in chunks for record in chunk]
         if not records:

@@ -15,7 +15,7 @@ from torch import nn
 
 from review_toolkit.errors import PluginError
 from review_toolkit.runtime.hub import hub_reachable, offline_by_setting
-from review_toolkit.runtime.quiet import quiet_libraries
+from review_toolkit.runtime.quiet import quiet_call
 from review_toolkit.accel.packing import mean_per_review
 from review_toolkit.plugin_api.contracts import Backbone
 
@@ -73,7 +73,7 @@ def load_pretrained(loader: Any, checkpoint: str, what: str, **kwargs: Any) -> A
     if hub_down:
         kwargs["local_files_only"] = True
     try:
-        with quiet_libraries(progress=True):  # the library's own retry and HTTP lines would precede ours
+        with quiet_call(progress=True):  # the library's own retry and HTTP lines would precede ours
             return loader.from_pretrained(checkpoint, **kwargs)
     except (OSError, ValueError) as error:
         if local.exists():

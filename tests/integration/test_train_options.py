@@ -11,6 +11,7 @@ from review_toolkit.cli import cli
 
 # name -> (config file text or None, flags, fragments the one error line must hold)
 BAD_OPTIONS: dict[str, tuple[str | None, list[str], list[str]]] = {
+    "learning rate as a word in the file": ("learning_rate: fast\n", [], ["learning_rate is 'fast'", "finite number greater than 0"]),
     "epochs as a word in the file": ('epochs: "three"\n', [], ["epochs is 'three'", "finite number greater than 0"]),
     "label_map as a list in the file": ("label_map: [CG, OR]\n", [], ["label_map is ['CG', 'OR']", "mapping"]),
     "label_map to a bad target in the file": ("label_map: {CG: bogus}\n", [], ["label_map maps 'CG' to 'bogus'", "'fake' or 'real'"]),
@@ -70,6 +71,16 @@ def test_a_bad_option_is_one_error_line_and_writes_nothing(tmp_path: pathlib.Pat
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_learning_rate_written_1e_3_passes_the_checks(tmp_path: pathlib.Path) -> None:
+    """The file's learning_rate (text to PyYAML) is accepted: the one error is the flag's."""
+    config = tmp_path / "options.yaml"
+    config.write_text("learning_rate: 1e-3\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["train", "--config", str(config), "--max-steps", "-5", "--output-dir", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert result.output == "Error: --max-steps is '-5'; it must be an integer of at least 1.\n"
+    assert not (tmp_path / "run").exists()
+
+
 def test_yaml_that_spells_numbers_as_text_is_read_as_numbers(tmp_path: pathlib.Path) -> None:
     """PyYAML reads 1e-3 (no decimal point) as a string: it is taken as the number it spells."""
     from review_toolkit.config import build_config
@@ -104,3 +115,28 @@ def test_every_config_flag_is_made_from_its_field(tmp_path: pathlib.Path) -> Non
 
     values = _flag_values({"lora_targets": "query, value", "label_map": "CG=fake,OR=real", "seed": "3"})
     assert values == {"lora_targets": ["query", "value"], "label_map": {"CG": "fake", "OR": "real"}, "seed": "3"}
+
+
+def test_a_config_with_a_few_aliases_still_loads(tmp_path: pathlib.Path) -> None:
+    from review_toolkit.config import build_config
+
+    config = tmp_path / "options.yaml"
+    config.write_text("head_options: &shared {C: 0.5, max_iter: 200}\ntext_column: &column review\nsplit_column: *column\n")
+    built = build_config(config, {})
+    assert built.head_options == {"C": 0.5, "max_iter": 200} and built.split_column == "review"
+
+
+def test_train_keeps_every_flag_spelling() -> None:
+    """Scripts call these flags: generating them from TrainConfig must not rename or drop one."""
+    from review_toolkit.cli.train import train
+
+    spellings = {opt for parameter in train.params for opt in parameter.opts + parameter.secondary_opts}
+    assert spellings >= {
+        "--config", "--backbone", "--method", "--head", "--model", "--trust-remote-code", "--data", "--text-column",
+        "--label-column", "--label-map", "--split-column", "--validation-data", "--test-data", "--seed",
+        "--output-dir", "--overwrite", "--cache-dir", "--epochs", "--max-steps", "--learning-rate", "--batch-size",
+        "--gradient-accumulation-steps", "--max-length", "--max-tokens-per-batch", "--pad-to-max-length",
+        "--pack-sequences", "--no-pack-sequences", "--cuda-graphs", "--no-cuda-graphs", "--gradient-checkpointing",
+        "--compile", "--optimizer", "--lr-scheduler", "--early-stopping-patience", "--class-weight", "--lora-r",
+        "--lora-alpha", "--lora-dropout", "--lora-targets", "--resume-from", "--quiet",
+    }

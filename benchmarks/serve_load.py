@@ -1,0 +1,285 @@
+"""Load on `review-toolkit serve`: requests/s and latency for 1, 16 and 64 concurrent clients.
+
+Each client posts one review at a time to /predict (TEI's API) and posts the next as soon as the
+answer arrives; every level is bounded by a number of requests and a time limit. Beside it, the
+same reviews are scored offline with ``Classifier.predict_proba`` in this process, on the same
+machine, before the server starts (so the two never share the cores): the server's reviews/s at
+64 clients is reported as a fraction of that offline throughput.
+
+The load generator speaks HTTP/1.1 over asyncio streams with keep-alive connections: a full
+HTTP client library costs more CPU per request than the server does, and on a small machine it
+would be measuring itself. Everything stays on 127.0.0.1.
+
+    python benchmarks/serve_load.py --run runs/minilm-frozen-logreg --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "fake_reviews.csv"
+LEVELS = (1, 16, 64)
+
+
+def cpu_name() -> str:
+    path = Path("/proc/cpuinfo")
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection posting JSON."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        self.writer.write(head.encode() + body)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+        payload = await self.reader.readexactly(length)
+        return int(status_line.split()[1]), payload
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            await self.writer.wait_closed()
+
+
+async def run_level(port: int, texts: list[str], clients: int, requests: int, time_limit: float) -> dict:
+    """``clients`` closed-loop clients until ``requests`` answers or ``time_limit`` seconds."""
+    bodies = [json.dumps({"inputs": text}).encode() for text in texts]
+    latencies: list[float] = []
+    failures = 0
+    next_index = 0
+    deadline = time.perf_counter() + time_limit
+
+    async def client() -> None:
+        nonlocal next_index, failures
+        connection = Connection(port)
+        try:
+            while next_index < requests and time.perf_counter() < deadline:
+                body = bodies[next_index % len(bodies)]
+                next_index += 1
+                started = time.perf_counter()
+                status, _ = await connection.post("/predict", body)
+                latencies.append(time.perf_counter() - started)
+                failures += status != 200
+        finally:
+            await connection.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    ordered = sorted(latencies)
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "failures": failures,
+        "seconds": round(elapsed, 3),
+        "requests_per_s": round(len(latencies) / elapsed, 2),
+        "p50_ms": round(1000 * ordered[len(ordered) // 2], 2),
+        "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 2),
+        "mean_ms": round(1000 * statistics.fmean(ordered), 2),
+    }
+
+
+def offline_throughput(run: Path, texts: list[str], batch_size: int, rounds: int) -> dict:
+    """Best of ``rounds`` timings of predict_proba on ``texts`` (background load only slows a round)."""
+    from review_toolkit.runs.loader import load_run
+
+    classifier = load_run(run, device="cpu")
+    classifier.predict_proba(texts[:32], batch_size=batch_size)  # first-pass allocations
+    timings = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        classifier.predict_proba(texts, batch_size=batch_size)
+        timings.append(time.perf_counter() - started)
+    best = min(timings)
+    return {"reviews": len(texts), "batch_size": batch_size, "seconds": [round(t, 3) for t in timings], "reviews_per_s": round(len(texts) / best, 2)}
+
+
+def wait_ready(port: int, process: subprocess.Popen, limit_s: float = 600) -> None:
+    import urllib.request
+
+    deadline = time.time() + limit_s
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise SystemExit("the server did not become ready")
+
+
+def server_metrics(port: int) -> dict:
+    """Batches the server formed: how many, and their mean size in reviews."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")}
+    batches = values.get("review_toolkit_batch_size_reviews_count", 0)
+    reviews = values.get("review_toolkit_batch_size_reviews_sum", 0)
+    return {"batches": int(batches), "mean_reviews_per_batch": round(reviews / batches, 2) if batches else None}
+
+
+def markdown(result: dict) -> str:
+    offline = result["offline"]["reviews_per_s"]
+    lines = [
+        "# Serving load: `review-toolkit serve` on a frozen MiniLM + logistic regression run",
+        "",
+        f"Machine: {result['machine']['description']}; torch {result['machine']['torch']}, {result['machine']['torch_threads']} torch threads.",
+        f"Load average before / after: {result['machine']['load_average_before']} / {result['machine']['load_average_after']} "
+        "(the machine is shared; a busy machine slows both the server and the offline baseline).",
+        f"Reviews: {result['data']}, posted one per request to /predict by closed-loop clients.",
+        f"Server settings: {result['server_options']}.",
+        "",
+        f"Offline `predict_proba` on the {result['offline']['reviews']} reviews of the 64-client level "
+        f"(batch size {result['offline']['batch_size']}, best of {len(result['offline']['seconds'])}): **{offline:.1f} reviews/s**.",
+        "",
+        "| clients | requests | failures | requests/s | p50 ms | p99 ms | vs offline |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for level in result["levels"]:
+        lines.append(
+            f"| {level['clients']} | {level['requests']} | {level['failures']} | {level['requests_per_s']:.1f} | "
+            f"{level['p50_ms']:.1f} | {level['p99_ms']:.1f} | {level['requests_per_s'] / offline:.0%} |"
+        )
+    targets = result["targets"]
+    lines += [
+        "",
+        f"Targets: 64 clients at >= 80% of offline throughput: **{targets['throughput_64_vs_offline']:.0%}** "
+        f"({'met' if targets['throughput_met'] else 'missed'}); single-review p50 with no other load < 50 ms: "
+        f"**{targets['p50_single_ms']:.1f} ms** ({'met' if targets['latency_met'] else 'missed'}).",
+        f"Batches formed by the server over all levels: {result['server_batches']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", help="Run directory to serve (default: train the default run into a temporary folder).")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="CSV with a text column.")
+    parser.add_argument("--requests", type=int, nargs=3, default=(200, 800, 1600), metavar=("C1", "C16", "C64"), help="Requests per level.")
+    parser.add_argument("--time-limit", type=float, default=180.0, help="Seconds at most per level.")
+    parser.add_argument("--offline-rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64, help="predict_proba batch size, offline and in the server.")
+    parser.add_argument("--threads", type=int, help="Torch threads, offline and in the server (default: torch's own).")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--name", default="serve_load_cpu")
+    parser.add_argument("--machine", default="2-core CPU", help="How the results name this machine.")
+    arguments = parser.parse_args()
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    texts = pd.read_csv(arguments.data)["text"].astype(str).tolist()  # quoted fields hold newlines: pandas parses them
+    rng = np.random.default_rng(0)
+    texts = [texts[i] for i in rng.permutation(len(texts))]
+    if arguments.run:
+        run = Path(arguments.run)
+    else:
+        run = Path(tempfile.mkdtemp(prefix="serve-load-")) / "minilm-frozen-logreg"
+        subprocess.run([sys.executable, "-m", "review_toolkit", "train", "--quiet", "--output-dir", str(run)], check=True)
+
+    load_before = [round(value, 2) for value in os.getloadavg()]
+    import torch
+
+    if arguments.threads:
+        torch.set_num_threads(arguments.threads)
+    largest = arguments.requests[2]
+    offline = offline_throughput(run, texts[:largest], arguments.batch_size, arguments.offline_rounds)
+    print(f"offline predict_proba: {offline['reviews_per_s']} reviews/s", flush=True)
+
+    port = free_port()
+    server_options = ["--max-wait-ms", "2", "--max-concurrent-requests", "256", "--device", "cpu"]
+    if arguments.threads:
+        server_options += ["--threads", str(arguments.threads)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "review_toolkit", "serve", "--run", str(run), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *server_options],
+    )  # fmt: skip
+    try:
+        wait_ready(port, process)
+        asyncio.run(run_level(port, texts[-50:], 1, 50, 60))  # warm the server's code paths, not measured
+        levels = []
+        for clients, requests in zip(LEVELS, arguments.requests):
+            level = asyncio.run(run_level(port, texts[:requests], clients, requests, arguments.time_limit))
+            print(json.dumps(level), flush=True)
+            levels.append(level)
+        batches = server_metrics(port)
+    finally:
+        process.terminate()
+        process.wait(timeout=120)
+    load_after = [round(value, 2) for value in os.getloadavg()]
+    by_clients = {level["clients"]: level for level in levels}
+    ratio = by_clients[64]["requests_per_s"] / offline["reviews_per_s"]
+    result = {
+        "machine": {
+            "description": f"{arguments.machine} ({cpu_name()}, {os.cpu_count()} logical CPUs)",
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+        },
+        "run": str(run),
+        "data": f"{Path(arguments.data).name} (shuffled, seed 0)",
+        "server_options": " ".join(server_options),
+        "offline": offline,
+        "levels": levels,
+        "server_batches": batches,
+        "targets": {
+            "throughput_64_vs_offline": round(ratio, 3),
+            "throughput_met": ratio >= 0.8,
+            "p50_single_ms": by_clients[1]["p50_ms"],
+            "latency_met": by_clients[1]["p50_ms"] < 50,
+        },
+    }
+    out = Path(arguments.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{arguments.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{arguments.name}.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Dynamic batching: concurrent requests share forward passes, each gets back only its own scores.
+
+Requests wait in a bounded queue. One worker task takes everything queued, up to a token budget,
+waiting at most ``max_wait_s`` for more once it holds a request; it sorts the batch by length
+(so little padding is computed) and scores it in a thread of its own, so the event loop keeps
+accepting and answering requests meanwhile. Each request's future is resolved with the slice of
+the batch's scores that belongs to its reviews. If scoring a batch of several requests raises,
+every request is scored again on its own: one bad request fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from review_toolkit.serve.metrics import ServeMetrics
+from review_toolkit.serve.scorer import ReviewScorer, ScoredReviews
+
+logger = logging.getLogger(__name__)
+
+
+class Overloaded(Exception):
+    """The queue is full: the client should retry later (HTTP 429)."""
+
+
+class ShuttingDown(Exception):
+    """The server is stopping and takes no new work (HTTP 503)."""
+
+
+class ScoringFailed(Exception):
+    """Scoring this request's reviews raised (HTTP 500); the message says why."""
+
+
+@dataclass
+class _Request:
+    texts: list[str]
+    tokens: int
+    future: asyncio.Future
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+def _describe(error: BaseException) -> str:
+    first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
+    return f"{type(error).__name__}: {first_line}"
+
+
+class DynamicBatcher:
+    """Queue + one worker; ``await score(texts)`` from any request handler."""
+
+    def __init__(
+        self,
+        scorer: ReviewScorer,
+        *,
+        max_batch_tokens: int,
+        max_wait_s: float,
+        max_pending_requests: int,
+        metrics: ServeMetrics | None = None,
+    ):
+        self.scorer = scorer
+        self.max_batch_tokens = max_batch_tokens
+        self.max_wait_s = max_wait_s
+        self.max_pending_requests = max_pending_requests
+        self.metrics = metrics or ServeMetrics()
+        self._waiting: deque[_Request] = deque()
+        self._pending = 0  # queued or being scored
+        self._arrived: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._closing = False
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def start(self) -> None:
+        """Start the worker on the running event loop."""
+        self._arrived = asyncio.Event()
+        # One scoring thread: batches run one after another, each using all of torch's threads.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="review-toolkit-scoring")
+        self._worker = asyncio.get_running_loop().create_task(self._work(), name="review-toolkit-batcher")
+
+    async def score(self, texts: list[str]) -> ScoredReviews:
+        """The scores of ``texts`` (in order), once a batch holding them has been scored."""
+        if self._closing or self._worker is None:
+            raise ShuttingDown("the server is shutting down")
+        if self._pending >= self.max_pending_requests:
+            raise Overloaded(f"{self._pending} requests are already queued or being scored (the limit); retry shortly")
+        tokens = sum(self.scorer.count_tokens(texts))
+        request = _Request(texts, tokens, asyncio.get_running_loop().create_future())
+        self._pending += 1
+        self.metrics.requests_in_flight.set(self._pending)
+        self._waiting.append(request)
+        self.metrics.queue_depth.set(len(self._waiting))
+        self._arrived.set()
+        try:
+            return await request.future
+        finally:
+            self._pending -= 1
+            self.metrics.requests_in_flight.set(self._pending)
+
+    async def close(self) -> None:
+        """Refuse new work, finish what is queued, then stop the worker."""
+        self._closing = True
+        while self._worker is not None and (self._waiting or self._pending):
+            if self._worker.done():
+                break
+            await asyncio.sleep(0.01)
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+        for request in self._waiting:
+            if not request.future.done():
+                request.future.set_exception(ShuttingDown("the server stopped before scoring this request"))
+        self._waiting.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    async def _work(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            if not batch:
+                continue
+            try:
+                await self._score_batch(batch)
+            except Exception as error:  # the worker must outlive any batch, or every later request would hang
+                logger.exception("Batch handling failed")
+                for request in batch:
+                    _resolve_failed(request, error)
+
+    async def _next_batch(self) -> list[_Request]:
+        while not self._waiting:
+            self._arrived.clear()
+            await self._arrived.wait()
+        batch: list[_Request] = []
+        tokens = 0
+        deadline = time.perf_counter() + self.max_wait_s
+        while True:
+            while self._waiting:
+                request = self._waiting[0]
+                if request.future.done():  # its client went away
+                    self._waiting.popleft()
+                    continue
+                if batch and tokens + request.tokens > self.max_batch_tokens:
+                    return self._taken(batch)
+                batch.append(self._waiting.popleft())
+                tokens += request.tokens
+            remaining = deadline - time.perf_counter()
+            if tokens >= self.max_batch_tokens or remaining <= 0:
+                return self._taken(batch)
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                return self._taken(batch)
+
+    def _taken(self, batch: list[_Request]) -> list[_Request]:
+        self.metrics.queue_depth.set(len(self._waiting))
+        return batch
+
+    async def _score_batch(self, batch: list[_Request]) -> None:
+        batch.sort(key=lambda request: request.tokens / len(request.texts))
+        started = time.perf_counter()
+        for request in batch:
+            self.metrics.queue_wait.observe(started - request.queued_at)
+        texts = [text for request in batch for text in request.texts]
+        self.metrics.batch_requests.observe(len(batch))
+        self.metrics.batch_reviews.observe(len(texts))
+        self.metrics.batch_tokens.observe(sum(request.tokens for request in batch))
+        try:
+            scored = await self._run_scorer(texts)
+        except Exception as error:
+            self.metrics.batch_failures.inc()
+            if len(batch) == 1:
+                logger.exception("Scoring a request of %d reviews failed", len(texts))
+                _resolve_failed(batch[0], error)
+                return
+            logger.warning("Scoring a batch of %d requests failed (%s); scoring each on its own", len(batch), _describe(error))
+            for request in batch:
+                await self._score_alone(request)
+            return
+        finally:
+            self.metrics.batch_latency.observe(time.perf_counter() - started)
+        start = 0
+        for request in batch:
+            stop = start + len(request.texts)
+            if not request.future.done():
+                request.future.set_result(scored.slice(start, stop))
+            start = stop
+
+    async def _score_alone(self, request: _Request) -> None:
+        if request.future.done():
+            return
+        try:
+            scored = await self._run_scorer(request.texts)
+        except Exception as error:
+            logger.exception("Scoring a request of %d reviews failed", len(request.texts))
+            _resolve_failed(request, error)
+            return
+        if not request.future.done():
+            request.future.set_result(scored)
+
+    async def _run_scorer(self, texts: list[str]) -> ScoredReviews:
+        self.metrics.batch_in_progress.set(1)
+        try:
+            loop = asyncio.get_running_loop()
+            scored = await loop.run_in_executor(self._executor, self.scorer.score, texts)
+        finally:
+            self.metrics.batch_in_progress.set(0)
+        self.metrics.reviews_scored.inc(len(texts))
+        return scored
+
+
+def _resolve_failed(request: _Request, error: BaseException) -> None:
+    if not request.future.done():
+        request.future.set_exception(ScoringFailed(f"scoring failed: {_describe(error)}"))

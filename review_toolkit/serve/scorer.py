@@ -1,0 +1,61 @@
+"""The model side of serving: count a request's tokens, score a batch of reviews.
+
+Scoring goes through ``Classifier.predict_proba``, the path ``predict`` and evaluation use, so a
+served score is the score the run was measured with. Uncalibrated scores (``raw_scores``) come
+from the same forward pass: calibration is applied to them afterwards, as the classifier does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# Characters per token where a backbone has no tokenizer to count with (featurizer backbones).
+CHARACTERS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True)
+class ScoredReviews:
+    """Calibrated and uncalibrated P(fake) of reviews, in input order."""
+
+    p_fake: np.ndarray
+    raw_p_fake: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.p_fake)
+
+    def slice(self, start: int, stop: int) -> "ScoredReviews":
+        return ScoredReviews(self.p_fake[start:stop], self.raw_p_fake[start:stop])
+
+
+class ReviewScorer:
+    """A loaded classifier, seen by the batcher: token counts and blocking batch scoring."""
+
+    def __init__(self, classifier: Any, *, batch_size: int = 64):
+        self.classifier = classifier
+        self.batch_size = batch_size
+        self.max_length = int(classifier.max_length)
+        self.threshold = float(classifier.threshold)
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens each review costs once truncated as in training (a character estimate without a tokenizer)."""
+        tokenizer = getattr(self.classifier, "tokenizer", None)
+        if tokenizer is None:
+            return [min(self.max_length, 1 + len(text) // CHARACTERS_PER_TOKEN) for text in texts]
+        encoded = tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        return [len(ids) for ids in encoded]
+
+    def score(self, texts: list[str]) -> ScoredReviews:
+        """Blocking: run it in a worker thread, never on the event loop."""
+        raw = np.asarray(
+            self.classifier.predict_proba(texts, batch_size=self.batch_size, calibrated=False), dtype=np.float64
+        )
+        calibrated = np.asarray(self.classifier.calibration.apply(raw), dtype=np.float64)
+        if raw.shape != (len(texts),) or not np.all(np.isfinite(calibrated)):
+            raise ValueError(f"the classifier returned {raw.shape} scores (finite: {np.isfinite(calibrated).all()}) for {len(texts)} reviews")
+        return ScoredReviews(calibrated, raw)
+
+    def label_for(self, p_fake: float) -> str:
+        return self.classifier.labels_for([p_fake])[0]

@@ -1,0 +1,54 @@
+"""What a server may accept and how it batches: one place for the limits and their defaults.
+
+Kept free of heavy imports so that the command line can read it without loading FastAPI or torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from review_toolkit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and batching of one server process (see ``review-toolkit serve --help``)."""
+
+    # Tokens (after truncation to the run's max_length) scored together in one forward pass.
+    # A single request larger than this is scored on its own rather than refused.
+    max_batch_tokens: int = 8192
+    # How long the batcher waits for more requests once it holds one; requests that arrive
+    # while a batch is being scored are batched anyway, so this can stay small.
+    max_wait_ms: float = 2.0
+    # Requests queued or being scored at once; more are refused with 429 instead of queueing.
+    max_concurrent_requests: int = 256
+    # Reviews in one request; more are refused with 413.
+    max_inputs: int = 256
+    # Bytes of one request body; more are refused with 413 before being read whole.
+    max_body_bytes: int = 2 * 2**20
+    # Reviews per forward pass inside a batch (the classifier's own batching).
+    predict_batch_size: int = 64
+    # Torch device for the model: "cpu", "cuda", "cuda:1"...; None: the toolkit's default.
+    device: str | None = None
+    # Load a run that does not match its manifest (still never unpickles).
+    allow_unverified: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_tokens", "max_concurrent_requests", "max_inputs", "max_body_bytes", "predict_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}.")
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"max_wait_ms cannot be negative ({self.max_wait_ms}).")
+
+    @classmethod
+    def from_options(cls, **options: Any) -> "ServeSettings":
+        """Settings from keyword options, ignoring those left as None; unknown names are refused."""
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"Unknown server setting(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
+        return cls(**{name: value for name, value in options.items() if value is not None})
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,512 @@
+"""`review-toolkit serve` against a real frozen MiniLM + logistic regression run.
+
+Servers are real: uvicorn on a free 127.0.0.1 port, in a thread of this process (so that a test can
+hold the model's scoring still with a gate) or as the `review-toolkit serve` command in a
+subprocess (signals, start-up checks). Every score is compared with `Classifier.predict_proba` on
+the same review. Nothing here asserts on wall-clock time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from review_toolkit.config import TrainConfig  # noqa: E402
+from review_toolkit.runs.loader import load_run
+from review_toolkit.train.pipeline import train  # noqa: E402
+from review_toolkit.serve import app as serve_app  # noqa: E402
+from review_toolkit.serve.devices import worker_devices  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+REVIEWS = [
+    "Great product, works exactly as described. Would buy again.",
+    "Terrible. Broke after one day and support never answered my emails.",
+    "I love this! Best purchase ever!!! Five stars, highly recommend to everyone.",
+    "The zipper is a bit stiff but the bag holds everything I need for a weekend trip.",
+]
+WAIT_STEPS = 1200  # polls of 0.05 s: a bound on every wait, never an assertion on time
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, minilm_path: str, small_reviews: Path) -> Path:
+    root = tmp_path_factory.mktemp("serve")
+    config = TrainConfig(
+        backbone="minilm", model=minilm_path, method="frozen", head="logreg", data=str(small_reviews),
+        seed=5, output_dir=str(root / "minilm-frozen-logreg"), cache_dir=str(root / "cache"),
+    )  # fmt: skip
+    return Path(train(config, progress=False).run_dir)
+
+
+@pytest.fixture(scope="module")
+def classifier(run_dir: Path) -> Any:
+    return load_run(run_dir, device="cpu")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(WAIT_STEPS):
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+class ThreadServer:
+    """uvicorn serving an app in a thread of the test process, on a free 127.0.0.1 port."""
+
+    def __init__(self, app: Any):
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app = app
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "ThreadServer":
+        self.thread.start()
+        wait_until(lambda: self.server.started or not self.thread.is_alive(), "the server to listen")
+        assert self.server.started, "the server did not start"
+        return self
+
+    def wait_ready(self) -> "ThreadServer":
+        wait_until(lambda: httpx.get(f"{self.url}/health").status_code == 200, "the model to be ready")
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+
+class GatedClassifier:
+    """The real classifier, whose scoring a test can hold (``gate``) or make fail (reviews holding POISON)."""
+
+    def __init__(self, classifier: Any):
+        self._classifier = classifier
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._classifier, name)
+
+    def predict_proba(self, texts: list[str], **options: Any) -> np.ndarray:
+        if any("POISON" in text for text in texts):
+            raise RuntimeError("this review cannot be scored")
+        assert self.gate.wait(timeout=120), "the test never opened the gate"
+        return self._classifier.predict_proba(texts, **options)
+
+
+def metric(url: str, name: str) -> float:
+    """The value of an unlabelled series (or the sum over a histogram's _count) at /metrics."""
+    text = httpx.get(f"{url}/metrics").text
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{")]
+    assert values, f"{name} not in /metrics"
+    return sum(values)
+
+
+@pytest.fixture(scope="module")
+def server(classifier: Any) -> Iterator[ThreadServer]:
+    app = serve_app(classifier, max_inputs=8, max_body_bytes=8192, max_wait_ms=5)
+    with ThreadServer(app) as running:
+        yield running.wait_ready()
+
+
+@contextlib.contextmanager
+def gated_server(classifier: Any, **settings: Any) -> Iterator[tuple[ThreadServer, GatedClassifier]]:
+    model = GatedClassifier(classifier)
+    with ThreadServer(serve_app(model, **settings)) as running:
+        running.wait_ready()
+        try:
+            yield running, model
+        finally:
+            model.gate.set()
+
+
+@pytest.fixture
+def gated(classifier: Any) -> Iterator[tuple[ThreadServer, GatedClassifier]]:
+    with gated_server(classifier, max_concurrent_requests=3, max_inputs=8) as running_and_model:
+        yield running_and_model
+
+
+def expected_p_fake(classifier: Any, texts: list[str], **options: Any) -> np.ndarray:
+    """Each review scored on its own offline: the reference every served score must match."""
+    return np.array([classifier.predict_proba([text], **options)[0] for text in texts])
+
+
+# ------------------------------------------------------------------------------ routes
+
+
+def test_health_info_metrics_and_docs(server: ThreadServer, classifier: Any, run_dir: Path) -> None:
+    assert httpx.get(f"{server.url}/health").json() == {"status": "ready", "detail": None}
+    info = httpx.get(f"{server.url}/info").json()
+    assert info["run"]["backbone"] == "minilm" and info["run"]["method"] == "frozen" and info["run"]["head"] == "logreg"
+    assert info["threshold"] == pytest.approx(classifier.threshold) and info["max_length"] == classifier.max_length
+    assert {plugin["name"] for plugin in info["plugins"]} == {"minilm", "frozen", "logreg"}
+    assert info["run"]["name"] == "(in memory)" and info["metrics"] is None  # a Classifier does not know its run
+    assert info["versions"]["torch"] and info["server"]["max_inputs"] == 8
+    metrics = httpx.get(f"{server.url}/metrics")
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    httpx.post(f"{server.url}/score", json={"reviews": []})  # one error, so that the errors series exists
+    exposed = httpx.get(f"{server.url}/metrics").text
+    for name in ("review_toolkit_requests_total", "review_toolkit_queue_depth", "review_toolkit_batch_size_reviews_bucket",
+                 "review_toolkit_request_latency_seconds_bucket", "review_toolkit_errors_total"):  # fmt: skip
+        assert name in exposed, name
+    assert 'route="/health",status="200"' in exposed and 'route="/score",status="422"' in exposed
+    docs = httpx.get(f"{server.url}/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert {"/predict", "/score", "/health", "/info", "/metrics"} <= set(httpx.get(f"{server.url}/openapi.json").json()["paths"])
+
+
+def test_a_run_directory_is_served_and_described(run_dir: Path, classifier: Any) -> None:
+    with ThreadServer(serve_app(str(run_dir), device="cpu")) as running:
+        running.wait_ready()
+        answer = httpx.post(f"{running.url}/score", json={"reviews": REVIEWS[:1]}).json()
+        info = httpx.get(f"{running.url}/info").json()
+    assert info["run"]["path"] == str(run_dir) and info["checkpoint"]
+    assert info["metrics"]["f1_macro"] == json.loads((run_dir / "metrics.json").read_text())["f1_macro"]
+    assert answer["run"]["name"] == run_dir.name and answer["run"]["path"] == str(run_dir)
+    assert answer["results"][0]["p_fake"] == pytest.approx(classifier.predict_proba(REVIEWS[:1])[0], abs=1e-6)
+
+
+def test_predict_speaks_text_embeddings_inference(server: ThreadServer, classifier: Any) -> None:
+    single = httpx.post(f"{server.url}/predict", json={"inputs": REVIEWS[0]})
+    assert single.status_code == 200
+    predictions = single.json()
+    assert [set(item) for item in predictions] == [{"label", "score"}, {"label", "score"}]
+    assert {item["label"] for item in predictions} == {"fake", "real"}
+    assert predictions[0]["score"] >= predictions[1]["score"]  # highest first, as TEI answers
+    scores = {item["label"]: item["score"] for item in predictions}
+    assert scores["fake"] == pytest.approx(classifier.predict_proba([REVIEWS[0]])[0], abs=1e-6)
+    assert scores["fake"] + scores["real"] == pytest.approx(1.0)
+
+    expected = expected_p_fake(classifier, REVIEWS)
+    for inputs in (REVIEWS, [[review] for review in REVIEWS]):  # a list, and TEI's batch form
+        batch = httpx.post(f"{server.url}/predict", json={"inputs": inputs, "truncate": True}).json()
+        assert len(batch) == len(REVIEWS) and all(len(predictions) == 2 for predictions in batch)
+        fake = [next(item["score"] for item in predictions if item["label"] == "fake") for predictions in batch]
+        np.testing.assert_allclose(fake, expected, atol=1e-6)
+
+    raw = httpx.post(f"{server.url}/predict", json={"inputs": REVIEWS, "raw_scores": True}).json()
+    raw_fake = [next(item["score"] for item in predictions if item["label"] == "fake") for predictions in raw]
+    np.testing.assert_allclose(raw_fake, expected_p_fake(classifier, REVIEWS, calibrated=False), atol=1e-6)
+
+
+def test_score_gives_p_fake_against_the_runs_threshold(server: ThreadServer, classifier: Any) -> None:
+    answer = httpx.post(f"{server.url}/score", json={"reviews": REVIEWS})
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["run"]["backbone"] == "minilm"
+    expected = expected_p_fake(classifier, REVIEWS)
+    np.testing.assert_allclose([result["p_fake"] for result in body["results"]], expected, atol=1e-6)
+    assert [result["label"] for result in body["results"]] == classifier.labels_for(expected)
+    assert [result["threshold"] for result in body["results"]] == [pytest.approx(classifier.threshold)] * len(REVIEWS)
+
+
+def test_long_reviews_are_truncated_as_in_training(server: ThreadServer, classifier: Any) -> None:
+    long_review = " ".join([REVIEWS[1]] * 60)  # far more tokens than the run keeps (max_length)
+    assert len(classifier.tokenizer(long_review)["input_ids"]) > 2 * classifier.max_length
+    answer = httpx.post(f"{server.url}/score", json={"reviews": [long_review]})
+    assert answer.status_code == 200
+    assert answer.json()["results"][0]["p_fake"] == pytest.approx(classifier.predict_proba([long_review])[0], abs=1e-6)
+
+
+def test_the_page_is_served_offline(server: ThreadServer) -> None:
+    page = httpx.get(f"{server.url}/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert '<script src="page.js">' in page.text and "http" not in re.sub(r"<!doctype[^>]*>", "", page.text.lower())
+    script = httpx.get(f"{server.url}/page.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+
+
+# ------------------------------------------------------------------------------ refusals
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "field"),
+    [
+        ("/predict", b'{"inputs": ', "body"),
+        ("/predict", b"[1, 2]", "body"),
+        ("/predict", b'{"inputs": 5}', "inputs"),
+        ("/predict", b'{"inputs": ["fine", 3]}', "inputs"),
+        ("/predict", b'{"inputs": []}', "inputs"),
+        ("/predict", b'{"inputs": "   "}', "inputs"),
+        ("/predict", b'{"inputs": ["fine", "\\n\\t"]}', "inputs"),
+        ("/predict", b'{"inputs": [["a", "b"]]}', "inputs"),
+        ("/predict", b'{"inputs": "fine", "raw_scores": "maybe"}', "raw_scores"),
+        ("/predict", b'{"text": "fine"}', "inputs"),
+        ("/score", b'{"reviews": "not a list"}', "reviews"),
+        ("/score", b'{"reviews": []}', "reviews"),
+        ("/score", b'{"reviews": [""]}', "reviews"),
+    ],
+)
+def test_malformed_requests_get_422_naming_the_field(server: ThreadServer, route: str, body: bytes, field: str) -> None:
+    answer = httpx.post(f"{server.url}{route}", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    error = answer.json()
+    assert error["error_type"] == "Validation" and error["error"].startswith(f"{field}:"), error
+    assert httpx.post(f"{server.url}/score", json={"reviews": REVIEWS[:1]}).status_code == 200  # still serving
+
+
+def test_too_many_reviews_or_too_large_a_body_get_413(server: ThreadServer) -> None:
+    too_many = httpx.post(f"{server.url}/predict", json={"inputs": ["a review"] * 9})
+    assert too_many.status_code == 413 and "at most 8" in too_many.json()["error"]
+
+    large = json.dumps({"reviews": ["x" * 10_000]}).encode()
+    declared = httpx.post(f"{server.url}/score", content=large, headers={"content-type": "application/json"})
+    assert declared.status_code == 413 and "8192 bytes" in declared.json()["error"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+        for start in range(0, len(large), 1024):
+            yield large[start : start + 1024]
+
+    streamed = httpx.post(f"{server.url}/score", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413 and "8192 bytes" in streamed.json()["error"]
+    assert httpx.post(f"{server.url}/score", json={"reviews": REVIEWS[:1]}).status_code == 200
+    assert 'route="/score",status="413"' in httpx.get(f"{server.url}/metrics").text
+
+
+def test_a_full_queue_answers_429_not_a_longer_queue(gated: tuple[ThreadServer, GatedClassifier]) -> None:
+    running, model = gated
+    model.gate.clear()
+    with httpx.Client(base_url=running.url, timeout=120) as client:
+        held = [threading.Thread(target=lambda: client.post("/score", json={"reviews": REVIEWS[:1]})) for _ in range(3)]
+        for thread in held:
+            thread.start()
+        wait_until(lambda: metric(running.url, "review_toolkit_requests_in_flight") == 3, "three requests in flight")
+        refused = client.post("/score", json={"reviews": REVIEWS[:1]})
+        assert refused.status_code == 429 and refused.json()["error_type"] == "Overloaded"
+        model.gate.set()
+        for thread in held:
+            thread.join(timeout=120)
+        assert client.post("/score", json={"reviews": REVIEWS[:1]}).status_code == 200
+
+
+def test_a_failing_request_fails_alone_with_500(gated: tuple[ThreadServer, GatedClassifier], classifier: Any) -> None:
+    running, model = gated
+    model.gate.clear()
+    answers: dict[str, httpx.Response] = {}
+
+    def post(name: str, reviews: list[str]) -> None:
+        answers[name] = httpx.post(f"{running.url}/score", json={"reviews": reviews}, timeout=120)
+
+    first = threading.Thread(target=post, args=("first", REVIEWS[:1]))
+    first.start()  # holds the scorer, so that the next two are queued into one batch
+    wait_until(lambda: metric(running.url, "review_toolkit_batch_in_progress") == 1, "the first batch to start")
+    others = [threading.Thread(target=post, args=("good", REVIEWS[1:3])), threading.Thread(target=post, args=("bad", ["POISON pill"]))]
+    for thread in others:
+        thread.start()
+    wait_until(lambda: metric(running.url, "review_toolkit_queue_depth") == 2, "two requests queued")
+    model.gate.set()
+    for thread in [first, *others]:
+        thread.join(timeout=120)
+    assert answers["bad"].status_code == 500
+    assert "RuntimeError: this review cannot be scored" in answers["bad"].json()["error"]
+    assert answers["good"].status_code == 200 and answers["first"].status_code == 200
+    np.testing.assert_allclose(
+        [result["p_fake"] for result in answers["good"].json()["results"]], expected_p_fake(classifier, REVIEWS[1:3]), atol=1e-6
+    )
+    assert metric(running.url, "review_toolkit_batch_failures_total") >= 1
+    assert httpx.post(f"{running.url}/score", json={"reviews": REVIEWS[:1]}).status_code == 200
+
+
+def test_health_is_503_until_the_model_is_loaded(classifier: Any) -> None:
+    loaded = threading.Event()
+
+    def slow_loader() -> Any:
+        assert loaded.wait(timeout=120)
+        return classifier
+
+    with ThreadServer(serve_app(slow_loader)) as running:
+        health = httpx.get(f"{running.url}/health")
+        assert health.status_code == 503 and health.json()["status"] == "loading"
+        refused = httpx.post(f"{running.url}/predict", json={"inputs": REVIEWS[0]})
+        assert refused.status_code == 503 and refused.json()["error_type"] == "Unhealthy"
+        loaded.set()
+        running.wait_ready()
+        assert httpx.post(f"{running.url}/predict", json={"inputs": REVIEWS[0]}).status_code == 200
+
+
+# ------------------------------------------------------------------------------ batching
+
+
+def test_concurrent_clients_get_their_own_scores(classifier: Any, fifty_reviews: list[str]) -> None:
+    """Clients queued together share batches; each gets exactly its reviews' scores back."""
+    requests = [fifty_reviews[index : index + 1 + index % 3] for index in range(0, 48, 4)]  # 12 requests, 1-3 reviews
+    with gated_server(classifier, max_concurrent_requests=len(requests) + 1) as (running, model):
+        check_concurrent_clients(running, model, classifier, requests)
+
+
+def check_concurrent_clients(running: ThreadServer, model: GatedClassifier, classifier: Any, requests: list[list[str]]) -> None:
+    model.gate.clear()
+    blocker = threading.Thread(target=lambda: httpx.post(f"{running.url}/score", json={"reviews": ["hold"]}, timeout=120))
+    blocker.start()
+    wait_until(lambda: metric(running.url, "review_toolkit_batch_in_progress") == 1, "the blocking batch")
+
+    async def clients() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=running.url, timeout=120) as client:
+            pending = [asyncio.ensure_future(client.post("/score", json={"reviews": reviews})) for reviews in requests]
+            for _ in range(WAIT_STEPS):
+                if metric(running.url, "review_toolkit_queue_depth") == len(requests):
+                    break
+                await asyncio.sleep(0.05)
+            model.gate.set()
+            return await asyncio.gather(*pending)
+
+    answers = asyncio.run(clients())
+    blocker.join(timeout=120)
+    for reviews, answer in zip(requests, answers):
+        assert answer.status_code == 200
+        np.testing.assert_allclose([r["p_fake"] for r in answer.json()["results"]], expected_p_fake(classifier, reviews), atol=1e-6)
+    text = httpx.get(f"{running.url}/metrics").text
+    single_request_batches = float(re.search(r'review_toolkit_batch_size_requests_bucket\{le="1.0"\} (\S+)', text).group(1))
+    all_batches = float(re.search(r"review_toolkit_batch_size_requests_count (\S+)", text).group(1))
+    assert all_batches > single_request_batches  # some batch held several requests
+
+
+# ------------------------------------------------------------------------------ the command
+
+
+def start_command(run: Path, port: int, *options: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "review_toolkit", "serve", "--run", str(run), "--host", "127.0.0.1", "--port", str(port), *options],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )  # fmt: skip
+
+
+def test_sigterm_answers_the_request_in_flight_then_exits_0(run_dir: Path, classifier: Any, fifty_reviews: list[str]) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_command(run_dir, port, "--max-inputs", "64", "--device", "cpu", "--shutdown-timeout", "600")
+    try:
+
+        def ready() -> bool:
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            try:
+                return httpx.get(f"{url}/health").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, "the command's server to be ready")
+        reviews = [" ".join(fifty_reviews[index : index + 8]) for index in range(40)]  # long: max_length tokens each
+        answer: list[httpx.Response] = []
+        request = threading.Thread(target=lambda: answer.append(httpx.post(f"{url}/score", json={"reviews": reviews}, timeout=600)))
+        request.start()
+        wait_until(lambda: metric(url, "review_toolkit_batch_in_progress") == 1, "the batch to start")
+        process.send_signal(signal.SIGTERM)
+        request.join(timeout=600)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert answer and answer[0].status_code == 200
+    np.testing.assert_allclose([r["p_fake"] for r in answer[0].json()["results"]], classifier.predict_proba(reviews), atol=1e-6)
+
+
+def test_a_tampered_run_refuses_to_start_with_one_error_line(run_dir: Path, tmp_path: Path) -> None:
+    tampered = tmp_path / "tampered"
+    shutil.copytree(run_dir, tampered)
+    with open(tampered / "head.json", "a", encoding="utf-8") as handle:
+        handle.write(" ")
+    process = start_command(tampered, free_port())
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1
+    assert "Traceback" not in stderr
+    error_lines = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1 and "head.json" in error_lines[0], stderr
+
+
+def test_the_cli_stays_light() -> None:
+    """Registering `serve` must not load FastAPI, uvicorn or torch for `review-toolkit --help`."""
+    probe = "import sys, review_toolkit.cli; print(sorted(m for m in ('fastapi', 'uvicorn', 'torch') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    help_text = subprocess.run([sys.executable, "-m", "review_toolkit", "serve", "--help"], capture_output=True, text=True)
+    assert help_text.returncode == 0 and "--max-batch-tokens" in help_text.stdout and "--workers" in help_text.stdout
+
+
+def test_workers_spread_over_gpus_one_each() -> None:
+    assert worker_devices(None, 1, 0) == [None]
+    assert worker_devices(None, 3, 2) == ["cuda:0", "cuda:1", "cuda:0"]
+    assert worker_devices("cuda", 2, 4) == ["cuda:0", "cuda:1"]
+    assert worker_devices("cpu", 2, 4) == ["cpu", "cpu"]
+    assert worker_devices("cuda:0,cuda:2", 3, 4) == ["cuda:0", "cuda:2", "cuda:0"]
+
+
+# ------------------------------------------------------------------------------ the page in a browser
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.is_file():
+        pytest.skip("needs Chromium at /usr/bin/chromium (apt-get install -y chromium)")
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+def test_the_page_scores_a_typed_review(browser: Any, server: ThreadServer, classifier: Any) -> None:
+    page = browser.new_page()
+    page.goto(f"{server.url}/")
+    page.wait_for_selector("#run:has-text('threshold')")
+    page.fill("#reviews", REVIEWS[1])
+    page.click("#submit")
+    page.wait_for_selector("tr.result")
+    expected = classifier.predict_proba([REVIEWS[1]])[0]
+    assert page.inner_text("tr.result td.verdict") == classifier.labels_for([expected])[0]
+    assert float(page.inner_text("tr.result td.p-fake")) == pytest.approx(expected, abs=1e-3)
+    assert page.inner_text("#status").startswith("Done: 1 review,")
+    page.close()
+
+
+def test_the_page_scores_a_csv_file_parsed_in_the_browser(browser: Any, server: ThreadServer, classifier: Any, tmp_path: Path) -> None:
+    reviews = REVIEWS + ['Quoted, with a comma and a "quote"\nand a second line.'] * 6  # 10: two requests of max_inputs 8
+    import pandas as pd
+
+    csv_path = tmp_path / "reviews.csv"
+    pd.DataFrame({"id": range(len(reviews)), "text": reviews}).to_csv(csv_path, index=False)
+    page = browser.new_page()
+    page.goto(f"{server.url}/")
+    page.wait_for_selector("#run:has-text('threshold')")
+    page.set_input_files("#file", str(csv_path))
+    page.wait_for_selector("#status:has-text('10 reviews read')")
+    page.click("#submit")
+    page.wait_for_selector("#status:has-text('Done')")
+    shown = page.eval_on_selector_all("tr.result td.p-fake", "cells => cells.map(cell => Number(cell.textContent))")
+    np.testing.assert_allclose(shown, classifier.predict_proba(reviews), atol=1e-3)
+    assert page.eval_on_selector_all("tr.result td.review", "cells => cells.map(cell => cell.textContent)") == reviews
+    page.close()
