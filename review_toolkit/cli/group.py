@@ -35,11 +35,8 @@ COMMANDS: dict[str, str] = {
     "evaluate": "review_toolkit.cli.evaluate:evaluate",
     "compare": "review_toolkit.cli.compare:compare",
     "train-many": "review_toolkit.cli.train_many:train_many",
-<<<<<<< HEAD
-    "push": "review_toolkit.cli.push:push",
-=======
     "serve": "review_toolkit.cli.serve:serve",
->>>>>>> main
+    "push": "review_toolkit.cli.push:push",
 }
 
 

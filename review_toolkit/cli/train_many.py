@@ -36,7 +36,7 @@ def train_many(
     quiet: bool,
 ) -> None:
     """Train every run of a YAML plan (shared options + a list of runs), then print the comparison."""
-    from review_toolkit.evaluation.leaderboard import compare_runs, markdown_table
+    from review_toolkit.evaluation.leaderboard import compare_runs, markdown_table, mixed_test_data
     from review_toolkit.data import parse_label_map
     from review_toolkit.train.plan import check_data, load_plan, run_plan
 
@@ -59,6 +59,9 @@ def train_many(
         rows, target = compare_runs(finished, planned[0].output_dir.parent / "comparison")
         click.echo("")
         click.echo(markdown_table(rows))
+        warning = mixed_test_data(rows)
+        if warning:
+            click.echo(warning, err=True)
         click.echo(f"leaderboard written to {target}")
     if outcome.failed:
         failures = "; ".join(f"{name}: {why}" for name, why in outcome.failed)

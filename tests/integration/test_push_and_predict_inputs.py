@@ -112,3 +112,18 @@ def test_an_unreachable_hub_fails_in_one_line_naming_the_checkpoint(tmp_path):
     assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[-1]]  # one line, nothing before
     assert "NovaSearch/stella_en_400M_v5" in result.stderr and "cannot be reached" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_compare_shows_data_test_size_seed_and_threshold_and_warns_on_mixed_data(renamed_run, tmp_path, small_reviews):
+    other = run_cli("train", "--quiet", "--data", str(small_reviews), "--head", "svm", "--seed", "7",
+                    "--output-dir", str(tmp_path / "other"), cwd=tmp_path)
+    assert other.returncode == 0, other.stderr[-2000:]
+    compared = run_cli("compare", str(renamed_run), str(tmp_path / "other"), "--output-dir", str(tmp_path / "cmp"), cwd=tmp_path)
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    header = compared.stdout.splitlines()[0]
+    for title in ("threshold", "data", "test reviews", "seed"):
+        assert f"| {title} |" in header
+    assert "reviews.csv" in compared.stdout and "| 7 |" in compared.stdout and "| 42 |" in compared.stdout
+    assert "tested on different reviews" in compared.stderr
+    same = run_cli("compare", str(renamed_run), "--output-dir", str(tmp_path / "cmp1"), cwd=tmp_path)
+    assert same.returncode == 0 and "different reviews" not in same.stderr
