@@ -33,7 +33,7 @@ def _interrupted(interrupt: KeyboardInterrupt, output_path: str | None, **_: obj
 @click.option("--text", "texts", multiple=True, help="A review to score; repeat for several.")
 @click.option("--input", "input_path", help="Reviews to score: a CSV, TSV, JSON Lines, JSON or Parquet file, or '-' for standard input.")
 @click.option("--output", "output_path", help="Write scored rows here (.csv, .tsv or .jsonl; default: standard output).")
-@click.option("--text-column", default="text", show_default=True, help="Column (JSON key) holding the review text.")
+@click.option("--text-column", help="Column (JSON key) holding the review text (default: the run's own, as trained).")
 @click.option("--input-format", type=LazyChoice(_input_formats), help="Format of --input (default: its extension; guessed on standard input).")
 @click.option("--output-format", type=LazyChoice(_output_formats), help="Format of the output (default: --output's extension, else the input's).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Reviews per forward pass (default: 64 on GPU, 16 on CPU).")
@@ -46,7 +46,7 @@ def predict(
     texts: tuple[str, ...],
     input_path: str | None,
     output_path: str | None,
-    text_column: str,
+    text_column: str | None,
     input_format: str | None,
     output_format: str | None,
     batch_size: int | None,
@@ -70,6 +70,10 @@ def predict(
     from review_toolkit.data.streams import ReviewReader, output_format_for, texts_reader
     from review_toolkit.inference.scoring import predict_to_output, return_freed_memory_promptly
 
+    if text_column is None:
+        from review_toolkit.runs.layout import trained_text_column
+
+        text_column = trained_text_column(run_dir)
     if texts:
         reader = texts_reader(list(texts))
     elif input_path == STDIO:
@@ -77,6 +81,8 @@ def predict(
     else:
         reader = ReviewReader.of_file(input_path, text_column, input_format)
     output_format = output_format_for(output_path, output_format, None if texts else reader.format)
+    if reader.note and is_main_process():
+        click.echo(reader.note, err=True)
 
     def load() -> object:
         from review_toolkit.runs.loader import load_run

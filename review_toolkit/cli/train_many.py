@@ -11,6 +11,9 @@ from review_toolkit.cli.group import stops_on_interrupt
 @click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False))
 @click.option("--output-dir", help="Parent folder of the runs (default: the plan's output_dir, else runs/<plan name>).")
 @click.option("--data", help="Data for every run, overriding the plan's shared data.")
+@click.option("--text-column", help="Column holding the review text, for every run (as in train).")
+@click.option("--label-column", help="Column holding the label, for every run (as in train).")
+@click.option("--label-map", help="Explicit label mapping for every run, e.g. 'CG=fake,OR=real' (as in train).")
 @click.option("--cache-dir", help="Embedding cache for every run, overriding the plan's.")
 @click.option("--overwrite", is_flag=True, help="Train runs whose folders exist again, replacing them.")
 @click.option("--skip-existing", is_flag=True, help="Keep finished runs whose folders exist; train the rest.")
@@ -23,6 +26,9 @@ def train_many(
     plan_file: str,
     output_dir: str | None,
     data: str | None,
+    text_column: str | None,
+    label_column: str | None,
+    label_map: str | None,
     cache_dir: str | None,
     overwrite: bool,
     skip_existing: bool,
@@ -30,10 +36,16 @@ def train_many(
     quiet: bool,
 ) -> None:
     """Train every run of a YAML plan (shared options + a list of runs), then print the comparison."""
-    from review_toolkit.evaluation.leaderboard import compare_runs, markdown_table
-    from review_toolkit.train.plan import load_plan, run_plan
+    from review_toolkit.evaluation.leaderboard import compare_runs, markdown_table, mixed_test_data
+    from review_toolkit.data import parse_label_map
+    from review_toolkit.train.plan import check_data, load_plan, run_plan
 
-    planned = load_plan(plan_file, output_dir=output_dir, overrides={"data": data, "cache_dir": cache_dir})
+    overrides = {
+        "data": data, "text_column": text_column, "label_column": label_column,
+        "label_map": parse_label_map(label_map), "cache_dir": cache_dir,
+    }
+    planned = load_plan(plan_file, output_dir=output_dir, overrides=overrides)
+    check_data(planned)  # a bad column or label fails here, before the first run's process starts
     outcome = run_plan(
         planned,
         overwrite=overwrite,
@@ -47,6 +59,9 @@ def train_many(
         rows, target = compare_runs(finished, planned[0].output_dir.parent / "comparison")
         click.echo("")
         click.echo(markdown_table(rows))
+        warning = mixed_test_data(rows)
+        if warning:
+            click.echo(warning, err=True)
         click.echo(f"leaderboard written to {target}")
     if outcome.failed:
         failures = "; ".join(f"{name}: {why}" for name, why in outcome.failed)

@@ -88,6 +88,8 @@ class Format:
     # Start line of each data row in the file's text (index 0: the header), for messages; None:
     # the format has no lines an editor would show.
     line_starts: Callable[[str, int], list[int]] | None = None
+    # The one column a format without a header gives its rows (plain lines); None: the file names them.
+    own_text_column: str | None = None
 
 
 # --------------------------------------------------------------------------- text and its errors
@@ -337,6 +339,31 @@ def _read_json(source: DataSource, chunk_rows: int) -> Iterator[Chunk]:
         yield document[start : start + chunk_rows]
 
 
+# --------------------------------------------------------------------------- plain lines
+
+LINES_COLUMN = "text"
+
+
+def _read_lines(source: DataSource, chunk_rows: int) -> Iterator[Chunk]:
+    """One review per line, no header; blank lines separate nothing and are skipped."""
+    try:
+        with _text_stream(source) as handle:
+            rows: list[str] = []
+            yielded = False
+            for line in handle:
+                text = line.rstrip("\r\n")
+                if not text.strip():
+                    continue
+                rows.append(text)
+                if len(rows) == chunk_rows:
+                    yield pd.DataFrame({LINES_COLUMN: rows})
+                    rows, yielded = [], True
+            if rows or not yielded:
+                yield pd.DataFrame({LINES_COLUMN: rows}, dtype=str)
+    except UnicodeDecodeError:
+        raise _not_utf8(source) from None
+
+
 # --------------------------------------------------------------------------- Parquet and saved datasets
 
 
@@ -433,6 +460,8 @@ FORMATS: tuple[Format, ...] = (
     Format("jsonl", (".jsonl", ".ndjson"), "JSON Lines (.jsonl, .ndjson)", True, _read_json_lines, "jsonl",
            messages.json_line_starts),
     Format("json", (".json",), "a JSON list of records or JSON Lines (.json)", False, _read_json, "jsonl"),
+    Format("lines", (".txt",), "plain text, one review per line (.txt)", True, _read_lines, "csv",
+           messages.json_line_starts, own_text_column=LINES_COLUMN),
     Format("parquet", (".parquet", ".pq"), "Parquet (.parquet, .pq)", True, _read_parquet, None),
     Format("dataset", (), "a directory saved with datasets' save_to_disk", False, _read_saved_dataset, None),
 )

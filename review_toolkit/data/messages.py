@@ -58,7 +58,7 @@ def delimited_record_starts(text: str, sep: str, last_row: int) -> list[int]:
 
 
 def json_line_starts(text: str, last_row: int) -> list[int]:
-    """Line of each JSON Lines record (index 0 = the header JSON Lines lacks)."""
+    """Line of each non-blank line's record: JSON Lines, plain lines (index 0 = the header they lack)."""
     # split("\n") rather than splitlines(): U+2028 and friends may legally sit inside JSON strings.
     starts = [0]
     for number, line in enumerate(text.split("\n"), start=1):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -45,8 +46,13 @@ class _PrefixedStream(io.RawIOBase):
         return len(data)
 
 
-def sniff_stdin(stream: IO[bytes], given: str | None) -> tuple[IO[bytes], Format]:
-    """The stream (nothing lost) and its format: JSON Lines when it starts with '{', else CSV or TSV."""
+_COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+
+def sniff_stdin(stream: IO[bytes], given: str | None, text_column: str = "text") -> tuple[IO[bytes], Format]:
+    """The stream (nothing lost) and its format: JSON Lines when it starts with '{'; CSV or TSV
+    when its first line is a header (it names ``text_column``, or every field looks like a column
+    name); otherwise plain lines, one review each."""
     prefix = stream.read(65536) or b""
     wrapped = io.BufferedReader(_PrefixedStream(prefix, stream))
     if given:
@@ -58,8 +64,12 @@ def sniff_stdin(stream: IO[bytes], given: str | None) -> tuple[IO[bytes], Format
         raise DataError("Standard input is empty: no reviews to score.")
     if text.startswith("{"):
         return wrapped, formats.FORMATS_BY_NAME["jsonl"]
-    header = text.split("\n", 1)[0]
-    return wrapped, formats.FORMATS_BY_NAME["tsv" if "\t" in header and "," not in header else "csv"]
+    header = text.splitlines()[0]
+    separator = "\t" if "\t" in header and "," not in header else ","
+    fields = [field.strip().strip('"') for field in header.split(separator)]
+    if text_column in fields or (len(fields) > 1 and all(_COLUMN_NAME.match(field) for field in fields)):
+        return wrapped, formats.FORMATS_BY_NAME["tsv" if separator == "\t" else "csv"]
+    return wrapped, formats.FORMATS_BY_NAME["lines"]
 
 
 class ReviewReader:
@@ -68,11 +78,12 @@ class ReviewReader:
     def __init__(self, source: DataSource, fmt: Format, text_column: str):
         self.source = source
         self.format = fmt
-        self.text_column = text_column
+        self.text_column = fmt.own_text_column or text_column
         self.name = source.name  # how messages name the input
         self.total: int | None = None
         self.columns: list[str] | None = None  # known after check() or the first chunk
         self.chunk_lines: list[int] | None = None  # JSON Lines: the line of each record of the last chunk
+        self.note: str | None = None  # how the input was understood, where that was a guess
 
     @classmethod
     def of_file(cls, path: str, text_column: str, input_format: str | None = None) -> ReviewReader:
@@ -81,8 +92,14 @@ class ReviewReader:
 
     @classmethod
     def of_stdin(cls, stream: IO[bytes], text_column: str, input_format: str | None = None) -> ReviewReader:
-        wrapped, fmt = sniff_stdin(stream, input_format)
-        return cls(DataSource("standard input", stream=wrapped), fmt, text_column)
+        wrapped, fmt = sniff_stdin(stream, input_format, text_column)
+        reader = cls(DataSource("standard input", stream=wrapped), fmt, text_column)
+        if fmt.name == "lines" and input_format is None:
+            reader.note = (
+                f"Standard input read as plain text, one review per line (its first line names no column "
+                f"{text_column!r}); give --input-format csv if it is a table."
+            )
+        return reader
 
     @property
     def is_file(self) -> bool:

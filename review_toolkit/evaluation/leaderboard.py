@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from review_toolkit.errors import RunDirectoryError
-from review_toolkit.runs.layout import CHECKPOINT_DIRECTORY, METRICS_FILE, PARTIAL_SUFFIX, RUN_FILE, read_json
+from review_toolkit.runs.layout import CHECKPOINT_DIRECTORY, CONFIG_FILE, METRICS_FILE, PARTIAL_SUFFIX, RUN_FILE, read_json
 
 LEADERBOARD_DIRECTORY = "comparison"
 MARKDOWN_FILE = "leaderboard.md"
@@ -30,6 +30,10 @@ COLUMNS = (
     ("head", "head"),
     ("f1_macro", "macro F1"),
     ("accuracy", "accuracy"),
+    ("threshold", "threshold"),
+    ("data", "data"),
+    ("test_size", "test reviews"),
+    ("seed", "seed"),
     ("training_seconds", "training time (s)"),
     ("peak_memory_gib", "peak memory (GiB)"),
     ("memory", "memory"),
@@ -93,6 +97,8 @@ def leaderboard_rows(runs: list[Path]) -> list[dict[str, Any]]:
             metrics = read_json(run / METRICS_FILE)
         except (OSError, ValueError) as error:
             raise RunDirectoryError(f"Cannot read the records of {run}: {error}. Is it a complete run directory?") from None
+        data = info.get("data") if isinstance(info.get("data"), dict) else {}
+        sizes = data.get("sizes") if isinstance(data.get("sizes"), dict) else {}
         gpu = info.get("peak_gpu_gib")
         used_gpu = gpu is not None and gpu > 0
         rows.append(
@@ -104,6 +110,10 @@ def leaderboard_rows(runs: list[Path]) -> list[dict[str, Any]]:
                 "head": info.get("head"),
                 "f1_macro": metrics.get("f1_macro"),
                 "accuracy": metrics.get("accuracy"),
+                "threshold": info.get("threshold"),
+                "data": data.get("source"),
+                "test_size": sizes.get("test"),
+                "seed": _seed_of(run),
                 "training_seconds": info.get("training_seconds"),
                 "peak_memory_gib": gpu if used_gpu else info.get("peak_rss_gib"),
                 "memory": "GPU" if used_gpu else "RSS",
@@ -118,11 +128,38 @@ def leaderboard_rows(runs: list[Path]) -> list[dict[str, Any]]:
     return rows
 
 
+def _seed_of(run: Path) -> int | None:
+    """The split's seed, as the run's config.yaml records it (None where it cannot be read)."""
+    from review_toolkit.config import read_yaml_mapping
+    from review_toolkit.errors import ReviewToolkitError
+
+    try:
+        seed = read_yaml_mapping(run / CONFIG_FILE, what="Run config", missing_hint="", mapping_hint="hold a mapping").get("seed")
+    except ReviewToolkitError:
+        return None
+    return seed if isinstance(seed, int) else None
+
+
+def mixed_test_data(rows: list[dict[str, Any]]) -> str | None:
+    """A warning when the runs were not tested on the same reviews (data file, test size or seed differ)."""
+    settings = {(row.get("data"), row.get("test_size"), row.get("seed")) for row in rows}
+    if len(settings) <= 1:
+        return None
+    listed = "; ".join(f"{row['run']}: {row.get('data')} ({row.get('test_size')} test reviews, seed {row.get('seed')})" for row in rows)
+    return (
+        "Warning: these runs were tested on different reviews, so their scores are not directly comparable "
+        f"({listed}). Compare runs trained on the same data and seed, or score them all on one file with "
+        "`evaluate --data`."
+    )
+
+
 def _format(key: str, value: Any) -> str:
     if value is None:
         return "-" if key == "embeddings_cached" else "n/a"
-    if key in ("f1_macro", "accuracy"):
+    if key in ("f1_macro", "accuracy", "threshold"):
         return f"{value:.4f}"
+    if key == "data":
+        return Path(str(value)).name if not str(value).startswith("bundled default") else "bundled sample"
     if key == "training_seconds":
         return f"{value:.1f}"
     if key == "peak_memory_gib":
@@ -138,7 +175,7 @@ def _format(key: str, value: Any) -> str:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     header = "| " + " | ".join(title for _, title in COLUMNS) + " |"
-    rule = "|" + "|".join("---:" if key not in ("run", "model", "method", "head", "memory") else "---" for key, _ in COLUMNS) + "|"
+    rule = "|" + "|".join("---:" if key not in ("run", "model", "method", "head", "memory", "data") else "---" for key, _ in COLUMNS) + "|"
     lines = [header, rule]
     for row in rows:
         lines.append("| " + " | ".join(_format(key, row.get(key)) for key, _ in COLUMNS) + " |")

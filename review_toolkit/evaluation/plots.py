@@ -36,7 +36,8 @@ def confusion_matrix_plot(path: Path, matrix: np.ndarray, *, threshold: float, s
     plt = _pyplot()
     matrix = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    image = ax.imshow(matrix, cmap="Blues")
+    # From 0, so that close counts keep distinct shades and the text colour below stays readable.
+    image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(int(matrix.max()), 1))
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     totals = matrix.sum(axis=1, keepdims=True).clip(min=1)
     for i in range(matrix.shape[0]):
@@ -148,8 +149,10 @@ def leaderboard_plot(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     bars = left.barh(names, f1, color="tab:blue")
     left.bar_label(bars, labels=[f"{value:.4f}" for value in f1], padding=3, fontsize=9)
     low = min(f1) if f1 else 0.0
-    left.set_xlim(max(0.0, low - 0.1), 1.0 + (1.0 - max(0.0, low - 0.1)) * 0.12)
-    left.set_xlabel("Macro F1 on the test split")
+    start = max(0.0, low - 0.1)
+    left.set_xlim(start, 1.0 + (1.0 - start) * 0.12)
+    # A bar chart whose axis does not start at 0 exaggerates differences: the label says so.
+    left.set_xlabel("Macro F1 on the test split" + (f" (axis starts at {start:.2f}, not 0)" if start > 0 else ""))
     left.set_title("Macro F1 (higher is better)")
     bars = right.barh(names, seconds, color="tab:gray")
     right.bar_label(bars, labels=[f"{value:.1f} s" for value in seconds], padding=3, fontsize=9)

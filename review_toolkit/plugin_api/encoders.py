@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from review_toolkit.errors import PluginError
+from review_toolkit.runtime.hub import hub_reachable, offline_by_setting
+from review_toolkit.runtime.quiet import quiet_call
 from review_toolkit.plugin_api.contracts import Backbone
 
 
@@ -42,17 +44,28 @@ class PooledEncoder(nn.Module):
 
 
 def load_pretrained(loader: Any, checkpoint: str, what: str, **kwargs: Any) -> Any:
-    """Call ``loader.from_pretrained`` and turn a missing checkpoint into a message, not a hub traceback."""
+    """Call ``loader.from_pretrained`` and turn a missing checkpoint into a message, not a hub traceback.
+
+    A hub id is looked up in the local cache only when the hub is unreachable or offline by
+    setting, so that a missing checkpoint fails in seconds instead of after minutes of retries.
+    """
+    local = Path(checkpoint).expanduser()
+    hub_down = not local.exists() and not hub_reachable()
+    if hub_down:
+        kwargs["local_files_only"] = True
     try:
-        return loader.from_pretrained(checkpoint, **kwargs)
+        with quiet_call(progress=True):  # the library's own retry and HTTP lines would precede ours
+            return loader.from_pretrained(checkpoint, **kwargs)
     except (OSError, ValueError) as error:
-        local = Path(checkpoint).expanduser()
         if local.exists():
             detail = f"{local} exists but is not a complete {what} directory ({type(error).__name__}: {error})"
         else:
+            reason = "HF_HUB_OFFLINE is set" if offline_by_setting() else (
+                "the Hub cannot be reached" if hub_down else "no such model id, or no network"
+            )
             detail = (
-                f"{checkpoint!r} is not a local directory, and it could not be fetched from the Hugging Face Hub "
-                "(no network, or no such model id)"
+                f"{checkpoint!r} is not a local directory and not in the local Hugging Face cache, and it could "
+                f"not be fetched ({reason})"
             )
         raise PluginError(
             f"Could not load the {what} for {checkpoint!r}: {detail}. "

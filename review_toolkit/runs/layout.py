@@ -39,7 +39,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from review_toolkit.errors import RunDirectoryError
+from review_toolkit.config import read_yaml_mapping
+from review_toolkit.errors import ReviewToolkitError, RunDirectoryError
 from review_toolkit.runs.manifest import MANIFEST_FILE, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,20 @@ PARTIAL_SUFFIX = ".partial"
 
 def write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+
+
+def trained_text_column(run: str | Path) -> str:
+    """The text column the run was trained on (``predict``'s default), "text" where unknown.
+
+    Read before the run is loaded and verified, so anything wrong with the file is left for
+    loading to report; this only picks a default.
+    """
+    try:
+        values = read_yaml_mapping(Path(run) / CONFIG_FILE, what="Run config", missing_hint="", mapping_hint="hold a mapping")
+    except ReviewToolkitError:
+        return "text"
+    column = values.get("text_column")
+    return column if isinstance(column, str) and column else "text"
 
 
 def read_json(path: Path) -> Any:

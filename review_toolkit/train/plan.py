@@ -38,6 +38,7 @@ from typing import Any, Callable
 import yaml
 
 from review_toolkit.config import TrainConfig, read_yaml_mapping
+from review_toolkit.data import load_splits_for
 from review_toolkit.errors import ConfigError, ReviewToolkitError
 from review_toolkit.runs.layout import RUN_FILE
 
@@ -56,6 +57,12 @@ class PlanOutcome:
     trained: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (name, why)
+
+
+# The options that decide which reviews a run reads and how they are split.
+_DATA_OPTIONS = (
+    "data", "text_column", "label_column", "label_map", "split_column", "validation_data", "test_data", "seed",
+)
 
 
 def _options(values: Any, where: str) -> dict[str, Any]:
@@ -139,6 +146,21 @@ def check_outputs(planned: list[PlannedRun], *, overwrite: bool, skip_existing: 
             f"{len(runs)} run folder(s) already exist: {', '.join(map(str, runs))}. "
             "Pass --skip-existing to keep them and train the rest, or --overwrite to train them again."
         )
+
+
+def check_data(planned: list[PlannedRun]) -> None:
+    """Read each distinct data setting of the plan once and check its columns, labels and split."""
+    seen: set[str] = set()
+    for run in planned:
+        config = run.config
+        setting = repr([getattr(config, name) for name in _DATA_OPTIONS])
+        if setting in seen:
+            continue
+        seen.add(setting)
+        try:
+            load_splits_for(config)
+        except ReviewToolkitError as error:
+            raise ConfigError(f"run {run.name!r}: {error}") from None
 
 
 def run_plan(

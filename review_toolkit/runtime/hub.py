@@ -1,0 +1,38 @@
+"""Is the Hugging Face Hub reachable? Asked once per process, in a few seconds.
+
+Without an answer, a missing checkpoint id costs minutes: every file request retries against a
+hub that never answers before the library gives up. With ``HF_HUB_OFFLINE`` set, or when the
+configured endpoint cannot be reached, loading uses the local cache only and fails at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from urllib.parse import urlsplit
+
+PROBE_SECONDS = 3.0
+
+
+def offline_by_setting() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@functools.lru_cache(maxsize=None)
+def _endpoint_answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_SECONDS):
+            return True
+    except OSError:
+        return False
+
+
+def hub_reachable() -> bool:
+    """False when offline by setting, or when the hub's endpoint (``HF_ENDPOINT``) takes no connection."""
+    if offline_by_setting():
+        return False
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    if not endpoint.hostname:
+        return False
+    return _endpoint_answers(endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80))
