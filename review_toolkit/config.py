@@ -122,6 +122,13 @@ class TrainConfig:
     cache_dir: str | None = option(  # embedding cache; None: ~/.cache/review_toolkit
         None, help="Where frozen embeddings are cached (default: ~/.cache/review_toolkit).", group=RUN
     )
+    report_to: str = option(
+        "none", help="Send training metrics to a tracker: tensorboard, wandb, mlflow or none (default: none).",
+        group=RUN, choices=("none", "tensorboard", "wandb", "mlflow"),
+    )
+    logging_dir: str | None = option(
+        None, help="Where --report-to tensorboard writes its event files (default: RUN/logs).", group=RUN
+    )
 
     # Training (Trainer); None means "the method's or head's own default".
     max_length: int | None = option(  # None: the backbone's maximum

@@ -139,8 +139,11 @@ def _interrupted(interrupt: KeyboardInterrupt, config: TrainConfig, **_: Any) ->
 @stops_on_interrupt(_interrupted)  # SIGINT / SIGTERM during training: checkpoint after the current step, then stop
 def _train_and_report(config: TrainConfig, quiet: bool) -> None:
     from review_toolkit.train.pipeline import train as run_training
+    from review_toolkit.train.tracking import EpochLines
 
-    result = run_training(config, progress=not quiet)
+    # Without progress bars, one line per epoch says how training goes.
+    epoch_lines = [EpochLines(lambda line: click.echo(line, err=True))] if quiet else []
+    result = run_training(config, progress=not quiet, callbacks=epoch_lines)
     if is_main_process():  # one report, not one per process of a multi-GPU launch
         _print_summary(result)
 

@@ -30,6 +30,7 @@ from review_toolkit.inference.embeddings import use_shape_agnostic_attention
 from review_toolkit.errors import ConfigError
 from review_toolkit.evaluation.metrics import trainer_compute_metrics
 from review_toolkit.runtime.interrupts import InterruptionCallback
+from review_toolkit.train.tracking import TRAINING_LOG_FILE, TrainingHistory, tracker_callbacks
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +234,10 @@ def train_with_trainer(
     collator = None
     if tokenizer is not None:
         collator = plan.collator(tokenizer, max_length=max_length, pad_to_max_length=config.pad_to_max_length)
-    every_callback: list[Any] = [InterruptionCallback(), *callbacks]  # SIGINT/SIGTERM: checkpoint, then stop
+    history = TrainingHistory()
+    # SIGINT/SIGTERM: checkpoint, then stop. The run's folder (the checkpoints' parent) keeps the history.
+    run_staging = checkpoint_dir.parent
+    every_callback: list[Any] = [InterruptionCallback(), history, *tracker_callbacks(config, run_staging), *callbacks]
     if has_validation and config.early_stopping_patience:
         every_callback.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     trainer = ReviewTrainer(
@@ -249,6 +253,8 @@ def train_with_trainer(
     if not progress:
         trainer.remove_callback(PrinterCallback)  # without progress bars Trainer prints every log line
     trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(config.resume_from))
+    if trainer.is_world_process_zero():
+        history.write(run_staging / TRAINING_LOG_FILE)
     return trainer
 
 
