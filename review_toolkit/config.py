@@ -11,6 +11,10 @@ against it (type, range, choices), whether it comes from a config file or from a
 Numbers in a config file may be written as strings: YAML 1.1, which PyYAML reads, takes ``1e-3``
 (no decimal point) for a string, so ``"1e-3"`` and ``"32"`` are read as the numbers they spell.
 Integers must be whole (``batch_size: 2.5`` is refused) and numbers finite (no ``inf``/``nan``).
+
+Each plugin's own options live in ``backbone_options``, ``method_options`` and ``head_options``
+(checked against what the plugin declares when it is looked up, see ``plugin_api.options``); the
+``lora_*`` keys of earlier releases set the LoRA methods' options (``LEGACY_METHOD_OPTIONS``).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ MAX_YAML_DEPTH = 20  # nesting of mappings and lists in a YAML file
 MAX_SEED = 2**32  # seeds are 32-bit for NumPy and scikit-learn: 0 <= seed < 2**32
 
 # Sections of `train --help`, in this order.
-COMPOSE, DATA, RUN, TRAINING, ADAPTERS = "What to compose", "Data", "Where the run goes", "Training", "Adapters (lora, qlora)"
+COMPOSE, DATA, RUN, TRAINING = "What to compose", "Data", "Where the run goes", "Training"
 
 
 @functools.cache
@@ -86,9 +90,9 @@ class TrainConfig:
     # What to compose.
     backbone: str = option("minilm", help="Backbone plugin (default: minilm).", group=COMPOSE)
     method: str = option("frozen", help="Method plugin: frozen, full, lora, qlora, ... (default: frozen).", group=COMPOSE)
-    # None: logreg for frozen, linear for training methods
+    # None: the method's default_head
     head: str | None = option(
-        None, help="Head plugin (default: logreg for frozen, linear for training methods).", group=COMPOSE
+        None, help="Head plugin (default: the method's own: logreg for frozen, linear for the others).", group=COMPOSE
     )
     # checkpoint (hub id or local path); None: the backbone's default
     model: str | None = option(None, help="Checkpoint for the backbone: hub id or local directory.", group=COMPOSE)
@@ -138,7 +142,7 @@ class TrainConfig:
     max_steps: int | None = option(  # stop after this many optimizer steps (smoke tests, benchmarks)
         None, help="Stop after this many optimizer steps (overrides --epochs).", group=TRAINING, minimum=1
     )
-    learning_rate: float | None = option(
+    learning_rate: float | None = option(  # None: the method's default_learning_rate (the run records the one used)
         None, help="Learning rate (default: the method's own).", group=TRAINING, above=0
     )
     batch_size: int = option(32, help="Training batch size per device (default: 32).", group=TRAINING, minimum=1)
@@ -214,23 +218,18 @@ class TrainConfig:
         group=TRAINING,
     )
 
-    # Adapters (lora, qlora).
-    lora_r: int = option(16, help="LoRA rank (default: 16).", group=ADAPTERS, minimum=1)
-    lora_alpha: int = option(32, help="LoRA alpha (default: 32).", group=ADAPTERS, minimum=1)
-    lora_dropout: float = option(0.05, help="LoRA dropout (default: 0.05).", group=ADAPTERS, minimum=0, below=1)
-    lora_targets: list[str] | None = option(  # None: the backbone's declared targets
-        None, help="Comma-separated module names for LoRA (default: the backbone's).", group=ADAPTERS
+    # Each plugin's declared options, NAME: value; checked against the plugin's declarations.
+    backbone_options: dict[str, Any] = option(
+        help="An option the backbone declares; repeatable (docs/PLUGINS.md).", group=COMPOSE,
+        flag="--backbone-option", default_factory=dict,
     )
-
-    # Fitted heads.
+    method_options: dict[str, Any] = option(
+        help="An option the method declares; repeatable (lora, qlora: r, lora_alpha, lora_dropout, target_modules).",
+        group=COMPOSE, flag="--method-option", default_factory=dict,
+    )
     head_options: dict[str, Any] = option(
-        help="Options of a fitted head, NAME: VALUE.", group=None, flag=None, default_factory=dict
+        help="An option the head declares; repeatable.", group=COMPOSE, flag="--head-option", default_factory=dict
     )
-
-    def resolved_head(self, default_for_trainer: str = "linear", default_for_frozen: str = "logreg") -> str:
-        if self.head:
-            return self.head
-        return default_for_frozen if self.method == "frozen" else default_for_trainer
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -249,8 +248,10 @@ class TrainConfig:
         """Build from a mapping, rejecting unknown keys by name (typos would otherwise be silent).
 
         Every value is checked against its field's description (:func:`check_option`); messages
-        name the value's origin, ``origins[key]`` (a file, a flag), else ``source``.
+        name the value's origin, ``origins[key]`` (a file, a flag), else ``source``. The ``lora_*``
+        keys of earlier releases become ``method_options`` entries.
         """
+        values = merge_option_layers(values)
         unknown = sorted(set(values) - cls.field_names())
         if unknown:
             hints = []
@@ -512,6 +513,48 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     )
 
 
+OPTION_FIELDS = ("backbone_options", "method_options", "head_options")
+
+#: Keys of earlier releases, kept as aliases: each sets an option of the LoRA methods (lora, qlora).
+#: Every earlier config.yaml wrote all four, at these values when the user set none; in a file such
+#: a value says nothing and is dropped, so runs of other methods still load.
+LEGACY_METHOD_OPTIONS: dict[str, tuple[str, Any]] = {
+    "lora_r": ("r", 16),
+    "lora_alpha": ("lora_alpha", 32),
+    "lora_dropout": ("lora_dropout", 0.05),
+    "lora_targets": ("target_modules", None),
+}
+
+
+def merge_option_layers(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Later layers win key by key; inside ``*_options`` mappings, option by option.
+
+    A legacy ``lora_*`` key becomes a ``method_options`` entry of its own layer (an explicit
+    ``method_options`` entry of the same layer wins).
+    """
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        layer = dict(layer)
+        legacy = {}
+        for key, (option_name, unset) in LEGACY_METHOD_OPTIONS.items():
+            if key in layer:
+                value = layer.pop(key)
+                if value is not None and value != unset:
+                    legacy[option_name] = value
+        for key in OPTION_FIELDS:
+            given = layer.pop(key, None)
+            if key == "method_options" and legacy:
+                given = {**legacy, **given} if isinstance(given, Mapping) else (legacy if given is None else given)
+            if given is None:
+                continue
+            if isinstance(given, Mapping) and isinstance(merged.get(key), Mapping):
+                merged[key] = {**merged[key], **given}
+            else:
+                merged[key] = given  # not a mapping: check_option says so
+        merged.update(layer)
+    return merged
+
+
 def build_config(
     config_file: str | Path | None, overrides: dict[str, Any], *, flags: Mapping[str, str] | None = None
 ) -> TrainConfig:
@@ -519,15 +562,19 @@ def build_config(
 
     ``flags`` names the command-line flag of each override, for messages (default: ``--name``).
     """
-    values: dict[str, Any] = {}
+    file_values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     source = "command line"
     if config_file is not None:
-        values.update(load_config_file(config_file))
-        origins.update({key: f"{config_file}: {key}" for key in values})
+        file_values = load_config_file(config_file)
+        origins.update({key: f"{config_file}: {key}" for key in file_values})
         source = f"{config_file} and the command line"
     given = {key: value for key, value in overrides.items() if value is not None}
-    values.update(given)
+    # A --lora-* flag is always explicit, whatever its value (a file's at-default key is not).
+    flagged = {LEGACY_METHOD_OPTIONS[key][0]: given.pop(key) for key in list(given) if key in LEGACY_METHOD_OPTIONS}
+    if flagged:
+        given["method_options"] = {**flagged, **(given.get("method_options") or {})}
     flags = flags or {}
     origins.update({key: flags.get(key, "--" + key.replace("_", "-")) for key in given})
+    values = merge_option_layers(file_values, given)
     return TrainConfig.from_mapping(values, source=source, origins=origins)

@@ -18,9 +18,11 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 from review_toolkit.errors import PluginError
 from review_toolkit.plugin_api.contracts import PLUGIN_KINDS, Plugin
@@ -173,14 +175,30 @@ def _load_checked(kind: str, name: str) -> tuple[type[Plugin], PluginSource]:
     return plugin_class, source
 
 
-def get(kind: str, name: str) -> tuple[Plugin, PluginSource]:
-    """An instance of the plugin registered as ``name`` and where it came from."""
+def get(kind: str, name: str, options: Mapping[str, Any] | None = None) -> tuple[Plugin, PluginSource]:
+    """An instance of the plugin registered as ``name`` and where it came from.
+
+    ``options`` (NAME: value) are checked against the plugin's ``declared_options`` and
+    handed to it as ``plugin.options`` (defaults for the rest); a ``ConfigError`` names an
+    unknown option (with the nearest declared one) or a value of the wrong type.
+    """
     _check_kind(kind)
     plugin_class, source = _load_checked(kind, name)
     plugin = plugin_class()
     if not plugin.name:
         plugin.name = source.name  # instance attribute: the class stays untouched
+    plugin.set_options(options, kind=kind)
     return plugin, source
+
+
+def create(kind: str, name: str, **options: Any) -> Plugin:
+    """The plugin registered as ``name``, with ``options`` set: how tests get an instance.
+
+    ``registry.create("head", "forest", n_estimators=50).fit(...)``; the same lookup, checks
+    and options as a training run's.
+    """
+    plugin, _ = get(kind, name, options)
+    return plugin
 
 
 @dataclass

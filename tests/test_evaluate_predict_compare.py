@@ -407,4 +407,4 @@ def test_example_plan_is_valid():
 
     example = Path(__file__).resolve().parents[1] / "examples" / "compare_frozen_heads.yaml"
     planned = load_plan(example)
-    assert [run.config.resolved_head() for run in planned] == ["logreg", "svm", "mlp"]
+    assert [run.config.head for run in planned] == ["logreg", "svm", "mlp"]

@@ -244,6 +244,10 @@ def test_builtin_training_methods_pass_the_conformance_kit(name, tiny_bert):
     # tiny_bert (tests/conftest.py): a random 2-layer BERT, so the save/reload round trip takes a second.
     report = check_method(name, backbone="bert", model=tiny_bert)
     assert any("reproduce the trained encoder" in step for step in report.passed)
+    # The method's duties, each a check that fails a broken method (tests/unit/testing/test_kit_catches.py).
+    assert any(step.startswith("honours gradient_checkpointing") for step in report.passed)
+    assert any("every trainable parameter a gradient" in step for step in report.passed)
+    assert any(step.startswith("save() writes only under its run_files") for step in report.passed)
 
 
 def test_transformer_path_still_round_trips(tmp_path):
@@ -276,6 +280,7 @@ class Model:
 
 class SloppyHead(FittedHead):
     description = "Least squares direction, saved carelessly."
+    run_files = ("w.json", "w.pkl")
 
     def fit(self, x, y, vx, vy, *, seed, class_weight=None):
         w, *_ = np.linalg.lstsq(np.asarray(x, dtype=np.float64), 2.0 * np.asarray(y) - 1.0, rcond=None)

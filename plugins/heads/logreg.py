@@ -10,6 +10,7 @@ from sklearn.metrics import f1_score
 
 from review_toolkit.plugin_api import (
     FittedHead,
+    PluginOption,
     Standardizer,
     as_probabilities,
     load_arrays,
@@ -17,8 +18,10 @@ from review_toolkit.plugin_api import (
     sigmoid,
 )
 
-# Inverse regularisation strengths tried; the validation split picks one.
-C_GRID = (0.01, 0.1, 1.0, 10.0)
+
+
+def _positive(values: tuple[float, ...]) -> str | None:
+    return None if values and min(values) > 0 else "must list one or more positive numbers"
 
 
 class LogisticModel:
@@ -41,12 +44,18 @@ class LogisticModel:
 
 class LogregHead(FittedHead):
     description = "Logistic regression on standardized embeddings; C chosen on the validation split."
+    declared_options = (
+        PluginOption(
+            "c_grid", tuple[float, ...], (0.01, 0.1, 1.0, 10.0),
+            "Inverse regularisation strengths tried; the validation split picks one.", check=_positive,
+        ),
+    )
 
     def fit(self, train_features, train_labels, validation_features, validation_labels, *, seed, class_weight=None):
         standardizer = Standardizer.fit(np.asarray(train_features, dtype=np.float64))
         x_train, x_val = standardizer(train_features), standardizer(validation_features)
         best = None
-        for c in C_GRID:
+        for c in self.options["c_grid"]:
             model = LogisticRegression(C=c, max_iter=5000, class_weight=class_weight, random_state=seed)
             model.fit(x_train, train_labels)
             score = f1_score(validation_labels, model.predict(x_val), average="macro")

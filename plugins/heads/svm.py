@@ -12,6 +12,7 @@ from sklearn.svm import SVC
 
 from review_toolkit.plugin_api import (
     FittedHead,
+    PluginOption,
     Standardizer,
     as_probabilities,
     load_arrays,
@@ -19,8 +20,10 @@ from review_toolkit.plugin_api import (
     sigmoid,
 )
 
-C_GRID = (0.3, 1.0, 3.0, 10.0)
-GAMMA_FACTORS = (0.3, 1.0, 3.0)  # multiples of scikit-learn's "scale" gamma, 1 / n_features on standardized data
+
+
+def _positive(values: tuple[float, ...]) -> str | None:
+    return None if values and min(values) > 0 else "must list one or more positive numbers"
 
 
 class RbfSvmModel:
@@ -75,13 +78,21 @@ class RbfSvmModel:
 
 class SvmHead(FittedHead):
     description = "RBF SVM on standardized embeddings; C and gamma chosen on validation, Platt-scaled probabilities."
+    declared_options = (
+        PluginOption("c_grid", tuple[float, ...], (0.3, 1.0, 3.0, 10.0), "C values tried on the validation split.", check=_positive),
+        PluginOption(
+            "gamma_factors", tuple[float, ...], (0.3, 1.0, 3.0),
+            "Multiples of 1 / n_features (scikit-learn's 'scale' gamma on standardized data) tried as gamma.",
+            check=_positive,
+        ),
+    )
 
     def fit(self, train_features, train_labels, validation_features, validation_labels, *, seed, class_weight=None):
         standardizer = Standardizer.fit(np.asarray(train_features, dtype=np.float64))
         x_train, x_val = standardizer(train_features), standardizer(validation_features)
         base_gamma = 1.0 / x_train.shape[1]
         best = None
-        for c, factor in product(C_GRID, GAMMA_FACTORS):
+        for c, factor in product(self.options["c_grid"], self.options["gamma_factors"]):
             svc = SVC(C=c, kernel="rbf", gamma=base_gamma * factor, class_weight=class_weight, random_state=seed)
             svc.fit(x_train, train_labels)
             score = f1_score(validation_labels, svc.predict(x_val), average="macro")

@@ -15,6 +15,8 @@ class FrozenMethod(Method):
     description = "Backbone untouched: embeddings are extracted once (cached on disk) and only the head learns."
     trains_backbone = False
     default_learning_rate = 1e-3  # only a small head trains
+    default_head = "logreg"  # fitted on the cached vectors in seconds
+    run_files = ()  # nothing of the encoder changed
 
     def load_for_training(self, backbone: Backbone, checkpoint: str, config: Any) -> nn.Module:
         return self._load(backbone, checkpoint)

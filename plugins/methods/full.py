@@ -18,6 +18,7 @@ class FullMethod(Method):
     trains_backbone = True
     default_learning_rate = 1e-4
     default_optimizer = "adamw_torch"
+    run_files = (ENCODER_FILE,)
 
     def load_for_training(self, backbone: Backbone, checkpoint: str, config: Any) -> nn.Module:
         encoder = backbone.load_encoder(checkpoint)

@@ -8,6 +8,8 @@ from typing import Any
 from torch import nn
 
 from review_toolkit.plugin_api import (
+    ADAPTER_DIRECTORY,
+    LORA_OPTIONS,
     Backbone,
     Method,
     add_lora,
@@ -23,10 +25,12 @@ class LoraMethod(Method):
     trains_backbone = True
     default_learning_rate = 5e-4  # adapters start at zero and need a larger step than full fine-tuning
     default_optimizer = "adamw_torch"
+    declared_options = LORA_OPTIONS
+    run_files = (ADAPTER_DIRECTORY,)
 
     def load_for_training(self, backbone: Backbone, checkpoint: str, config: Any) -> nn.Module:
         encoder = backbone.load_encoder(checkpoint, dtype=frozen_weights_dtype())
-        return add_lora(enable_gradient_checkpointing(encoder, config), backbone, config)
+        return add_lora(enable_gradient_checkpointing(encoder, config), backbone, self.options)
 
     def save(self, encoder: nn.Module, directory: Path) -> None:
         save_adapter(encoder, directory)

@@ -7,7 +7,16 @@ from typing import Any
 
 from torch import nn
 
-from review_toolkit.plugin_api import Backbone, Method, add_lora, load_adapter, load_quantized, save_adapter
+from review_toolkit.plugin_api import (
+    ADAPTER_DIRECTORY,
+    LORA_OPTIONS,
+    Backbone,
+    Method,
+    add_lora,
+    load_adapter,
+    load_quantized,
+    save_adapter,
+)
 
 
 class QloraMethod(Method):
@@ -17,9 +26,12 @@ class QloraMethod(Method):
     # The optimizer holds the adapters only (a few million values): 8-bit paged states would save
     # megabytes and cost a kernel launch per parameter tensor on every step.
     default_optimizer = "adamw_torch"
+    declared_options = LORA_OPTIONS
+    run_files = (ADAPTER_DIRECTORY,)
+    quantized = True  # placed on its device by a device map; the toolkit never moves it
 
     def load_for_training(self, backbone: Backbone, checkpoint: str, config: Any) -> nn.Module:
-        return add_lora(load_quantized(backbone, checkpoint, config), backbone, config)
+        return add_lora(load_quantized(backbone, checkpoint, config), backbone, self.options)
 
     def save(self, encoder: nn.Module, directory: Path) -> None:
         save_adapter(encoder, directory)

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from review_toolkit.cli.group import is_main_process, quiet_libraries, stops_on_interrupt
-from review_toolkit.config import TrainConfig, config_fields, field_type
+from review_toolkit.config import LEGACY_METHOD_OPTIONS, TrainConfig, config_fields, field_type
 
 
 class _Unchecked(click.ParamType):
@@ -130,6 +130,25 @@ class _SectionedCommand(click.Command):
                 formatter.write_dl(records)
 
 
+_LORA_SECTION = "Adapters (lora, qlora): aliases of --method-option"
+# The flags of earlier releases, kept: each sets one of the lora methods' options (config.LEGACY_METHOD_OPTIONS).
+_LORA_ALIASES = {
+    "lora_r": ("--lora-r", {"type": int, "help": "LoRA rank: --method-option r=N (default: 16)."}),
+    "lora_alpha": ("--lora-alpha", {"type": int, "help": "LoRA alpha: --method-option lora_alpha=N (default: 32)."}),
+    "lora_dropout": ("--lora-dropout", {"type": float, "help": "LoRA dropout: --method-option lora_dropout=X (default: 0.05)."}),
+    "lora_targets": ("--lora-targets", {
+        "help": "Comma-separated module names for LoRA: --method-option target_modules=A,B (default: the backbone's).",
+    }),
+}
+assert set(_LORA_ALIASES) == set(LEGACY_METHOD_OPTIONS)
+
+
+def lora_alias_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for name, (flag, settings) in reversed(list(_LORA_ALIASES.items())):
+        command = click.option(flag, name, cls=_SectionedOption, section=_LORA_SECTION, **settings)(command)
+    return command
+
+
 def _interrupted(interrupt: KeyboardInterrupt, config: TrainConfig, **_: Any) -> str:
     from review_toolkit.runs.layout import describe_interrupted_run
 
@@ -151,11 +170,15 @@ def _train_and_report(config: TrainConfig, quiet: bool) -> None:
 @click.command(cls=_SectionedCommand)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file of options; flags override it.")
 @config_options
+@lora_alias_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(config_file: str | None, quiet: bool, **options: Any) -> None:
     """Train a classifier and write its run directory."""
     flags = {field.name: flag_of(field).split("/")[0] for field in config_fields().values() if flag_of(field)}
-    config_values = _flag_values(options)
+    flags.update({name: flag for name, (flag, _) in _LORA_ALIASES.items()})
+    aliases = {name: options.pop(name) for name in _LORA_ALIASES}
+    aliases["lora_targets"] = _split_list(aliases["lora_targets"])
+    config_values = {**_flag_values(options), **aliases}
     from review_toolkit.config import build_config
 
     config = build_config(config_file, config_values, flags=flags)

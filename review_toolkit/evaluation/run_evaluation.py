@@ -36,10 +36,17 @@ from review_toolkit.inference.calibration import (
 from review_toolkit.data import LABEL_NAMES
 from review_toolkit.errors import ConfigError, RunDirectoryError
 from review_toolkit.evaluation.metrics import classification_metrics, classification_report
-from review_toolkit.runs.layout import CONFIG_FILE, METRICS_FILE, REPORT_FILE, RUN_FILE, read_json, require_run_directory
+from review_toolkit.runs.layout import (
+    CONFIG_FILE,
+    EVALUATION_DIRECTORY,
+    METRICS_FILE,
+    REPORT_FILE,
+    RUN_FILE,
+    SPLIT_PREDICTIONS_FILE,
+    read_json,
+    require_run_directory,
+)
 
-SPLIT_PREDICTIONS_FILE = "split_predictions.csv"
-EVALUATION_DIRECTORY = "evaluation"
 DEFAULT_CALIBRATION = "temperature"
 PLOT_FILES = {
     "confusion_matrix": "confusion_matrix.png",

@@ -34,10 +34,6 @@ def featurize(featurizer: Featurizer, texts: list[str]) -> np.ndarray:
     return features
 
 
-def is_quantized(module: torch.nn.Module) -> bool:
-    return any(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in module.modules())
-
-
 @dataclass
 class Prediction:
     label: str

@@ -22,10 +22,12 @@ from review_toolkit.plugin_api.contracts import (
     Plugin,
     TorchHead,
 )
+from review_toolkit.plugin_api.options import PluginOption
 
 if TYPE_CHECKING:
     from review_toolkit.plugin_api.adapters import (
         ADAPTER_DIRECTORY,
+        LORA_OPTIONS,
         add_lora,
         enable_gradient_checkpointing,
         frozen_weights_dtype,
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     **dict.fromkeys(
-        ["ADAPTER_DIRECTORY", "add_lora", "enable_gradient_checkpointing", "frozen_weights_dtype", "load_adapter", "load_quantized",
+        ["ADAPTER_DIRECTORY", "LORA_OPTIONS", "add_lora", "enable_gradient_checkpointing", "frozen_weights_dtype", "load_adapter", "load_quantized",
          "lora_config", "save_adapter"],
         "review_toolkit.plugin_api.adapters",
     ),
@@ -51,7 +53,7 @@ _LAZY = {
 
 __all__ = [
     "PLUGIN_KINDS", "Backbone", "Featurizer", "FeaturizerBackbone", "FittedHead", "FittedModel", "Head", "Method",
-    "Plugin", "TorchHead", *_LAZY,
+    "Plugin", "PluginOption", "TorchHead", *_LAZY,
 ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +18,39 @@ from torch import nn
 
 from review_toolkit.errors import ConfigError
 from review_toolkit.plugin_api.contracts import Backbone
+from review_toolkit.plugin_api.options import PluginOption
 
 ADAPTER_DIRECTORY = "adapter"
 
+#: The options of the lora and qlora methods. Each name is a ``peft.LoraConfig`` field and goes
+#: to it unchanged, so a new LoRA option is one more line here. ``--lora-r``, ``--lora-alpha``,
+#: ``--lora-dropout`` and ``--lora-targets`` (``lora_r:`` ... in config files) set them too.
+LORA_OPTIONS: tuple[PluginOption, ...] = (
+    PluginOption("r", int, 16, "LoRA rank: the inner size of each adapter.", minimum=1),
+    PluginOption("lora_alpha", int, 32, "LoRA alpha: adapters are scaled by lora_alpha / r.", minimum=1),
+    PluginOption(
+        "lora_dropout", float, 0.05, "Dropout on each adapter's input.",
+        check=lambda value: None if 0 <= value < 1 else "must be in [0, 1)",
+    ),
+    PluginOption(
+        "target_modules", tuple[str, ...], None,
+        "Module-name suffixes to adapt, comma-separated (not set: the backbone's lora_targets).",
+    ),
+)
 
-def lora_config(backbone: Backbone, config: Any) -> Any:
+
+def lora_config(backbone: Backbone, options: Mapping[str, Any]) -> Any:
+    """PEFT's LoraConfig from a method's options (``LORA_OPTIONS``); targets default to the backbone's."""
     from peft import LoraConfig
 
-    targets = list(config.lora_targets or backbone.lora_targets)
+    values = dict(options)
+    targets = list(values.pop("target_modules", None) or backbone.lora_targets)
     if not targets:
         raise ConfigError(
             f"The backbone {backbone.name!r} declares no LoRA target modules; pass --lora-targets "
             "with the names of its attention projections (for example query,key,value)."
         )
-    return LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=targets,
-        bias="none",
-    )
+    return LoraConfig(**values, target_modules=targets, bias="none")
 
 
 @contextlib.contextmanager
@@ -48,15 +62,18 @@ def transformers_deprecations_quiet():
         yield
 
 
-def add_lora(encoder: nn.Module, backbone: Backbone, config: Any) -> nn.Module:
-    """Wrap ``encoder.transformer`` with fresh LoRA adapters; everything else in it is frozen."""
+def add_lora(encoder: nn.Module, backbone: Backbone, options: Mapping[str, Any]) -> nn.Module:
+    """Wrap ``encoder.transformer`` with fresh LoRA adapters; everything else in it is frozen.
+
+    ``options`` are the method's (``LORA_OPTIONS`` values: ``self.options``).
+    """
     from peft import get_peft_model
 
     for parameter in encoder.parameters():
         parameter.requires_grad_(False)
     try:
         with transformers_deprecations_quiet():
-            encoder.transformer = get_peft_model(encoder.transformer, lora_config(backbone, config))
+            encoder.transformer = get_peft_model(encoder.transformer, lora_config(backbone, options))
     except ValueError as error:  # PEFT's message when no module matches the targets
         raise ConfigError(
             f"LoRA could not be applied to backbone {backbone.name!r}: {str(error).rstrip('.')}. "
@@ -85,11 +102,26 @@ def keep_activations_in_compute_dtype(encoder: nn.Module) -> None:
 def enable_gradient_checkpointing(encoder: nn.Module, config: Any) -> nn.Module:
     """Recompute activations in backward when ``config.gradient_checkpointing`` asks for it.
 
-    Trades about a third more compute for activation memory that no longer grows with depth.
+    A method's duty (the toolkit does not do it for the method): call this on the pooled encoder
+    in ``load_for_training``. Trades about a third more compute for activation memory that no
+    longer grows with depth.
     """
-    if getattr(config, "gradient_checkpointing", False):
-        encoder.transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.gradient_checkpointing:
+        _checkpoint_activations(encoder.transformer)
     return encoder
+
+
+def _checkpoint_activations(transformer: nn.Module) -> None:
+    """transformers' current call (``activation_checkpointing_enable``), its deprecated alias before it existed.
+
+    Non-reentrant checkpointing needs no input that requires grad, so frozen embeddings are fine.
+    """
+    kwargs = {"use_reentrant": False}
+    enable = getattr(transformer, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def save_adapter(encoder: nn.Module, directory: Path) -> None:
@@ -157,11 +189,10 @@ def load_quantized(backbone: Backbone, checkpoint: str, config: Any) -> nn.Modul
     encoder = backbone.load_encoder(
         checkpoint, quantization_config=four_bit_config(backbone), device_map=local_device_map()
     )
-    encoder.transformer = prepare_model_for_kbit_training(
-        encoder.transformer,
-        use_gradient_checkpointing=bool(getattr(config, "gradient_checkpointing", False)),
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-    )
+    # PEFT would enable checkpointing through transformers' deprecated call; the toolkit's helper
+    # does the same through the current one (non-reentrant: PEFT adds nothing else then).
+    encoder.transformer = prepare_model_for_kbit_training(encoder.transformer, use_gradient_checkpointing=False)
+    enable_gradient_checkpointing(encoder, config)
     keep_cpu_weights_trainable(encoder)
     return encoder
 

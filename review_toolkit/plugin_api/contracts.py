@@ -30,10 +30,12 @@ How the pieces fit::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from review_toolkit.errors import PluginError
+from review_toolkit.plugin_api.options import PluginOption, resolve_options
 
 if TYPE_CHECKING:  # heavy imports only for type checkers
     import numpy as np
@@ -44,13 +46,32 @@ if TYPE_CHECKING:  # heavy imports only for type checkers
 
 
 class Plugin(ABC):
-    """What every plugin declares: a registry name and a one-line description."""
+    """What every plugin declares: a registry name, a one-line description and its options."""
 
     #: Name used on the command line (``--backbone NAME``); set by the registry
     #: from the entry point's name when the class leaves it empty.
     name: ClassVar[str] = ""
     #: One line shown by ``review-toolkit plugins``.
     description: ClassVar[str] = ""
+    #: The options users may set (``--head-option NAME=VALUE``, ``head_options:`` in a config
+    #: file); read their values from ``self.options``.
+    declared_options: ClassVar[tuple[PluginOption, ...]] = ()
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """Every declared option's value (read-only): what the run was given, else the default.
+
+        Set by the registry before the toolkit calls any other method of the plugin, at
+        training and at ``load_run`` alike (``registry.create(kind, name, **options)`` in tests).
+        """
+        bound = self.__dict__.get("_options")
+        if bound is None:
+            bound = resolve_options(self.declared_options, None, plugin=f"plugin {self.name!r}")
+        return bound
+
+    def set_options(self, given: Mapping[str, Any] | None, *, kind: str = "plugin") -> None:
+        """Check ``given`` against ``declared_options`` and keep the values (ConfigError on a bad one)."""
+        self.__dict__["_options"] = resolve_options(self.declared_options, given, plugin=f"{kind} {self.name!r}")
 
 
 # --------------------------------------------------------------------------- backbones
@@ -183,14 +204,29 @@ class Method(Plugin):
     default_learning_rate: ClassVar[float] = 1e-4
     #: Optimizer name (a TrainingArguments ``optim`` value) used when the user sets none.
     default_optimizer: ClassVar[str] = "adamw_torch"
+    #: Head used when the user names none (``--head``).
+    default_head: ClassVar[str] = "linear"
+    #: True when the encoders this method returns are quantized and already placed on their
+    #: device by a device map: the toolkit then never moves them (4-bit weights cannot ``.to()``).
+    quantized: ClassVar[bool] = False
+    #: The names, at the top of the run directory, that ``save`` may write (files or folders).
+    #: Everything else there belongs to the toolkit or the head; the toolkit refuses a run
+    #: whose method wrote or changed anything else.
+    run_files: ClassVar[tuple[str, ...]] = ("method",)
 
     @abstractmethod
     def load_for_training(self, backbone: Backbone, checkpoint: str, config: TrainConfig) -> nn.Module:
-        """Load the backbone's encoder, adapted and ready for Trainer."""
+        """Load the backbone's encoder, adapted and ready for Trainer.
+
+        Duties (docs/PLUGINS.md, "The method's duties"): enable gradient checkpointing when
+        ``config.gradient_checkpointing`` is set; every parameter left trainable must get a
+        gradient from the pooled output; trainable weights in float32, on the CPU unless
+        ``quantized``. Under FSDP it is called a second time to build a plain copy.
+        """
 
     @abstractmethod
     def save(self, encoder: nn.Module, directory: Path) -> None:
-        """Write what this method trained into the run ``directory``."""
+        """Write what this method trained into the run ``directory``, under the names in ``run_files``."""
 
     @abstractmethod
     def load_trained(
@@ -200,6 +236,10 @@ class Method(Plugin):
 
 
 # --------------------------------------------------------------------------- heads
+
+#: The files ``review_toolkit.plugin_api.save_arrays`` writes: a fitted head's arrays and scalars.
+ARRAYS_FILE = "head.safetensors"
+PARAMETERS_FILE = "head.json"
 
 
 class Head(Plugin):
@@ -234,9 +274,17 @@ class FittedModel(Protocol):
 
 
 class FittedHead(Head):
-    """A head fitted on the embeddings of a frozen encoder."""
+    """A head fitted on the embeddings of a frozen encoder.
+
+    ``fit`` gets float32 vectors ``[n, embedding_size]`` and integer labels (0 = real,
+    1 = fake); the toolkit re-calibrates the fitted model's probabilities on the
+    validation split afterwards.
+    """
 
     trains_with_trainer: ClassVar[bool] = False
+    #: The names, at the top of the run directory, that ``FittedModel.save`` may write:
+    #: by default those of ``save_arrays`` (``head.safetensors`` and ``head.json``).
+    run_files: ClassVar[tuple[str, ...]] = (ARRAYS_FILE, PARAMETERS_FILE)
 
     @abstractmethod
     def fit(

@@ -15,16 +15,39 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-ARRAYS_FILE = "head.safetensors"
-PARAMETERS_FILE = "head.json"
+from review_toolkit.errors import PluginError
+from review_toolkit.plugin_api.contracts import ARRAYS_FILE, PARAMETERS_FILE
 
 
 def save_arrays(directory: Path, arrays: dict[str, np.ndarray], parameters: dict[str, Any]) -> None:
-    save_file({key: np.ascontiguousarray(value) for key, value in arrays.items()}, str(directory / ARRAYS_FILE))
-    (directory / PARAMETERS_FILE).write_text(json.dumps(parameters, indent=2), encoding="utf-8")
+    """``arrays`` into ``directory/head.safetensors``, ``parameters`` into ``directory/head.json``.
+
+    Arrays keep their dtype (save float64 to score in float64: a float32 copy scores
+    differently); only numeric and bool arrays can be stored. ``parameters`` must be
+    JSON values (numbers, strings, bools, None, lists and dicts of them): convert numpy
+    scalars with ``float()`` / ``int()``. JSON stores a float exactly, so a reloaded
+    scalar equals the saved one.
+    """
+    directory = Path(directory)
+    stored = {}
+    for key, value in arrays.items():
+        array = np.ascontiguousarray(value)
+        if array.dtype.kind not in "biuf":
+            raise PluginError(f"save_arrays: array {key!r} has dtype {array.dtype}; only numeric and bool arrays can be stored.")
+        stored[key] = array
+    try:
+        text = json.dumps(parameters, indent=2, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise PluginError(
+            f"save_arrays: parameters must be JSON values (use float() / int() for numpy scalars, no NaN): {error}"
+        ) from error
+    save_file(stored, str(directory / ARRAYS_FILE))
+    (directory / PARAMETERS_FILE).write_text(text, encoding="utf-8")
 
 
 def load_arrays(directory: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """What ``save_arrays`` wrote into ``directory``: the arrays (dtypes as saved) and the parameters."""
+    directory = Path(directory)
     arrays = load_file(str(directory / ARRAYS_FILE))
     parameters = json.loads((directory / PARAMETERS_FILE).read_text(encoding="utf-8"))
     return arrays, parameters
@@ -35,7 +58,7 @@ def sigmoid(values: np.ndarray) -> np.ndarray:
 
 
 def as_probabilities(p_fake: np.ndarray) -> np.ndarray:
-    """``[n, 2]`` with column 0 = real, column 1 = fake."""
+    """``[n, 2]`` float64 from P(fake) per row: column 0 = real (``1 - p``), column 1 = fake."""
     p_fake = np.asarray(p_fake, dtype=np.float64).reshape(-1)
     return np.stack([1.0 - p_fake, p_fake], axis=1)
 

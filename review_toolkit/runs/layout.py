@@ -12,7 +12,14 @@ Layout::
       head.safetensors torch head weights, or a fitted head's arrays (+ head.json)
       adapter/         lora, qlora: PEFT adapters        | encoder.safetensors: full
       checkpoints/     the last Trainer checkpoint, for --resume-from
+      README.md        the model card
       manifest.json    SHA-256 and size of every file above except checkpoints/
+
+The toolkit's own names (``RESERVED_NAMES``) are never a plugin's: a method
+writes only the names it declares in ``Method.run_files`` (``method/`` unless it
+declares others), a fitted head those in ``FittedHead.run_files``, a featurizer
+only inside ``featurizer/``. ``check_plugin_writes`` refuses a run whose plugin
+wrote or changed anything else.
 
 A run appears complete or not at all: everything is written into
 ``RUN.partial``, the manifest is written last, and the directory is renamed
@@ -40,8 +47,9 @@ from pathlib import Path
 from typing import Any
 
 from review_toolkit.config import read_yaml_mapping
-from review_toolkit.errors import ReviewToolkitError, RunDirectoryError
+from review_toolkit.errors import PluginError, ReviewToolkitError, RunDirectoryError
 from review_toolkit.runs.manifest import MANIFEST_FILE, write_manifest
+from review_toolkit.runs.model_card import MODEL_CARD_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +61,60 @@ TOKENIZER_DIRECTORY = "tokenizer"
 FEATURIZER_DIRECTORY = "featurizer"
 TORCH_HEAD_FILE = "head.safetensors"
 CHECKPOINT_DIRECTORY = "checkpoints"
+SPLIT_PREDICTIONS_FILE = "split_predictions.csv"
+EVALUATION_DIRECTORY = "evaluation"
 PARTIAL_SUFFIX = ".partial"
+
+#: Names the toolkit writes at the top of a run directory; no plugin may declare or write them.
+#: (``head.safetensors`` is the head's: the toolkit writes a torch head's weights there, a
+#: fitted head its arrays.)
+RESERVED_NAMES: frozenset[str] = frozenset({
+    RUN_FILE, CONFIG_FILE, METRICS_FILE, REPORT_FILE, MODEL_CARD_FILE, MANIFEST_FILE, TOKENIZER_DIRECTORY,
+    FEATURIZER_DIRECTORY, CHECKPOINT_DIRECTORY, SPLIT_PREDICTIONS_FILE, EVALUATION_DIRECTORY,
+})
+
+#: The formats a plugin may store in a run: tensors as safetensors, everything else as JSON, YAML or text.
+PLUGIN_FILE_SUFFIXES: frozenset[str] = frozenset({".safetensors", ".json", ".yaml", ".yml", ".txt", ".md", ".csv", ".tsv"})
+
+Snapshot = dict[str, tuple[int, int, int]]
+
+
+def snapshot(directory: Path) -> Snapshot:
+    """Every file and folder under ``directory``: relative path -> (size, mtime_ns, inode).
+
+    Taken before and after a plugin saves, it shows what the plugin wrote, replaced or removed
+    without reading any file.
+    """
+    directory = Path(directory)
+    state: Snapshot = {}
+    for path in directory.rglob("*"):
+        stat = path.lstat()
+        key = path.relative_to(directory).as_posix() + ("/" if path.is_dir() else "")
+        state[key] = (0, 0, 0) if path.is_dir() else (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    return state
+
+
+def touched_names(before: Snapshot, after: Snapshot) -> set[str]:
+    """Top-level names under which something was added, changed or removed between two snapshots."""
+    changed = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+    return {key.split("/", 1)[0] for key in changed}
+
+
+def check_plugin_writes(directory: Path, before: Snapshot, *, plugin: str, allowed: tuple[str, ...]) -> None:
+    """Refuse, naming the file, what ``plugin`` wrote in the run ``directory`` outside ``allowed``."""
+    outside = sorted(touched_names(before, snapshot(directory)) - set(allowed))
+    if not outside:
+        return
+    name = outside[0]
+    declared = ", ".join(allowed) if allowed else "none"
+    if name in RESERVED_NAMES:
+        why = f"a name the toolkit reserves for its own files ({', '.join(sorted(RESERVED_NAMES))})"
+    else:
+        why = "which is not among the names it declares in `run_files`"
+    raise PluginError(
+        f"The {plugin} wrote or changed {name} in the run directory, {why}. A plugin writes only under "
+        f"the names it declares in `run_files` (now: {declared}); see docs/PLUGINS.md, 'Reserved files'."
+    )
 
 
 def write_json(path: Path, value: Any) -> None:

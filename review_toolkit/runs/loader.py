@@ -10,7 +10,7 @@ import torch
 from review_toolkit import registry
 from review_toolkit.config import TrainConfig
 from review_toolkit.errors import ReviewToolkitError, RunDirectoryError
-from review_toolkit.inference.classifier import Classifier, is_quantized
+from review_toolkit.inference.classifier import Classifier
 from review_toolkit.plugin_api.contracts import FeaturizerBackbone, FittedHead
 from review_toolkit.runs.layout import (
     CONFIG_FILE,
@@ -70,9 +70,10 @@ def _load_verified_run(run: Path, *, device: str | torch.device | None, trust_re
             f"checkpoint {config.model!r}. A run's own settings cannot allow that; if you trust that code, "
             "pass trust_remote_code=True to load_run (--trust-remote-code where a command offers it)."
         )
-    backbone, _ = registry.get("backbone", info["backbone"])
-    method, _ = registry.get("method", info["method"])
-    head, _ = registry.get("head", info["head"])
+    # The options the run was trained with (config.yaml records every declared one).
+    backbone, _ = registry.get("backbone", info["backbone"], config.backbone_options)
+    method, _ = registry.get("method", info["method"], config.method_options)
+    head, _ = registry.get("head", info["head"], config.head_options)
     if hasattr(backbone, "trust_remote_code"):
         backbone.trust_remote_code = trust_remote_code
     checkpoint = backbone.resolve_checkpoint(config.model)
@@ -84,7 +85,7 @@ def _load_verified_run(run: Path, *, device: str | torch.device | None, trust_re
     else:
         tokenizer = AutoTokenizer.from_pretrained(run / TOKENIZER_DIRECTORY, trust_remote_code=trust_remote_code)
         encoder = method.load_trained(backbone, checkpoint, run, config)
-        if not is_quantized(encoder):
+        if not method.quantized:  # a quantized encoder is placed by its device map
             encoder.to(target)
         encoder.eval()
         head_device = next(p.device for p in encoder.parameters())

@@ -18,6 +18,8 @@ TEMPLATES = Path(__file__).with_name("templates")
 MODEL_CARD_TEMPLATE = "model_card.md"
 
 # Options shown in the configuration table, in this order (others appear only when not default).
+# Each plugin's options are listed with the plugin, not in the table.
+_PLUGIN_OPTION_KEYS = {"backbone": "backbone_options", "method": "method_options", "head": "head_options"}
 _MAIN_OPTIONS = ("backbone", "method", "head", "model", "max_length", "seed", "epochs", "learning_rate", "batch_size", "class_weight")
 
 
@@ -84,7 +86,8 @@ def _configuration_rows(config: dict[str, Any], info: dict[str, Any]) -> list[st
     defaults = TrainConfig().to_dict()
     shown = list(_MAIN_OPTIONS) + [
         key for key, value in config.items()
-        if key not in _MAIN_OPTIONS and value != defaults.get(key) and key not in ("output_dir", "overwrite", "data")
+        if key not in _MAIN_OPTIONS and value != defaults.get(key)
+        and key not in ("output_dir", "overwrite", "data", *_PLUGIN_OPTION_KEYS.values())
     ]
     # What the run used where the config said "default".
     resolved = {"head": info.get("head"), "max_length": info.get("max_length")}
@@ -98,10 +101,27 @@ def _configuration_rows(config: dict[str, Any], info: dict[str, Any]) -> list[st
 
 
 def _plugin_lines(info: dict[str, Any]) -> list[str]:
-    return [
-        f"- {plugin.get('kind')} `{plugin.get('name')}` from {plugin.get('distribution')} {plugin.get('version')}"
-        for plugin in info.get("plugins", [])
-    ]
+    """One line per plugin: where it came from and the options the run gave it (run.json's record)."""
+    recorded = info.get("plugin_options") or {}
+    lines = []
+    for plugin in info.get("plugins", []):
+        options = recorded.get(plugin.get("kind")) or {}
+        listed = ", ".join(f"`{name}={_option_text(value)}`" for name, value in options.items())
+        lines.append(
+            f"- {plugin.get('kind')} `{plugin.get('name')}` from {plugin.get('distribution')} {plugin.get('version')}"
+            + (f"; options {listed}" if listed else "")
+        )
+    return lines
+
+
+def _option_text(value: Any) -> str:
+    if value is None:
+        return "(not set)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
 
 
 def _training_lines(info: dict[str, Any]) -> list[str]:

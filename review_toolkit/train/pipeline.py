@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 import resource
@@ -20,7 +21,7 @@ import torch
 from review_toolkit import __version__, registry
 
 from review_toolkit.runtime import distributed
-from review_toolkit.inference.classifier import Classifier, featurize, is_quantized
+from review_toolkit.inference.classifier import Classifier, featurize
 from review_toolkit.accel.plan import AccelerationPlan
 from review_toolkit.config import TrainConfig
 from review_toolkit.data import LABEL_NAMES, ReviewSplits, load_splits_for
@@ -32,7 +33,11 @@ from review_toolkit.evaluation.metrics import classification_metrics, classifica
 from review_toolkit.train.model import HeadOnlyModel, ReviewClassifierModel, balanced_class_weights, count_parameters
 from review_toolkit.plugin_api.contracts import Backbone, FeaturizerBackbone, FittedHead, Head, Method, TorchHead
 from review_toolkit.registry import PluginSource
+from review_toolkit.plugin_api.options import recordable
 from review_toolkit.runs.layout import (
+    RESERVED_NAMES,
+    check_plugin_writes,
+    snapshot,
     CHECKPOINT_DIRECTORY,
     CONFIG_FILE,
     FEATURIZER_DIRECTORY,
@@ -66,9 +71,10 @@ class Composition:
 
     @classmethod
     def resolve(cls, config: TrainConfig) -> "Composition":
-        backbone, backbone_source = registry.get("backbone", config.backbone)
-        method, method_source = registry.get("method", config.method)
-        head, head_source = registry.get("head", config.resolved_head())
+        """Look the plugins up with their options (checked against what each declares), then check them."""
+        backbone, backbone_source = registry.get("backbone", config.backbone, config.backbone_options)
+        method, method_source = registry.get("method", config.method, config.method_options)
+        head, head_source = registry.get("head", config.head or method.default_head, config.head_options)
         composition = cls(backbone, method, head, [backbone_source, method_source, head_source])
         composition.check()
         if hasattr(backbone, "trust_remote_code"):
@@ -96,6 +102,50 @@ class Composition:
             raise PluginError(
                 f"The head {self.head.name!r} must subclass review_toolkit.plugin_api.contracts.TorchHead or FittedHead."
             )
+        self._check_run_files()
+
+    @property
+    def head_files(self) -> tuple[str, ...]:
+        """What the head's save writes at the top of the run (the toolkit saves a torch head's weights)."""
+        return tuple(self.head.run_files) if isinstance(self.head, FittedHead) else (TORCH_HEAD_FILE,)
+
+    def _check_run_files(self) -> None:
+        """Refuse declarations that would let one plugin's files overwrite another's or the toolkit's."""
+        declared = [("method", self.method, tuple(self.method.run_files))]
+        if isinstance(self.head, FittedHead):
+            declared.append(("head", self.head, self.head_files))
+        for kind, plugin, names in declared:
+            reserved = sorted(set(names) & RESERVED_NAMES)
+            if reserved:
+                raise PluginError(
+                    f"The {kind} {plugin.name!r} declares {reserved[0]!r} in `run_files`, a name the toolkit reserves "
+                    f"for its own files ({', '.join(sorted(RESERVED_NAMES))}); its distribution must pick another name."
+                )
+        shared = sorted(set(self.method.run_files) & set(self.head_files))
+        if shared:
+            raise PluginError(
+                f"The method {self.method.name!r} and the head {self.head.name!r} both write {shared[0]!r} in the run "
+                "directory (their `run_files`); one would overwrite the other. Choose another head or method."
+            )
+
+    def recorded(self, config: TrainConfig) -> TrainConfig:
+        """``config`` with what the run used where it left the choice to the plugins: head, learning rate, options."""
+        return dataclasses.replace(
+            config,
+            head=config.head or self.head.name,
+            learning_rate=config.learning_rate or self.method.default_learning_rate,
+            backbone_options=recordable(self.backbone.options),
+            method_options=recordable(self.method.options),
+            head_options=recordable(self.head.options),
+        )
+
+    def options_record(self) -> dict[str, dict[str, Any]]:
+        """Every plugin's option values, as run.json records them."""
+        return {
+            "backbone": recordable(self.backbone.options),
+            "method": recordable(self.method.options),
+            "head": recordable(self.head.options),
+        }
 
 
 def _plugins_where(kind: str, predicate: Callable[[Any], bool]) -> list[str]:
@@ -111,8 +161,16 @@ def _plugins_where(kind: str, predicate: Callable[[Any], bool]) -> list[str]:
     return names
 
 
+def head_name(config: TrainConfig) -> str:
+    """The head a run of ``config`` uses: the one named, else the method's ``default_head``."""
+    if config.head:
+        return config.head
+    method, _ = registry.get("method", config.method)
+    return method.default_head
+
+
 def default_output_dir(config: TrainConfig) -> Path:
-    return Path("runs") / f"{config.backbone}-{config.method}-{config.resolved_head()}"
+    return Path("runs") / f"{config.backbone}-{config.method}-{head_name(config)}"
 
 
 def peak_memory() -> dict[str, float]:
@@ -170,6 +228,7 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: Sequence[Any
     """
     config.validate()
     composition = Composition.resolve(config)
+    config = composition.recorded(config)  # config.yaml and the model card show the values used
     splits = load_splits_for(config)
     writer = _run_writer(config)  # before any model loads: its refusals cost nothing then
     if config.seed is not None:
@@ -196,9 +255,10 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: Sequence[Any
         metrics = classification_metrics(labels, predictions, test_p_fake)
         report = classification_report(labels, predictions)
         info = _run_info(inputs, classifier, calibration_info, _resources(training_seconds), trained.info)
+        info["learning_rate"] = config.learning_rate  # the one used: the method's default when none was given
         classifier.info = info
         if writes:
-            _write_run(staging, config, inputs.tokenizer, classifier, inputs.composition.method, metrics, report, info)
+            _write_run(staging, config, inputs.tokenizer, classifier, inputs.composition, metrics, report, info)
             writer.commit()
         distributed.wait_for_everyone()  # every process returns once the run directory is in place
     except BaseException as error:
@@ -251,6 +311,7 @@ def _run_info(
         "data": {"source": splits.source, "sizes": splits.sizes(), "split": splits.method},
         **calibration,
         "plugins": [source.as_dict() for source in composition.sources],
+        "plugin_options": composition.options_record(),
         **resources,
         **training,
     }
@@ -324,8 +385,8 @@ def _classifier_model(config: TrainConfig, inputs: RunInputs, train_labels: list
         balanced_class_weights(train_labels) if train_labels is not None and config.class_weight == "balanced" else None
     )
     model = ReviewClassifierModel(encoder, torch_head, weights)
-    if not is_quantized(encoder):
-        model.to(distributed.device())  # a 4-bit model is already placed by its device map
+    if not composition.method.quantized:
+        model.to(distributed.device())  # a quantized model is already placed by its device map
     else:
         torch_head.to(next(p.device for p in encoder.parameters()))
     return model
@@ -421,25 +482,34 @@ def _write_run(
     config: TrainConfig,
     tokenizer: Any,
     classifier: Classifier,
-    method: Method,
+    composition: Composition,
     metrics: dict[str, Any],
     report: str,
     info: dict[str, Any],
 ) -> None:
     from safetensors.torch import save_file
 
+    backbone, method, head = composition.backbone, composition.method, composition.head
     config.save(staging / CONFIG_FILE)
+    # Each plugin writes only the names it declares: what it wrote elsewhere would overwrite, or
+    # be overwritten by, the toolkit's files or another plugin's.
     if classifier.featurizer is not None:
         (staging / FEATURIZER_DIRECTORY).mkdir()
+        before = snapshot(staging)
         classifier.featurizer.save(staging / FEATURIZER_DIRECTORY)
+        check_plugin_writes(staging, before, plugin=f"backbone {backbone.name!r}", allowed=(FEATURIZER_DIRECTORY,))
     else:
         tokenizer.save_pretrained(staging / TOKENIZER_DIRECTORY)
+        before = snapshot(staging)
         method.save(classifier.encoder, staging)
+        check_plugin_writes(staging, before, plugin=f"method {method.name!r}", allowed=tuple(method.run_files))
     if isinstance(classifier.head, torch.nn.Module):
         state = {name: tensor.detach().cpu().contiguous() for name, tensor in classifier.head.state_dict().items()}
         save_file(state, str(staging / TORCH_HEAD_FILE))
     else:
+        before = snapshot(staging)
         classifier.head.save(staging)
+        check_plugin_writes(staging, before, plugin=f"head {head.name!r}", allowed=composition.head_files)
     write_json(staging / METRICS_FILE, metrics)
     (staging / REPORT_FILE).write_text(report, encoding="utf-8")
     write_model_card(staging, config, info, metrics, report)

@@ -80,6 +80,7 @@ def load_plan(
     overrides: dict[str, Any] | None = None,
 ) -> list[PlannedRun]:
     """Read and check a plan; ``overrides`` (e.g. ``data`` from the command line) beat the plan's shared options."""
+    from review_toolkit.config import merge_option_layers
     from review_toolkit.train.pipeline import Composition
 
     path = Path(path)
@@ -104,16 +105,16 @@ def load_plan(
         name = options.pop("name", None)
         if "output_dir" in options:
             raise ConfigError(f"{where}: give the run a 'name' (its folder under {parent}) instead of 'output_dir'.")
-        values = {**shared, **options}
-        config = TrainConfig.from_mapping(values, source=where)
-        name = str(name or f"{config.backbone}-{config.method}-{config.resolved_head()}")
+        config = TrainConfig.from_mapping(merge_option_layers(shared, options), source=where)
+        try:
+            composition = Composition.resolve(config)  # plugins exist and fit together, before anything trains
+        except ReviewToolkitError as error:
+            raise ConfigError(f"{where}: {error}") from None
+        config.head = config.head or composition.head.name
+        name = str(name or f"{config.backbone}-{config.method}-{config.head}")
         if not name or Path(name).name != name or name.startswith("."):
             raise ConfigError(f"{where}: name {name!r} must be a plain folder name.")
         config.output_dir = str(parent / name)
-        try:
-            Composition.resolve(config)  # plugins exist and fit together, before anything trains
-        except ReviewToolkitError as error:
-            raise ConfigError(f"{where}: {error}") from None
         planned.append(PlannedRun(name, config, parent / name))
     names = [run.name for run in planned]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -182,7 +183,7 @@ def run_plan(
             continue
         config = run.config
         config.overwrite = overwrite
-        echo(f"[{number}/{len(planned)}] {run.name}: training {config.backbone} + {config.method} + {config.resolved_head()}")
+        echo(f"[{number}/{len(planned)}] {run.name}: training {config.backbone} + {config.method} + {config.head}")
         run.output_dir.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         error = _train_in_child(config, quiet=quiet)

@@ -14,9 +14,8 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import f1_score
 
-from review_toolkit.plugin_api import FittedHead, as_probabilities, load_arrays, save_arrays
+from review_toolkit.plugin_api import FittedHead, PluginOption, as_probabilities, load_arrays, save_arrays
 
-N_TREES = 200
 MIN_SAMPLES_LEAF_GRID = (1, 3)  # the validation split picks one
 LEAF = -1
 
@@ -73,13 +72,18 @@ class ForestModel:
 
 
 class ForestHead(FittedHead):
-    description = "Random forest (200 trees) on any embeddings; leaf size chosen on validation; stored as arrays."
+    description = "Random forest on any embeddings; leaf size chosen on validation; stored as arrays."
+    declared_options = (
+        PluginOption("n_estimators", int, 200, "Trees in the forest.", minimum=1),
+        PluginOption("max_depth", int, None, "Deepest split of a tree (not set: grown until the leaves are pure).", minimum=1),
+    )
 
     def fit(self, train_features, train_labels, validation_features, validation_labels, *, seed, class_weight=None):
         best = None
         for min_samples_leaf in MIN_SAMPLES_LEAF_GRID:
             forest = RandomForestClassifier(
-                n_estimators=N_TREES, min_samples_leaf=min_samples_leaf, max_features="sqrt",
+                n_estimators=self.options["n_estimators"], max_depth=self.options["max_depth"],
+                min_samples_leaf=min_samples_leaf, max_features="sqrt",
                 class_weight=class_weight, random_state=seed, n_jobs=-1,
             )
             forest.fit(np.asarray(train_features, dtype=np.float32), train_labels)

@@ -13,6 +13,7 @@ same vectors without unpickling anything.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from safetensors.numpy import load_file, save_file
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from review_toolkit.errors import PluginError
-from review_toolkit.plugin_api import FeaturizerBackbone
+from review_toolkit.plugin_api import FeaturizerBackbone, PluginOption
 
 FORMAT = "review_toolkit_tfidf/1"
 VOCABULARY_FILE = "tfidf.json"
@@ -32,12 +33,31 @@ IDF_FILE = "tfidf.safetensors"
 # reproduces an old run.
 SHARED = {"lowercase": True, "sublinear_tf": True, "norm": "l2", "use_idf": True, "smooth_idf": True, "strip_accents": None}
 PARTS: dict[str, dict[str, Any]] = {
-    "word": {"analyzer": "word", "ngram_range": [1, 2], "token_pattern": r"(?u)\b\w\w+\b", **SHARED},
-    "char": {"analyzer": "char_wb", "ngram_range": [1, 4], **SHARED},
+    "word": {"analyzer": "word", "token_pattern": r"(?u)\b\w\w+\b", **SHARED},
+    "char": {"analyzer": "char_wb", **SHARED},
 }
-# Only used while fitting: the vocabulary is kept, these are not needed to transform.
-MAX_FEATURES_PER_PART = 5000  # 10,000 dimensions: dense float32 vectors stay at 40 kB a review
-MIN_DOCUMENT_FREQUENCY = 2  # a term seen in one training review only is noise (1 for tiny data)
+
+
+def _ngram_range(value: tuple[int, ...]) -> str | None:
+    if len(value) != 2 or not 1 <= value[0] <= value[1]:
+        return "must be two sizes LOW,HIGH with 1 <= LOW <= HIGH"
+    return None
+
+
+# What users may change (--backbone-option NAME=VALUE). Only max_features and min_df act at fitting
+# time alone; the n-gram ranges are stored with the vocabulary, so a run reloads as it was trained.
+OPTIONS = (
+    PluginOption(
+        "max_features", int, 5000,
+        "Terms kept per part (word, character); vectors are twice as wide (dense float32, 4 bytes a term).",
+        minimum=1,
+    ),
+    PluginOption("word_ngrams", tuple[int, ...], (1, 2), "Word n-gram sizes LOW,HIGH.", check=_ngram_range),
+    PluginOption("char_ngrams", tuple[int, ...], (1, 4), "Character n-gram sizes LOW,HIGH (within words).", check=_ngram_range),
+    PluginOption(
+        "min_df", int, 2, "Training reviews a term must appear in (1 below 50 training reviews).", minimum=1
+    ),
+)
 
 
 def _vectorizer(params: dict[str, Any], **extra: Any) -> TfidfVectorizer:
@@ -54,13 +74,15 @@ class TfidfFeaturizer:
         self.embedding_size = sum(len(vectorizer.vocabulary_) for _, vectorizer in parts.values())
 
     @classmethod
-    def fit(cls, texts: list[str]) -> "TfidfFeaturizer":
+    def fit(cls, texts: list[str], options: Mapping[str, Any]) -> "TfidfFeaturizer":
         if not texts:
             raise PluginError("The tfidf backbone needs at least one training text to fit its vocabulary.")
-        min_df = MIN_DOCUMENT_FREQUENCY if len(texts) >= 50 else 1
+        min_df = options["min_df"] if len(texts) >= 50 else 1  # a tiny dataset keeps every term
+        ngrams = {"word": options["word_ngrams"], "char": options["char_ngrams"]}
         parts = {}
-        for name, params in PARTS.items():
-            vectorizer = _vectorizer(params, min_df=min_df, max_features=MAX_FEATURES_PER_PART, dtype=np.float64)
+        for name, shared in PARTS.items():
+            params = {**shared, "ngram_range": list(ngrams[name])}
+            vectorizer = _vectorizer(params, min_df=min_df, max_features=options["max_features"], dtype=np.float64)
             try:
                 vectorizer.fit(texts)
             except ValueError as error:  # e.g. "empty vocabulary": every text is blank or one character
@@ -107,6 +129,7 @@ class TfidfFeaturizer:
 class TfidfBackbone(FeaturizerBackbone):
     description = "Word 1-2-gram + character 1-4-gram TF-IDF fitted on the training split: no transformer, the classical baseline."
     default_checkpoint = ""
+    declared_options = OPTIONS
 
     def resolve_checkpoint(self, checkpoint: str | None) -> str:
         if checkpoint:
@@ -116,7 +139,7 @@ class TfidfBackbone(FeaturizerBackbone):
         return ""
 
     def fit_featurizer(self, texts: list[str], *, checkpoint: str, seed: int | None = None) -> TfidfFeaturizer:
-        return TfidfFeaturizer.fit(list(texts))
+        return TfidfFeaturizer.fit(list(texts), self.options)
 
     def load_featurizer(self, directory: Path, *, checkpoint: str) -> TfidfFeaturizer:
         return TfidfFeaturizer.load(directory)
