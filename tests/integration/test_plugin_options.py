@@ -55,12 +55,14 @@ def test_option_mistakes_are_one_line_errors_that_name_the_option(tmp_path):
         (["--head", "logreg", "--head-option", "c_grd=1"], "Error: Unknown option 'c_grd' for head 'logreg'. Did you mean 'c_grid'?"),
         (["--head", "logreg", "--head-option", "c_grid=small"], "Error: head 'logreg': option 'c_grid' expects list of float; got 'small' (str)."),
         (["--method-option", "r=8"], "Error: Unknown option 'r' for method 'frozen'."),
-        (["--backbone-option", "pooling"], "Error: --backbone-option expects NAME=VALUE"),
     ]
     for arguments, expected in cases:
         result = train(*common, *arguments)
         assert result.exit_code == 1 and expected in result.output, result.output
         assert "Traceback" not in result.output
+    malformed = train(*common, "--backbone-option", "pooling")  # a usage error: click's exit status 2
+    assert malformed.exit_code == 2 and "Error: --backbone-option 'pooling': expected NAME=VALUE." in malformed.output
+    assert "Traceback" not in malformed.output
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
 
 

@@ -28,7 +28,7 @@ BAD_OPTIONS: dict[str, tuple[str | None, list[str], list[str]]] = {
     "negative seed flag": (None, ["--seed", "-1"], ["--seed is '-1'", "at least 0", "below 4,294,967,296"]),
     "seed of 2**32 or more": (None, ["--seed", "5000000000"], ["--seed is '5000000000'", "below 4,294,967,296"]),
     "seed too large in the file": ("seed: 5000000000\n", [], ["seed is 5000000000", "below 4,294,967,296"]),
-    "lora dropout of 1": (None, ["--lora-dropout", "1"], ["--lora-dropout is '1'", "below 1"]),
+    "lora dropout of 1": (None, ["--method", "lora", "--lora-dropout", "1"], ["method 'lora': option 'lora_dropout' must be in [0, 1)"]),
     "unknown option in the file": ("learning_rat: 0.1\n", [], ["unknown option(s) 'learning_rat'", "did you mean 'learning_rate'"]),
     "nested value under head_options": (
         "head_options:\n  C: {deeper: 1}\n", [], ["head_options: C is {'deeper': 1}", "number, text, true/false"]
@@ -113,8 +113,10 @@ def test_every_config_flag_is_made_from_its_field(tmp_path: pathlib.Path) -> Non
 
     from review_toolkit.cli.train import _flag_values
 
-    values = _flag_values({"lora_targets": "query, value", "label_map": "CG=fake,OR=real", "seed": "3"})
-    assert values == {"lora_targets": ["query", "value"], "label_map": {"CG": "fake", "OR": "real"}, "seed": "3"}
+    values = _flag_values({"method_options": ("r=8", "target_modules=query,value"), "label_map": "CG=fake,OR=real", "seed": "3"})
+    assert values == {
+        "method_options": {"r": "8", "target_modules": "query,value"}, "label_map": {"CG": "fake", "OR": "real"}, "seed": "3",
+    }
 
 
 def test_a_config_with_a_few_aliases_still_loads(tmp_path: pathlib.Path) -> None:
@@ -138,5 +140,6 @@ def test_train_keeps_every_flag_spelling() -> None:
         "--gradient-accumulation-steps", "--max-length", "--max-tokens-per-batch", "--pad-to-max-length",
         "--pack-sequences", "--no-pack-sequences", "--cuda-graphs", "--no-cuda-graphs", "--gradient-checkpointing",
         "--compile", "--optimizer", "--lr-scheduler", "--early-stopping-patience", "--class-weight", "--lora-r",
-        "--lora-alpha", "--lora-dropout", "--lora-targets", "--resume-from", "--quiet",
+        "--lora-alpha", "--lora-dropout", "--lora-targets", "--resume-from", "--quiet", "--backbone-option",
+        "--method-option", "--head-option",
     }

@@ -8,7 +8,7 @@ from review_toolkit import registry
 from review_toolkit.config import TrainConfig, build_config
 from review_toolkit.errors import ConfigError
 from review_toolkit.plugin_api import PluginOption
-from review_toolkit.plugin_api.options import parse_assignments, resolve_options
+from review_toolkit.plugin_api.options import resolve_options
 
 DECLARED = (
     PluginOption("n_estimators", int, 200, "Trees in the forest.", minimum=1),
@@ -71,14 +71,6 @@ def test_a_declaration_is_checked_when_the_plugin_module_is_imported():
         PluginOption("weights", dict, {}, "Per-class weights.")
     with pytest.raises(TypeError, match="must be a Python identifier"):
         PluginOption("max-depth", int, 3, "Depth.")
-
-
-def test_command_line_assignments_need_a_name_and_an_equals_sign():
-    assert parse_assignments(["n_estimators=300", "max-depth=4", "n_estimators=50"], flag="--head-option") == {
-        "n_estimators": "50", "max_depth": "4",
-    }
-    with pytest.raises(ConfigError, match="--head-option expects NAME=VALUE .*; got 'n_estimators'"):
-        parse_assignments(["n_estimators"], flag="--head-option")
 
 
 def test_registry_create_hands_the_plugin_its_options():
