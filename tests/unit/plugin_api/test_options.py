@@ -108,5 +108,5 @@ def test_flags_beat_the_file_option_by_option(tmp_path):
     assert config.head_options == {"dropout": "0.4"}
     # A flag at the old default value is still an explicit choice.
     assert build_config(config_file, {"lora_r": 16}).method_options["r"] == 16
-    with pytest.raises(ConfigError, match="head_options must be a mapping of NAME: value, not list"):
+    with pytest.raises(ConfigError, match=r"train.yaml: head_options is \['dropout=0.3'\]; it must be a mapping"):
         TrainConfig.from_mapping({"head_options": ["dropout=0.3"]}, source="train.yaml")
