@@ -63,6 +63,7 @@ TORCH_HEAD_FILE = "head.safetensors"
 CHECKPOINT_DIRECTORY = "checkpoints"
 SPLIT_PREDICTIONS_FILE = "split_predictions.csv"
 EVALUATION_DIRECTORY = "evaluation"
+TRAINING_LOG_FILE = "training_log.jsonl"  # written by review_toolkit.train.tracking during training
 PARTIAL_SUFFIX = ".partial"
 
 #: Names the toolkit writes at the top of a run directory; no plugin may declare or write them.
@@ -70,7 +71,7 @@ PARTIAL_SUFFIX = ".partial"
 #: fitted head its arrays.)
 RESERVED_NAMES: frozenset[str] = frozenset({
     RUN_FILE, CONFIG_FILE, METRICS_FILE, REPORT_FILE, MODEL_CARD_FILE, MANIFEST_FILE, TOKENIZER_DIRECTORY,
-    FEATURIZER_DIRECTORY, CHECKPOINT_DIRECTORY, SPLIT_PREDICTIONS_FILE, EVALUATION_DIRECTORY,
+    FEATURIZER_DIRECTORY, CHECKPOINT_DIRECTORY, SPLIT_PREDICTIONS_FILE, EVALUATION_DIRECTORY, TRAINING_LOG_FILE,
 })
 
 #: The formats a plugin may store in a run: tensors as safetensors, everything else as JSON, YAML or text.
