@@ -36,6 +36,7 @@ from review_toolkit.inference.calibration import (
 from review_toolkit.data import LABEL_NAMES
 from review_toolkit.errors import ConfigError, RunDirectoryError
 from review_toolkit.evaluation.metrics import classification_metrics, classification_report
+from review_toolkit.runtime.os_errors import require_creatable_directory
 from review_toolkit.runs.layout import CONFIG_FILE, METRICS_FILE, REPORT_FILE, RUN_FILE, read_json, require_run_directory
 
 SPLIT_PREDICTIONS_FILE = "split_predictions.csv"
@@ -217,6 +218,8 @@ def evaluate_run(
 
         batch_size = default_batch_size()
     run = require_run_directory(run_dir)
+    # Where the outputs go must be writable before anything is scored (the default is inside the run).
+    require_creatable_directory(Path(output_dir) if output_dir else run / EVALUATION_DIRECTORY / "test", "--output-dir")
     sealed = not verify_run_directory(run, allow_unverified=allow_unverified)
     evaluation = _RunUnderEvaluation(run, batch_size, progress, allow_unverified)
     scores = evaluation.split_scores()
