@@ -223,10 +223,10 @@ def predict_to_output(
             raise DataError(f"Cannot write {output}: the folder {target.parent} does not exist.")
         if target.is_dir():
             raise DataError(f"Cannot write --output {output}: it is a folder. Give a file name, e.g. {target / 'scored.csv'}.")
-        if (target.exists() or target.is_symlink()) and not overwrite:
-            raise DataError(f"{output} already exists. Pass --overwrite to replace it, or choose another --output.")
         require_writable_location(target, "--output")
-    reader.check()
+    reader.check()  # the input's own problems first: they are what needs fixing
+    if output not in (None, STDIO) and (Path(output).exists() or Path(output).is_symlink()) and not overwrite:
+        raise DataError(f"{output} already exists. Pass --overwrite to replace it, or choose another --output.")
     classifier = classifier_factory()
     batch_size = batch_size or default_batch_size()
     if not distributed.is_main_process():  # scores its shard of each chunk; the main process writes
