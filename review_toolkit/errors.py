@@ -24,3 +24,7 @@ class ConfigError(ReviewToolkitError):
 
 class RunDirectoryError(ReviewToolkitError):
     """A run directory is missing, incomplete, tampered with or would be overwritten."""
+
+
+class FileSystemError(ReviewToolkitError):
+    """The operating system refused a read or write: full disk, read-only, permissions, bad path."""

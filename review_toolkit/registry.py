@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -154,8 +155,10 @@ def _validate(kind: str, plugin_class: object, source: PluginSource) -> None:
     missing = sorted(getattr(plugin_class, "__abstractmethods__", ()))
     if missing:
         raise PluginError(f"The {where} does not implement: {', '.join(missing)}.")
-    if not plugin_class.description:
-        raise PluginError(f"The {where} has no one-line `description`.")
+    description = getattr(plugin_class, "description", None)
+    if not isinstance(description, str) or not description.strip():
+        got = "" if not description else f" (it is {type(description).__name__} {description!r:.60})"
+        raise PluginError(f"The {where} has no one-line `description` string{got}.")
 
 
 @lru_cache(maxsize=None)
@@ -164,7 +167,9 @@ def _load_checked(kind: str, name: str) -> tuple[type[Plugin], PluginSource]:
     source = _source(kind, entry_point)
     try:
         plugin_class = entry_point.load()
-    except Exception as error:  # any import-time failure belongs to that plugin alone
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # any import-time failure, sys.exit() included, belongs to that plugin alone
         raise PluginError(
             f"The {kind} plugin {source.name!r} from distribution {source.distribution} {source.version} "
             f"failed to import ({source.entry_point}): {type(error).__name__}: {error}. "
@@ -184,11 +189,42 @@ def get(kind: str, name: str, options: Mapping[str, Any] | None = None) -> tuple
     """
     _check_kind(kind)
     plugin_class, source = _load_checked(kind, name)
-    plugin = plugin_class()
+    try:
+        plugin = plugin_class()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:
+        raise PluginError(
+            f"The {kind} plugin {source.name!r} from distribution {source.distribution} {source.version} failed "
+            f"to start ({source.entry_point}()): {type(error).__name__}: {_first_line(error)}. Report it to the "
+            f"maintainers of {source.distribution}, or block it with {BLOCK_ENVIRONMENT_VARIABLE}={kind}:{source.name}."
+        ) from None
     if not plugin.name:
         plugin.name = source.name  # instance attribute: the class stays untouched
     plugin.set_options(options, kind=kind)
+    try:
+        weakref.finalize(plugin, _sources.pop, id(plugin), None)  # the id may be reused once it is gone
+        _sources[id(plugin)] = source
+    except TypeError:  # not weakly referenceable (__slots__): messages name it by class
+        pass
     return plugin, source
+
+
+# Where each plugin instance came from, for messages about what it returns (plugins may use
+# __slots__ or define __eq__, so the source is not stored on the instance nor keyed by it).
+_sources: dict[int, PluginSource] = {}
+
+
+def describe(plugin: object) -> str:
+    """``head plugin 'acme' from distribution acme-heads 1.0`` for an instance ``get`` returned."""
+    source = _sources.get(id(plugin))
+    if source is None:
+        return f"plugin {getattr(plugin, 'name', None) or type(plugin).__name__!r}"
+    return f"{source.kind} plugin {source.name!r} from distribution {source.distribution} {source.version}"
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip() or type(error).__name__).splitlines()[0]
 
 
 def create(kind: str, name: str, **options: Any) -> Plugin:
@@ -222,7 +258,7 @@ def list_plugins(kinds: tuple[str, ...] = tuple(GROUPS)) -> list[PluginListing]:
             if not row.blocked:
                 try:
                     plugin_class, _ = _load_checked(kind, f"{source.distribution}:{source.name}")
-                    row.description = plugin_class.description
+                    row.description = " ".join(plugin_class.description.split())
                 except PluginError as error:
                     row.error = str(error)
             rows.append(row)

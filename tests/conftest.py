@@ -74,3 +74,44 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def assert_one_error_line(result, *fragments: str) -> str:
+    """A CLI failure as users must see it: exit 1, one ``Error:`` line, no traceback; returns that line.
+
+    ``result`` is click's ``Result`` or a ``subprocess.CompletedProcess`` (stderr is searched).
+    """
+    import traceback
+
+    code = getattr(result, "exit_code", None)
+    if code is None:
+        code, output = result.returncode, result.stdout + result.stderr
+    else:
+        output = result.output
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            output += "".join(traceback.format_exception(result.exception))
+    assert code == 1, output[-4000:]
+    assert "Traceback" not in output, output[-4000:]
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, output[-4000:]
+    for fragment in fragments:
+        assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
+    return errors[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_frozen_run(tmp_path_factory, tiny_bert, small_reviews) -> Path:
+    """A finished run: the tiny BERT, frozen, logistic regression, on the 240 small reviews."""
+    from click.testing import CliRunner
+
+    from review_toolkit.cli import cli
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    run = root / "run"
+    result = CliRunner().invoke(cli, [
+        "train", "--backbone", "bert", "--model", tiny_bert, "--method", "frozen", "--head", "logreg",
+        "--data", str(small_reviews), "--output-dir", str(run), "--cache-dir", str(root / "cache"),
+        "--max-length", "32", "--quiet",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return run

@@ -7,9 +7,11 @@ once, that loads and predicts in a plain process.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import sqlite3
 import socket
 import subprocess
 import sys
@@ -64,8 +66,11 @@ def odd_reviews(small_reviews, tmp_path_factory) -> Path:
 
 
 def cached_array(cache: Path) -> np.ndarray:
-    (entry,) = (cache / "embeddings").glob("*.npy")
-    return np.load(entry)
+    """Every vector of the cache's one store, in the order of the texts' keys."""
+    (entry,) = (cache / "embeddings").glob("*.sqlite")
+    with contextlib.closing(sqlite3.connect(entry)) as connection:
+        rows = connection.execute("SELECT key, vector FROM vectors ORDER BY key").fetchall()
+    return np.stack([np.frombuffer(vector, dtype=np.float32) for _, vector in rows])
 
 
 def rounded(value, digits: int = 6):
@@ -112,7 +117,7 @@ def test_two_processes_embed_and_score_like_one(tiny_bert, odd_reviews, tmp_path
     launch(1, [*common, "--output-dir", str(tmp_path / "one")], tmp_path / "cache-one")
     two = launch(2, [*common, "--output-dir", str(tmp_path / "two")], tmp_path / "cache-two")
 
-    # Gathered in input order: row for row the vectors one process computes (padding differs per batch).
+    # Gathered in input order: text for text the vectors one process computes (padding differs per batch).
     np.testing.assert_allclose(cached_array(tmp_path / "cache-two"), cached_array(tmp_path / "cache-one"), atol=1e-5)
     one_metrics = json.loads((tmp_path / "one" / "metrics.json").read_text())
     two_metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())

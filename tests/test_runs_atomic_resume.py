@@ -223,8 +223,9 @@ def test_failure_while_writing_the_run_leaves_nothing(tmp_path: Path, tiny_bert:
 
     monkeypatch.setattr(pipeline, "_write_run", disk_full)
     output = tmp_path / "run"
-    result, _ = invoke(train_arguments(tiny_bert, small_data, output, method="frozen"))
-    assert isinstance(result.exception, OSError)
+    result, detail = invoke(train_arguments(tiny_bert, small_data, output, method="frozen"))
+    assert result.exit_code == 1 and "Traceback" not in result.output, detail
+    assert f"Error: No space left on device: {partial_of(output)}. Free some space" in result.output
     assert not output.exists() and not partial_of(output).exists()
 
 
@@ -245,18 +246,26 @@ def test_interrupt_before_any_checkpoint_leaves_nothing(tmp_path: Path, tiny_ber
 
 
 def test_which_failures_keep_the_staging_directory(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
     from review_toolkit.runs.layout import RunWriter, run_of_staging
 
-    def staged(with_checkpoint: bool, resuming: bool = False) -> RunWriter:
+    def staged(with_checkpoint: bool | str, resuming: bool = False) -> RunWriter:
         writer = RunWriter(tmp_path / "run", resuming=resuming, overwrite=True)
         staging = writer.open()
         if with_checkpoint:
-            (staging / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+            checkpoint = staging / "checkpoints" / "checkpoint-5"
+            checkpoint.mkdir(parents=True)
+            if with_checkpoint != "half-written":
+                save_file({"weight": torch.zeros(2)}, str(checkpoint / "model.safetensors"))
+                (checkpoint / "trainer_state.json").write_text('{"global_step": 5}')
         return writer
 
     cases = [
         (KeyboardInterrupt("SIGTERM"), True, False, True),  # interrupted with a checkpoint: resumable
         (KeyboardInterrupt("SIGINT"), False, False, False),  # interrupted before any checkpoint
+        (KeyboardInterrupt("SIGTERM"), "half-written", False, False),  # nothing complete to resume from
         (RuntimeError("bug"), True, False, False),  # a crash is not an interruption
         (MemoryError(), True, False, False),
         (RuntimeError("bug"), True, True, True),  # never delete the checkpoints a resume started from

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from review_toolkit.errors import ReviewToolkitError
+from review_toolkit.runtime.os_errors import describe_os_error
 from review_toolkit.runtime.quiet import quiet_process
 
 EXIT_INTERRUPTED = 130
@@ -41,7 +42,7 @@ COMMANDS: dict[str, str] = {
 
 
 class ToolkitGroup(click.Group):
-    """Loads each command from its module; turns the toolkit's errors into ``Error: ...``."""
+    """Loads each command from its module; turns the toolkit's errors, and the operating system's, into ``Error: ...``."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -57,6 +58,8 @@ class ToolkitGroup(click.Group):
             return super().invoke(ctx)
         except ReviewToolkitError as error:
             raise click.ClickException(str(error)) from error
+        except OSError as error:  # full disk, read-only, permissions, a path through a file: one line
+            raise click.ClickException(describe_os_error(error)) from error
 
 
 @click.group(cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"]})

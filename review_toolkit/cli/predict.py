@@ -32,7 +32,8 @@ def _interrupted(interrupt: KeyboardInterrupt, output_path: str | None, **_: obj
 @click.option("--run", "run_dir", required=True, help="Run directory written by 'train'.")
 @click.option("--text", "texts", multiple=True, help="A review to score; repeat for several.")
 @click.option("--input", "input_path", help="Reviews to score: a CSV, TSV, JSON Lines, JSON or Parquet file, or '-' for standard input.")
-@click.option("--output", "output_path", help="Write scored rows here (.csv, .tsv or .jsonl; default: standard output).")
+@click.option("--output", "output_path", help="Write scored rows here (.csv, .tsv or .jsonl; default: standard output). An existing file is replaced only with --overwrite.")
+@click.option("--overwrite", is_flag=True, help="Replace the --output file if it exists.")
 @click.option("--text-column", help="Column (JSON key) holding the review text (default: the run's own, as trained).")
 @click.option("--input-format", type=LazyChoice(_input_formats), help="Format of --input (default: its extension; guessed on standard input).")
 @click.option("--output-format", type=LazyChoice(_output_formats), help="Format of the output (default: --output's extension, else the input's).")
@@ -46,6 +47,7 @@ def predict(
     texts: tuple[str, ...],
     input_path: str | None,
     output_path: str | None,
+    overwrite: bool,
     text_column: str | None,
     input_format: str | None,
     output_format: str | None,
@@ -59,6 +61,11 @@ def predict(
     Input is streamed in chunks in constant memory, rows come out in input order, and an --output
     file appears only once every row is written. `label` uses the run's decision threshold on the
     calibrated `p_fake` (see `evaluate --threshold-for / --target-precision`).
+
+    An input column is never overwritten: when the input already has a `label` or `p_fake` column
+    (in any row of a file; in the first 1,024 records of standard input), the predictions are
+    written as `predicted_label` and `predicted_p_fake` for every row; when it has those too, or
+    a later record of standard input has a name already chosen, the command stops with an error.
     """
     if bool(texts) == bool(input_path):
         raise click.UsageError("Give the reviews either with --text (repeatable) or with --input FILE ('-' for standard input).")
@@ -98,6 +105,7 @@ def predict(
         stdout=click.get_text_stream("stdout"),
         batch_size=batch_size,
         progress=not quiet,
+        overwrite=overwrite,
     )
     if not is_main_process():
         return  # the main process of a multi-GPU launch wrote the output and speaks for all

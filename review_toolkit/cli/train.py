@@ -16,6 +16,7 @@ import click
 
 from review_toolkit.cli.group import is_main_process, quiet_libraries, stops_on_interrupt
 from review_toolkit.config import LEGACY_METHOD_OPTIONS, TrainConfig, config_fields, field_type
+from review_toolkit.runtime.os_errors import naming_path
 
 
 class _Unchecked(click.ParamType):
@@ -181,7 +182,8 @@ def train(config_file: str | None, quiet: bool, **options: Any) -> None:
     config_values = {**_flag_values(options), **aliases}
     from review_toolkit.config import build_config
 
-    config = build_config(config_file, config_values, flags=flags)
+    with naming_path(config_file or "--config"):  # a read error of the config file names it
+        config = build_config(config_file, config_values, flags=flags)
     quiet_libraries(progress=not quiet)
     from review_toolkit.runs.layout import run_of_staging
     from review_toolkit.train.pipeline import default_output_dir

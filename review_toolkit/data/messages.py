@@ -45,10 +45,13 @@ def format_rows(rows: Sequence[int], lines: Sequence[int] | None = None) -> str:
 def delimited_record_starts(text: str, sep: str, last_row: int) -> list[int]:
     """Start line of each CSV / TSV record (index 0 = header), skipping blank lines as pandas does."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    lines = text.split("\n")
     starts: list[int] = []
     previous_end = 0
     for record in reader:
-        blank = len(record) <= 1 and not "".join(record).strip()  # pandas skips blank lines
+        # pandas skips blank lines, but not a quoted empty field ("") alone on its line.
+        quoted = '"' in "".join(lines[previous_end : reader.line_num])
+        blank = len(record) <= 1 and not "".join(record).strip() and not quoted
         if not blank:
             starts.append(previous_end + 1)
             if len(starts) > last_row:

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
 from review_toolkit.errors import RunDirectoryError
+from review_toolkit.runtime.os_errors import require_creatable_directory
 from review_toolkit.runs.layout import CHECKPOINT_DIRECTORY, CONFIG_FILE, METRICS_FILE, PARTIAL_SUFFIX, RUN_FILE, read_json
+
+logger = logging.getLogger(__name__)
 
 LEADERBOARD_DIRECTORY = "comparison"
 MARKDOWN_FILE = "leaderboard.md"
@@ -89,14 +94,52 @@ def _run_name(run: Path, runs: list[Path]) -> str:
     return f"{run.parent.name}/{run.name}"
 
 
+# Values the table formats as numbers, by the file that records them.
+_NUMBERS = {
+    RUN_FILE: ("training_seconds", "peak_gpu_gib", "peak_rss_gib", "trainable_parameters", "threshold"),
+    METRICS_FILE: ("f1_macro", "accuracy"),
+}
+
+
+def _records(run: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """run.json and metrics.json of ``run``, or None (with a warning naming the file) when either is unusable."""
+    records = []
+    for name in (RUN_FILE, METRICS_FILE):
+        path = run / name
+        try:
+            record = read_json(path)
+        except OSError as error:
+            problem = f"cannot be read ({error.strerror or error})"
+        except (ValueError, RecursionError) as error:
+            problem = f"is not valid JSON ({str(error).splitlines()[0][:200]})"
+        else:
+            bad = [] if isinstance(record, dict) else None
+            if bad is not None:
+                bad = [key for key in _NUMBERS[name] if not _is_number_or_missing(record.get(key))]
+            if bad is None:
+                problem = f"holds {type(record).__name__}, not a JSON object"
+            elif bad:
+                problem = f"has {', '.join(repr(key) for key in bad)} that {'is' if len(bad) == 1 else 'are'} not a number"
+            else:
+                records.append(record)
+                continue
+        logger.warning("Skipping the run %s: %s %s. Evaluate or train it again to rewrite it.", run, path, problem)
+        return None
+    return records[0], records[1]
+
+
+def _is_number_or_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+
+
 def leaderboard_rows(runs: list[Path]) -> list[dict[str, Any]]:
+    """One row per run whose records are readable; runs with damaged records are skipped with a warning."""
     rows = []
     for run in runs:
-        try:
-            info = read_json(run / RUN_FILE)
-            metrics = read_json(run / METRICS_FILE)
-        except (OSError, ValueError) as error:
-            raise RunDirectoryError(f"Cannot read the records of {run}: {error}. Is it a complete run directory?") from None
+        records = _records(run)
+        if records is None:
+            continue
+        info, metrics = records
         data = info.get("data") if isinstance(info.get("data"), dict) else {}
         sizes = data.get("sizes") if isinstance(data.get("sizes"), dict) else {}
         gpu = info.get("peak_gpu_gib")
@@ -206,6 +249,7 @@ def write_leaderboard(rows: list[dict[str, Any]], output_dir: str | Path) -> Pat
     from review_toolkit.evaluation.plots import leaderboard_plot
 
     target = Path(output_dir)
+    require_creatable_directory(target, "--output-dir")
     target.parent.mkdir(parents=True, exist_ok=True)
     with staged_directory(target) as staging:
         (staging / MARKDOWN_FILE).write_text(markdown_table(rows), encoding="utf-8")
@@ -217,5 +261,10 @@ def write_leaderboard(rows: list[dict[str, Any]], output_dir: str | Path) -> Pat
 def compare_runs(paths: Iterable[str | Path], output_dir: str | Path | None = None) -> tuple[list[dict[str, Any]], Path]:
     runs = find_runs(paths)
     rows = leaderboard_rows(runs)
+    if not rows:
+        raise RunDirectoryError(
+            f"None of the {len(runs)} run(s) found has readable records (run.json, metrics.json); see the warnings "
+            "above. Evaluate or train them again."
+        )
     target = write_leaderboard(rows, output_dir or default_output_dir(runs))
     return rows, target

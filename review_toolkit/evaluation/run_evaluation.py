@@ -46,6 +46,7 @@ from review_toolkit.runs.layout import (
     read_json,
     require_run_directory,
 )
+from review_toolkit.runtime.os_errors import require_creatable_directory
 
 DEFAULT_CALIBRATION = "temperature"
 PLOT_FILES = {
@@ -224,6 +225,8 @@ def evaluate_run(
 
         batch_size = default_batch_size()
     run = require_run_directory(run_dir)
+    # Where the outputs go must be writable before anything is scored (the default is inside the run).
+    require_creatable_directory(Path(output_dir) if output_dir else run / EVALUATION_DIRECTORY / "test", "--output-dir")
     sealed = not verify_run_directory(run, allow_unverified=allow_unverified)
     evaluation = _RunUnderEvaluation(run, batch_size, progress, allow_unverified)
     scores = evaluation.split_scores()

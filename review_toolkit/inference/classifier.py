@@ -16,6 +16,7 @@ from torch import nn
 from review_toolkit.inference.calibration import Calibration
 from review_toolkit.data import LABEL_NAMES
 from review_toolkit.inference.embeddings import embed_texts
+from review_toolkit.inference.head_outputs import check_logits, checked_probabilities, require_scores
 from review_toolkit.errors import PluginError
 from review_toolkit.plugin_api.contracts import Backbone, Featurizer, FittedModel
 
@@ -60,6 +61,7 @@ class Classifier:
         info: dict[str, Any] | None = None,
         calibration: Calibration | dict[str, Any] | None = None,
         featurizer: Featurizer | None = None,
+        head_description: str = "head",
     ):
         if featurizer is None and encoder is None:
             raise ValueError("Classifier needs an encoder (with its tokenizer) or a fitted featurizer.")
@@ -68,6 +70,7 @@ class Classifier:
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.head = head
+        self.head_description = head_description  # names the plugin in errors about its outputs
         self.max_length = max_length
         self.threshold = threshold
         self.info = info or {}
@@ -93,7 +96,11 @@ class Classifier:
 
     def p_fake_from_embeddings(self, features: np.ndarray, *, calibrated: bool = True) -> np.ndarray:
         raw = self._raw_p_fake(features)
-        return self.calibration.apply(raw) if calibrated else raw
+        if not calibrated:
+            return raw
+        p_fake = self.calibration.apply(raw)
+        require_scores(p_fake, f"{self.head_description} with its calibration")
+        return p_fake
 
     def _raw_p_fake(self, features: np.ndarray) -> np.ndarray:
         if isinstance(self.head, nn.Module):
@@ -101,8 +108,12 @@ class Classifier:
             weight = next(self.head.parameters())
             with torch.inference_mode():
                 logits = self.head(torch.as_tensor(features, device=weight.device, dtype=weight.dtype))
-                return torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy().astype(np.float64)
-        return self.head.predict_proba(features)[:, 1]
+                check_logits(logits, len(features), len(LABEL_NAMES), self.head_description)
+                p_fake = torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy().astype(np.float64)
+            require_scores(p_fake, self.head_description)
+            return p_fake
+        probabilities = checked_probabilities(self.head.predict_proba(features), len(features), self.head_description)
+        return probabilities[:, 1]
 
     def predict_proba(
         self, texts: list[str], *, batch_size: int = 64, progress: bool = False, calibrated: bool = True

@@ -1,40 +1,15 @@
-"""Embedding extraction for frozen encoders, with an on-disk cache.
-
-Frozen vectors depend only on the backbone, its checkpoint, the maximum
-length and the texts; caching them under that key lets a second run with
-another head skip the expensive part entirely.
-"""
+"""Embedding extraction for frozen encoders (cached on disk by :mod:`review_toolkit.inference.embedding_cache`)."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import os
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from review_toolkit.runtime import distributed
 from review_toolkit.accel.batching import token_budget_ranges
-
-CACHE_ENVIRONMENT_VARIABLE = "REVIEW_TOOLKIT_CACHE"
-
-
-def default_cache_dir() -> Path:
-    root = os.environ.get(CACHE_ENVIRONMENT_VARIABLE)
-    if root:
-        return Path(root).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "review_toolkit"
-
-
-def cache_key(backbone: str, checkpoint: str, max_length: int, texts: list[str]) -> str:
-    texts_digest = hashlib.sha256("\0".join(texts).encode("utf-8")).hexdigest()
-    description = json.dumps([backbone, checkpoint, max_length, len(texts), texts_digest])
-    return hashlib.sha256(description.encode("utf-8")).hexdigest()[:32]
 
 
 def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -129,36 +104,3 @@ def embed_texts(
     if result is None:
         raise ValueError("embed_texts needs at least one text")
     return result
-
-
-def cached_embeddings(
-    key: str, compute: Callable[[], np.ndarray], cache_dir: str | Path | None = None
-) -> tuple[np.ndarray, bool]:
-    """The cached array for ``key``, or ``compute()`` stored under it. Returns (array, was_cached).
-
-    With several processes ``compute`` is collective (each embeds a shard, all get the whole
-    array): the cache is used only if every process finds it, and written by the main process.
-    """
-    directory = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    path = directory / "embeddings" / f"{key}.npy"
-    array = _read_cached(path)
-    if distributed.all_true(array is not None):
-        return array, True
-    array = compute()
-    if distributed.is_main_process():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.partial")
-        with open(partial, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-        os.replace(partial, path)  # readers never see half an array
-    return array, False
-
-
-def _read_cached(path: Path) -> np.ndarray | None:
-    if not path.is_file():
-        return None
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError):
-        path.unlink(missing_ok=True)  # a corrupt entry is recomputed, not trusted
-        return None

@@ -23,6 +23,7 @@ import numpy as np
 from review_toolkit.data.streams import STDIO, ReviewReader
 from review_toolkit.errors import DataError
 from review_toolkit.runtime import distributed
+from review_toolkit.runtime.os_errors import require_writable_location
 
 _SEPARATORS = {"csv": ",", "tsv": "\t"}
 
@@ -72,20 +73,49 @@ class ReviewWriter:
         self.names: tuple[str, str] = PREDICTION_COLUMNS
         self.rows = 0
 
-    def choose_names(self, columns: list[str] | None) -> list[str]:
-        """Prediction columns: ``label`` and ``p_fake``, or ``predicted_*`` when the input has either."""
-        if columns and any(name in columns for name in PREDICTION_COLUMNS):
-            self.names = RENAMED_PREDICTION_COLUMNS
-            return [
-                f"The input already has a column named {' or '.join(repr(n) for n in PREDICTION_COLUMNS if n in columns)}; "
-                f"predictions are written as {RENAMED_PREDICTION_COLUMNS[0]!r} and {RENAMED_PREDICTION_COLUMNS[1]!r}."
-            ]
-        return []
+    def choose_names(self, columns: list[str] | None, name: str) -> list[str]:
+        """Prediction columns that no input column has: ``label`` and ``p_fake``, else ``predicted_*``.
 
-    def write(self, rows: Any, labels: list[str], p_fake: np.ndarray, name: str) -> None:
+        ``columns`` are every column (every key) of the input when known beforehand, else those of
+        the first chunk; ``write`` refuses any later record that has a chosen name, so no input
+        field is ever overwritten.
+        """
+        taken = set(columns or ())
+        for names in (PREDICTION_COLUMNS, RENAMED_PREDICTION_COLUMNS):
+            if not taken & set(names):
+                self.names = names
+                break
+        else:
+            clashing = ", ".join(repr(n) for n in PREDICTION_COLUMNS + RENAMED_PREDICTION_COLUMNS if n in taken)
+            raise DataError(
+                f"{name} already has the columns {clashing}, so predictions have no name to go under without "
+                "overwriting one. Rename or drop 'label'/'p_fake' or 'predicted_label'/'predicted_p_fake' in the input."
+            )
+        if self.names == PREDICTION_COLUMNS:
+            return []
+        clash = " or ".join(repr(n) for n in PREDICTION_COLUMNS if n in taken)
+        return [
+            f"The input already has a column named {clash}; predictions are written as "
+            f"{RENAMED_PREDICTION_COLUMNS[0]!r} and {RENAMED_PREDICTION_COLUMNS[1]!r}."
+        ]
+
+    def write(
+        self, rows: Any, labels: list[str], p_fake: np.ndarray, name: str, lines: list[int] | None = None
+    ) -> None:
+        """Append scored rows; ``lines`` are the input's line numbers of JSON Lines records (for messages)."""
         label_name, p_name = self.names
         if isinstance(rows, list):  # JSON Lines records
             records = rows
+            for index, record in enumerate(records):
+                taken = [key for key in (label_name, p_name) if key in record]
+                if taken:
+                    where = f"line {lines[index]}" if lines else f"record {self.rows + index + 1}"
+                    raise DataError(
+                        f"{name}: {where} has the key {taken[0]!r}, which the predictions are written under "
+                        "(names chosen from the keys of the first records, which lack it). Nothing is overwritten: "
+                        "rename that key, or give the input as a file (--input FILE), whose keys are all read "
+                        "before the names are chosen."
+                    )
         else:
             records = rows.to_dict(orient="records")
         if self.format == "jsonl":
@@ -149,27 +179,23 @@ def score_stream(
     from tqdm.auto import tqdm
 
     writer = ReviewWriter(handle, output_format, reader.columns)
-    notes = writer.choose_names(reader.columns)
     names_chosen = reader.columns is not None
+    notes = writer.choose_names(reader.columns, reader.name) if names_chosen else []
     def p_fake_of(texts: list[str]) -> np.ndarray:
         return classifier.predict_proba(texts, batch_size=batch_size)
 
     progress = progress and distributed.is_main_process()
     with tqdm(total=reader.total, desc="Scoring reviews", unit="review", disable=not progress, file=sys.stderr) as bar:
         for rows, texts in reader.chunks():
-            if not names_chosen:
-                columns = list(rows[0].keys()) if isinstance(rows, list) else [str(c) for c in rows.columns]
-                notes += writer.choose_names(columns)
+            if not names_chosen:  # standard input: every key of the first chunk
+                if isinstance(rows, list):
+                    columns = list(dict.fromkeys(key for record in rows for key in record))
+                else:
+                    columns = [str(c) for c in rows.columns]
+                notes += writer.choose_names(columns, reader.name)
                 names_chosen = True
-            elif isinstance(rows, list) and writer.names == PREDICTION_COLUMNS:
-                clash = next((r for r in rows if any(n in r for n in PREDICTION_COLUMNS)), None)
-                if clash is not None:
-                    raise DataError(
-                        f"{reader.name}: a record further down has a key 'label' or 'p_fake', which the predictions "
-                        "would overwrite. Rename that key in the input."
-                    )
             p_fake = distributed.map_in_shards(p_fake_of, texts)  # one shard per process of a launch
-            writer.write(rows, classifier.labels_for(p_fake), p_fake, reader.name)
+            writer.write(rows, classifier.labels_for(p_fake), p_fake, reader.name, reader.chunk_lines)
             bar.update(len(texts))
     return writer.rows, notes
 
@@ -183,11 +209,24 @@ def predict_to_output(
     stdout: IO[str] | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> PredictSummary:
-    """Check the input, load the model, score; the output file appears only when every row is written."""
-    if output not in (None, STDIO) and not Path(output).parent.is_dir():
-        raise DataError(f"Cannot write {output}: the folder {Path(output).parent} does not exist.")
-    reader.check()
+    """Check the input, load the model, score; the output file appears only when every row is written.
+
+    An existing ``output`` is replaced only with ``overwrite``.
+    """
+    if output not in (None, STDIO):
+        target = Path(output)
+        if target.parent.exists() and not target.parent.is_dir():
+            raise DataError(f"Cannot write --output {output}: {target.parent} is a file, not a folder. Choose another --output.")
+        if not target.parent.is_dir():
+            raise DataError(f"Cannot write {output}: the folder {target.parent} does not exist.")
+        if target.is_dir():
+            raise DataError(f"Cannot write --output {output}: it is a folder. Give a file name, e.g. {target / 'scored.csv'}.")
+        require_writable_location(target, "--output")
+    reader.check()  # the input's own problems first: they are what needs fixing
+    if output not in (None, STDIO) and (Path(output).exists() or Path(output).is_symlink()) and not overwrite:
+        raise DataError(f"{output} already exists. Pass --overwrite to replace it, or choose another --output.")
     classifier = classifier_factory()
     batch_size = batch_size or default_batch_size()
     if not distributed.is_main_process():  # scores its shard of each chunk; the main process writes

@@ -48,8 +48,11 @@ from typing import Any
 
 from review_toolkit.config import read_yaml_mapping
 from review_toolkit.errors import PluginError, ReviewToolkitError, RunDirectoryError
+from review_toolkit.runs.checkpoints import CHECKPOINT_DIRECTORY, checkpoints_in, incomplete_checkpoints_in
+from review_toolkit.runs.lock import DirectoryLock
 from review_toolkit.runs.manifest import MANIFEST_FILE, write_manifest
 from review_toolkit.runs.model_card import MODEL_CARD_FILE
+from review_toolkit.runtime.os_errors import require_creatable_directory
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +63,9 @@ REPORT_FILE = "report.txt"
 TOKENIZER_DIRECTORY = "tokenizer"
 FEATURIZER_DIRECTORY = "featurizer"
 TORCH_HEAD_FILE = "head.safetensors"
-CHECKPOINT_DIRECTORY = "checkpoints"
 SPLIT_PREDICTIONS_FILE = "split_predictions.csv"
 EVALUATION_DIRECTORY = "evaluation"
-TRAINING_LOG_FILE = "training_log.jsonl"  # written by review_toolkit.train.tracking during training
+TRAINING_LOG_FILE = "training_log.jsonl"  # the run's training history (review_toolkit.train.tracking)
 PARTIAL_SUFFIX = ".partial"
 
 #: Names the toolkit writes at the top of a run directory; no plugin may declare or write them.
@@ -140,15 +142,6 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def checkpoints_in(directory: Path) -> list[Path]:
-    """Trainer checkpoints (``checkpoints/checkpoint-N``) in a run or staging directory, oldest first."""
-    folder = Path(directory) / CHECKPOINT_DIRECTORY
-    if not folder.is_dir():
-        return []
-    found = [path for path in folder.glob("checkpoint-*") if path.is_dir() and path.name[11:].isdigit()]
-    return sorted(found, key=lambda path: int(path.name[11:]))
-
-
 @contextmanager
 def _signals_deferred() -> Iterator[None]:
     """Hold SIGINT / SIGTERM back until the block is done (POSIX main thread; elsewhere a no-op)."""
@@ -167,20 +160,48 @@ class RunWriter:
     """Stage a run in ``<output>.partial`` and move it into place when complete.
 
     Construct it before loading any model: refusals (the run exists, an interrupted run would be
-    thrown away) cost nothing then.
+    thrown away, another training writes the same directory, the directory cannot be created)
+    cost nothing then. From construction until ``commit``, ``discard`` or ``abandon`` it holds
+    the output directory's lock (see :mod:`review_toolkit.runs.lock`); ``lock=False`` for the
+    processes of a multi-GPU launch other than the main one, which write nothing.
     """
 
-    def __init__(self, output_dir: str | Path, *, overwrite: bool = False, resuming: bool = False):
+    def __init__(self, output_dir: str | Path, *, overwrite: bool = False, resuming: bool = False, lock: bool = True):
         self.final = Path(output_dir).expanduser()
         self.partial = self.final.with_name(self.final.name + PARTIAL_SUFFIX)
         self.resuming = resuming  # continuing the interrupted training staged in self.partial
+        require_creatable_directory(self.final, "--output-dir")
+        self._refuse_foreign_staging()
+        self.lock = DirectoryLock(self.final)
+        if lock:
+            self.lock.acquire()
+        try:
+            self._refuse_unless_allowed(overwrite)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _refuse_foreign_staging(self) -> None:
+        """``RUN.partial`` is a folder this toolkit stages in; a file or link there is someone else's."""
+        if self.partial.is_symlink():
+            raise RunDirectoryError(
+                f"{self.partial} is a symbolic link (to {os.readlink(self.partial)}), not a staging folder of a "
+                "training; it is left alone. Remove the link, or choose another --output-dir."
+            )
+        if self.partial.exists() and not self.partial.is_dir():
+            raise RunDirectoryError(
+                f"{self.partial} is a file, not a staging folder of a training; it is left alone. Remove it, "
+                "or choose another --output-dir."
+            )
+
+    def _refuse_unless_allowed(self, overwrite: bool) -> None:
         if self.final.exists() and not overwrite:
             raise RunDirectoryError(
                 f"{self.final} already exists. Choose another --output-dir, or pass --overwrite to replace it."
             )
         if self.final.exists() and not self.final.is_dir():
             raise RunDirectoryError(f"{self.final} exists and is not a directory; choose another --output-dir.")
-        if not resuming and not overwrite and checkpoints_in(self.partial):
+        if not self.resuming and not overwrite and checkpoints_in(self.partial):
             raise RunDirectoryError(
                 f"{self.partial} holds an interrupted training (checkpoint {checkpoints_in(self.partial)[-1].name}). "
                 f"Continue it with --resume-from {self.partial}, or pass --overwrite to discard it and start again."
@@ -191,12 +212,17 @@ class RunWriter:
         if self.partial.exists() and not self.resuming:
             if checkpoints_in(self.partial):
                 logger.warning("Discarding the interrupted training in %s (--overwrite).", self.partial)
+            elif incomplete_checkpoints_in(self.partial):
+                logger.warning(
+                    "Discarding %s: its only checkpoint was never completely written, so there is nothing to resume.",
+                    self.partial,
+                )
             shutil.rmtree(self.partial)
         self.partial.mkdir(parents=True, exist_ok=True)
         return self.partial
 
     def commit(self) -> Path:
-        """Seal the run with its manifest and move it into place.
+        """Seal the run with its manifest and move it into place, then give the lock up.
 
         An overwritten run is moved aside first and removed only once the new one is in place.
         """
@@ -209,26 +235,35 @@ class RunWriter:
             os.replace(self.partial, self.final)
         if previous is not None:
             shutil.rmtree(previous, ignore_errors=True)
+        self.release()
         return self.final
+
+    def release(self) -> None:
+        """Give the output directory's lock up (done by commit, discard and abandon)."""
+        self.lock.release()
 
     def discard(self) -> None:
         shutil.rmtree(self.partial, ignore_errors=True)
+        self.release()
 
     def abandon(self, error: BaseException) -> bool:
         """Clean up after ``error`` ended the run; True when the staging directory is kept to resume.
 
         Kept: an interruption (KeyboardInterrupt, which SIGTERM becomes under the train command)
-        once a checkpoint exists, and a staging directory this training resumed from. Anything
-        else, including a crash after checkpoints were saved, leaves nothing behind.
+        once a complete checkpoint exists, and a staging directory this training resumed from.
+        Anything else, including a crash after checkpoints were saved, leaves nothing behind.
         """
-        interrupted = isinstance(error, KeyboardInterrupt)
-        if self.resuming or (interrupted and checkpoints_in(self.partial)):
-            if self.partial.is_dir():
-                (self.partial / MANIFEST_FILE).unlink(missing_ok=True)  # only a finished run has one
-                return True
+        try:
+            interrupted = isinstance(error, KeyboardInterrupt)
+            if self.resuming or (interrupted and checkpoints_in(self.partial)):
+                if self.partial.is_dir():
+                    (self.partial / MANIFEST_FILE).unlink(missing_ok=True)  # only a finished run has one
+                    return True
+                return False
+            self.discard()
             return False
-        self.discard()
-        return False
+        finally:
+            self.release()
 
 
 def run_of_staging(path: str | Path) -> Path | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,10 @@ from review_toolkit import registry
 from review_toolkit.config import TrainConfig
 from review_toolkit.errors import ReviewToolkitError, RunDirectoryError
 from review_toolkit.inference.classifier import Classifier
+from review_toolkit.inference.head_outputs import build_head
 from review_toolkit.plugin_api.contracts import FeaturizerBackbone, FittedHead
 from review_toolkit.runs.layout import (
+    CHECKPOINT_DIRECTORY,
     CONFIG_FILE,
     FEATURIZER_DIRECTORY,
     RUN_FILE,
@@ -21,7 +24,7 @@ from review_toolkit.runs.layout import (
     read_json,
     require_run_directory,
 )
-from review_toolkit.runs.manifest import refuse_unpickling, verify_run_directory
+from review_toolkit.runs.manifest import refuse_unpickling, safetensors_problem, verify_run_directory
 from review_toolkit.runtime import distributed
 
 
@@ -44,57 +47,113 @@ def load_run(
     """
     run = require_run_directory(path)
     verify_run_directory(run, allow_unverified=allow_unverified)
+    steps = _LoadSteps(run)
     with refuse_unpickling(run):
-        if not allow_unverified:
-            return _load_verified_run(run, device=device, trust_remote_code=trust_remote_code)
         try:
-            return _load_verified_run(run, device=device, trust_remote_code=trust_remote_code)
+            return _load_verified_run(run, steps, device=device, trust_remote_code=trust_remote_code)
         except ReviewToolkitError:
             raise
-        except Exception as error:  # unverified files: a damaged one is the likely cause
-            first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
-            raise RunDirectoryError(
-                f"Cannot load the unverified run {run}: {type(error).__name__}: {first_line}"
-            ) from error
+        except OSError as error:
+            if error.errno is not None:
+                raise  # the operating system's own message names the file (see runtime.os_errors)
+            raise _refusal(run, steps, error, allow_unverified) from error
+        except Exception as error:
+            raise _refusal(run, steps, error, allow_unverified) from error
 
 
-def _load_verified_run(run: Path, *, device: str | torch.device | None, trust_remote_code: bool) -> Classifier:
+def _refusal(run: Path, steps: "_LoadSteps", error: BaseException, allow_unverified: bool) -> RunDirectoryError:
+    """One line for whatever a library made of a file of the run.
+
+    A run that matches its manifest can still have been written by someone else (a manifest proves
+    integrity, not origin), so any file may be hostile: say which one was refused, and why.
+    """
+    if isinstance(error, pickle.UnpicklingError):  # torch's weights-only loader refused a pickle
+        first_line = "a pickle holding more than tensors; nothing in it was run"
+    else:
+        first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
+    unverified = " (unverified)" if allow_unverified else ""
+    return RunDirectoryError(
+        f"Cannot load the run {run}{unverified}: {steps.current} was refused ({type(error).__name__}: "
+        f"{first_line[:300]}). Copy the run again from where it was trained, or train it again."
+    )
+
+
+class _LoadSteps:
+    """What load_run is reading, so that a failure names it."""
+
+    def __init__(self, run: Path):
+        self.run = run
+        self.current = "its files"
+
+    def file(self, name: str) -> Path:
+        """``run / name``, noted as what is being read."""
+        self.current = str(self.run / name)
+        return self.run / name
+
+    def step(self, description: str) -> None:
+        self.current = description
+
+
+def _load_verified_run(
+    run: Path, steps: _LoadSteps, *, device: str | torch.device | None, trust_remote_code: bool
+) -> Classifier:
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    info = read_json(run / RUN_FILE)
-    config = TrainConfig.from_mapping(_read_yaml(run / CONFIG_FILE), source=str(run / CONFIG_FILE))
+    for path in sorted(run.rglob("*.safetensors")):  # a damaged or disguised one is named, not half-read
+        if CHECKPOINT_DIRECTORY not in path.relative_to(run).parts[:1]:
+            reason = safetensors_problem(path)
+            if reason is not None:
+                raise RunDirectoryError(
+                    f"Cannot load the run {run}: {path} is not a valid safetensors file ({reason}). Copy the run "
+                    "again from where it was trained, or train it again."
+                )
+    info = read_json(steps.file(RUN_FILE))
+    if not isinstance(info, dict):
+        raise RunDirectoryError(f"Cannot load the run {run}: {run / RUN_FILE} is not a JSON object.")
+    config = TrainConfig.from_mapping(_read_yaml(steps.file(CONFIG_FILE)), source=str(run / CONFIG_FILE))
     if config.trust_remote_code and not trust_remote_code:
         raise RunDirectoryError(
             f"{run} was trained with --trust-remote-code: loading it runs Python code that comes with the "
             f"checkpoint {config.model!r}. A run's own settings cannot allow that; if you trust that code, "
             "pass trust_remote_code=True to load_run (--trust-remote-code where a command offers it)."
         )
+    steps.step(f"the plugins named in {run / RUN_FILE}")
     # The options the run was trained with (config.yaml records every declared one).
     backbone, _ = registry.get("backbone", info["backbone"], config.backbone_options)
     method, _ = registry.get("method", info["method"], config.method_options)
     head, _ = registry.get("head", info["head"], config.head_options)
     if hasattr(backbone, "trust_remote_code"):
         backbone.trust_remote_code = trust_remote_code
+    steps.step(f"the checkpoint {config.model!r} named in {run / CONFIG_FILE}")
     checkpoint = backbone.resolve_checkpoint(config.model)
     target = torch.device(device) if device is not None else distributed.device()
     tokenizer, encoder, featurizer = None, None, None
     if isinstance(backbone, FeaturizerBackbone):
-        featurizer = backbone.load_featurizer(run / FEATURIZER_DIRECTORY, checkpoint=checkpoint)
+        featurizer = backbone.load_featurizer(steps.file(FEATURIZER_DIRECTORY), checkpoint=checkpoint)
         head_device = target
     else:
-        tokenizer = AutoTokenizer.from_pretrained(run / TOKENIZER_DIRECTORY, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(steps.file(TOKENIZER_DIRECTORY), trust_remote_code=trust_remote_code)
+        steps.step(f"the checkpoint {checkpoint!r} named in {run / CONFIG_FILE}, with the run's {method.name} weights")
         encoder = method.load_trained(backbone, checkpoint, run, config)
         if not method.quantized:  # a quantized encoder is placed by its device map
             encoder.to(target)
         encoder.eval()
         head_device = next(p.device for p in encoder.parameters())
     if isinstance(head, FittedHead):
+        steps.step(f"the fitted head's state in {run}")
         scorer: Any = head.load(run)
     else:
-        scorer = head.build(info["embedding_size"], len(info["label_names"]))
-        scorer.load_state_dict(load_file(str(run / TORCH_HEAD_FILE)))
+        scorer = build_head(head, info["embedding_size"], len(info["label_names"]))
+        scorer.load_state_dict(load_file(str(steps.file(TORCH_HEAD_FILE))))
         scorer.to(head_device).eval()
+    steps.step(f"the settings in {run / RUN_FILE}")
+    threshold = info.get("threshold", 0.5)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise RunDirectoryError(
+            f"Cannot load the run {run}: the threshold in {run / RUN_FILE} is {threshold!r}, not a number in [0, 1]. "
+            "Set one with 'review-toolkit evaluate --threshold', or train the run again."
+        )
     return Classifier(
         backbone=backbone,
         tokenizer=tokenizer,
@@ -102,8 +161,9 @@ def _load_verified_run(run: Path, *, device: str | torch.device | None, trust_re
         featurizer=featurizer,
         head=scorer,
         max_length=info["max_length"],
-        threshold=info.get("threshold", 0.5),
+        threshold=threshold,
         info=info,
+        head_description=registry.describe(head),
     )
 
 

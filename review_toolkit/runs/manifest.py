@@ -281,31 +281,38 @@ def verify_run_directory(run: str | Path, *, allow_unverified: bool = False) -> 
 
 def _check_safetensors(path: Path, relative: str) -> None:
     """Raise RunDirectoryError unless ``path`` is a complete safetensors file (header and data)."""
-
-    def bad(reason: str) -> RunDirectoryError:
+    reason = safetensors_problem(path)
+    if reason is not None:
         pickled = " It looks like a pickle, which is never loaded." if looks_like_pickle(path) else ""
-        return RunDirectoryError(f"Cannot load {path}: {relative} is not a valid safetensors file ({reason}).{pickled}")
+        raise RunDirectoryError(f"Cannot load {path}: {relative} is not a valid safetensors file ({reason}).{pickled}")
 
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) < 8:
-            raise bad("shorter than a safetensors header")
-        length = int.from_bytes(prefix, "little")
-        if length > min(size - 8, _MAX_SAFETENSORS_HEADER):
-            raise bad("its header length is impossible")
-        try:
-            header = json.loads(handle.read(length))
-        except (UnicodeDecodeError, ValueError):
-            raise bad("its header is not JSON") from None
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete safetensors file (header and data), or None when it is one."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                return "shorter than a safetensors header"
+            length = int.from_bytes(prefix, "little")
+            if length > min(size - 8, _MAX_SAFETENSORS_HEADER):
+                return "its header length is impossible"
+            try:
+                header = json.loads(handle.read(length))
+            except (UnicodeDecodeError, ValueError):
+                return "its header is not JSON"
+    except OSError as error:
+        return f"cannot be read: {error.strerror or error}"
     if not isinstance(header, dict):
-        raise bad("its header is not a JSON object")
+        return "its header is not a JSON object"
     try:
         end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
     except (TypeError, KeyError, IndexError):
-        raise bad("its header lists no tensor offsets") from None
+        return "its header lists no tensor offsets"
     if not isinstance(end, int) or 8 + length + end != size:
-        raise bad(f"{size} bytes where its header describes {8 + length + end if isinstance(end, int) else '?'}; truncated?")
+        return f"{size} bytes where its header describes {8 + length + end if isinstance(end, int) else '?'}; truncated?"
+    return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from review_toolkit.runtime.os_errors import naming_path
+
 
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "w", *, encoding: str | None = "utf-8", newline: str | None = None) -> Iterator[IO]:
@@ -22,7 +24,7 @@ def atomic_file(path: str | Path, mode: str = "w", *, encoding: str | None = "ut
     temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
     kwargs = {} if "b" in mode else {"encoding": encoding, "newline": newline}
     try:
-        with open(temporary, mode, **kwargs) as handle:
+        with naming_path(path), open(temporary, mode, **kwargs) as handle:
             yield handle
         os.replace(temporary, path)
     except BaseException:

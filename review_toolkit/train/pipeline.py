@@ -22,10 +22,13 @@ from review_toolkit import __version__, registry
 
 from review_toolkit.runtime import distributed
 from review_toolkit.inference.classifier import Classifier, featurize
+from review_toolkit.runtime.os_errors import naming_path
 from review_toolkit.accel.plan import AccelerationPlan
 from review_toolkit.config import TrainConfig
 from review_toolkit.data import LABEL_NAMES, ReviewSplits, load_splits_for
-from review_toolkit.inference.embeddings import cache_key, cached_embeddings, embed_texts
+from review_toolkit.inference.embedding_cache import EmbeddingStore, cached_embeddings
+from review_toolkit.inference.embeddings import embed_texts
+from review_toolkit.inference.head_outputs import build_head
 from review_toolkit.errors import PluginError
 from review_toolkit.evaluation.run_evaluation import calibrate_after_training
 from review_toolkit.runs.model_card import write_model_card
@@ -234,11 +237,15 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: Sequence[Any
     if config.seed is not None:
         torch.manual_seed(config.seed)
     started = time.perf_counter()
-    inputs = RunInputs.load(config, composition, splits)
     # Under a multi-process launch every process trains and scores; only the main one writes files.
     writes = distributed.is_main_process()
-    with distributed.main_process_first():  # Trainer's checkpoints need the staging directory everywhere
-        staging = writer.open() if writes else writer.partial
+    try:
+        inputs = RunInputs.load(config, composition, splits)
+        with distributed.main_process_first():  # Trainer's checkpoints need the staging directory everywhere
+            staging = writer.open() if writes else writer.partial
+    except BaseException:
+        writer.release()  # nothing staged yet: only the lock to give back
+        raise
     try:
         if inputs.composition.method.trains_backbone:
             trained = _fine_tune(config, inputs, staging, progress, callbacks)
@@ -258,8 +265,9 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: Sequence[Any
         info["learning_rate"] = config.learning_rate  # the one used: the method's default when none was given
         classifier.info = info
         if writes:
-            _write_run(staging, config, inputs.tokenizer, classifier, inputs.composition, metrics, report, info)
-            writer.commit()
+            with naming_path(staging):  # a failed write to an open file names no file of its own
+                _write_run(staging, config, inputs.tokenizer, classifier, inputs.composition, metrics, report, info)
+                writer.commit()
         distributed.wait_for_everyone()  # every process returns once the run directory is in place
     except BaseException as error:
         # An interrupted fine-tune keeps its checkpoints for --resume-from; anything else is removed.
@@ -276,7 +284,10 @@ def _run_writer(config: TrainConfig) -> RunWriter:
     staging_dir = Path(str(output_dir) + PARTIAL_SUFFIX).resolve()
     resume_path = Path(config.resume_from).expanduser().resolve() if config.resume_from else None
     resuming_in_place = resume_path is not None and (resume_path == staging_dir or staging_dir in resume_path.parents)
-    return RunWriter(output_dir, overwrite=config.overwrite, resuming=resuming_in_place)
+    # The main process writes and holds the directory's lock; the others of a launch write nothing.
+    return RunWriter(
+        output_dir, overwrite=config.overwrite, resuming=resuming_in_place, lock=distributed.is_main_process()
+    )
 
 
 def _resources(training_seconds: float) -> dict[str, Any]:
@@ -354,7 +365,7 @@ def _fine_tune(
     model.eval()
     classifier = Classifier(
         backbone=backbone, tokenizer=inputs.tokenizer, encoder=model.encoder, head=model.head,
-        max_length=inputs.max_length,
+        max_length=inputs.max_length, head_description=registry.describe(inputs.composition.head),
     )
 
     def p_fake(texts: list[str]) -> np.ndarray:
@@ -380,7 +391,7 @@ def _classifier_model(config: TrainConfig, inputs: RunInputs, train_labels: list
     """The method's encoder under a fresh head, on this process's device (class weights from ``train_labels``)."""
     composition = inputs.composition
     encoder = composition.method.load_for_training(composition.backbone, inputs.checkpoint, config)
-    torch_head = composition.head.build(encoder.embedding_size, len(LABEL_NAMES))
+    torch_head = build_head(composition.head, encoder.embedding_size, len(LABEL_NAMES))
     weights = (
         balanced_class_weights(train_labels) if train_labels is not None and config.class_weight == "balanced" else None
     )
@@ -441,8 +452,11 @@ def _train_on_frozen(
                 progress=progress and distributed.is_main_process(),
             )
 
-        key = cache_key(backbone.name, checkpoint, max_length, texts)
-        features, was_cached = cached_embeddings(key, lambda: distributed.map_in_shards(embed, texts), config.cache_dir)
+        store = EmbeddingStore(config.cache_dir, backbone=backbone.name, checkpoint=checkpoint, max_length=max_length)
+        features, was_cached = cached_embeddings(
+            store, texts, lambda missing: distributed.map_in_shards(embed, missing),
+            dimension=getattr(encoder, "embedding_size", None),
+        )
     train_x, val_x, test_x = features[:n_train], features[n_train : n_train + n_val], features[n_train + n_val :]
     train_y, val_y = splits.train.label.to_numpy(), splits.validation.label.to_numpy()
     info: dict[str, Any] = {"embeddings_cached": was_cached, "trainable_parameters": 0}
@@ -451,7 +465,7 @@ def _train_on_frozen(
         fitted = head.fit(train_x, train_y, val_x, val_y, seed=config.seed, class_weight=config.class_weight)
         scorer: Any = fitted
     else:
-        torch_head = head.build(features.shape[1], len(LABEL_NAMES))
+        torch_head = build_head(head, features.shape[1], len(LABEL_NAMES))
         weights = balanced_class_weights(train_y.tolist()) if config.class_weight == "balanced" else None
         model = HeadOnlyModel(torch_head, weights).to(distributed.device())
         trainer = train_with_trainer(
@@ -472,7 +486,8 @@ def _train_on_frozen(
         torch_head.eval()
         scorer = torch_head
     classifier = Classifier(
-        backbone=backbone, tokenizer=tokenizer, encoder=encoder, head=scorer, max_length=max_length, featurizer=featurizer
+        backbone=backbone, tokenizer=tokenizer, encoder=encoder, head=scorer, max_length=max_length, featurizer=featurizer,
+        head_description=registry.describe(head),
     )
     return Trained(classifier, info, classifier.p_fake_from_embeddings(test_x), classifier.p_fake_from_embeddings(val_x))
 

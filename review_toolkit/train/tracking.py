@@ -18,8 +18,8 @@ from transformers import TrainerCallback
 
 from review_toolkit.config import TrainConfig
 from review_toolkit.errors import ConfigError
+from review_toolkit.runs.layout import TRAINING_LOG_FILE
 
-TRAINING_LOG_FILE = "training_log.jsonl"
 TENSORBOARD_DIRECTORY = "logs"  # inside the run, where --logging-dir is not given
 
 # Tracker -> the package its Trainer integration needs.

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,7 +24,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from review_toolkit.accel.plan import AccelerationPlan
 from review_toolkit.config import TrainConfig
@@ -30,6 +31,14 @@ from review_toolkit.inference.embeddings import use_shape_agnostic_attention
 from review_toolkit.errors import ConfigError
 from review_toolkit.evaluation.metrics import trainer_compute_metrics
 from review_toolkit.runtime.interrupts import InterruptionCallback
+from review_toolkit.runs.checkpoints import (
+    CHECKPOINT_DIRECTORY,
+    CHECKPOINT_PREFIX,
+    STATE_FILE,
+    checkpoint_problem,
+    checkpoints_in,
+    incomplete_checkpoints_in,
+)
 from review_toolkit.train.tracking import TRAINING_LOG_FILE, TrainingHistory, tracker_callbacks
 
 logger = logging.getLogger(__name__)
@@ -183,17 +192,43 @@ def feature_dataset(features: Any, labels: list[int]) -> Dataset:
 
 
 def resolve_resume_checkpoint(resume_from: str | None) -> str | None:
-    """A checkpoint directory, or the latest checkpoint inside a run directory or its checkpoints/."""
+    """A checkpoint directory, or the last complete checkpoint inside a run directory or its checkpoints/.
+
+    A checkpoint a killed process left half-written is skipped with a warning that names it and
+    the one used instead (see :mod:`review_toolkit.runs.checkpoints`).
+    """
     if not resume_from:
         return None
     path = Path(resume_from).expanduser()
-    if (path / WEIGHTS_NAME).is_file() and (path / "trainer_state.json").is_file():
-        return str(path)
-    for folder in (path / "checkpoints", path):
-        if folder.is_dir():
-            last = get_last_checkpoint(str(folder))
-            if last:
-                return last
+    if (path / STATE_FILE).is_file() or path.name.startswith(CHECKPOINT_PREFIX):
+        problem = checkpoint_problem(path) if path.is_dir() else "it does not exist"
+        if problem is None:
+            return str(path)
+        siblings = [c for c in checkpoints_in(path.parent.parent)] if path.parent.name == CHECKPOINT_DIRECTORY else []
+        hint = f" The last complete one is {siblings[-1]}." if siblings else ""
+        raise ConfigError(
+            f"--resume-from {resume_from}: that checkpoint cannot be resumed from ({problem}): it is incomplete "
+            f"(a training killed while saving it) or not one this toolkit wrote.{hint} Give the run directory to "
+            "resume from its last complete checkpoint."
+        )
+    for run in (path, path.parent if path.name == CHECKPOINT_DIRECTORY else None):
+        if run is None or not (run / CHECKPOINT_DIRECTORY).is_dir():
+            continue
+        complete = checkpoints_in(run)
+        skipped = incomplete_checkpoints_in(run)
+        if complete:
+            for checkpoint, problem in skipped:
+                logger.warning("Skipping the incomplete checkpoint %s (%s).", checkpoint, problem)
+            if skipped:
+                logger.warning("Resuming from %s, the last complete checkpoint.", complete[-1])
+            return str(complete[-1])
+        if skipped:
+            listed = "; ".join(f"{checkpoint.name}: {problem}" for checkpoint, problem in skipped)
+            raise ConfigError(
+                f"--resume-from {resume_from}: no complete checkpoint there ({listed}); the training was killed "
+                "while saving its first one. Run the command again without --resume-from to start over "
+                "(add --overwrite if it says the staging folder is in the way)."
+            )
     raise ConfigError(
         f"--resume-from {resume_from}: no training checkpoint found there. Give a run directory "
         "(or an interrupted one ending in .partial) that contains checkpoints/checkpoint-N, or such a checkpoint."
@@ -252,7 +287,23 @@ def train_with_trainer(
     )
     if not progress:
         trainer.remove_callback(PrinterCallback)  # without progress bars Trainer prints every log line
-    trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(config.resume_from))
+    resume = resolve_resume_checkpoint(config.resume_from)
+    # Half-written checkpoints in this training's own folder (resuming in place) go: Trainer would
+    # count them as the newest when it rotates checkpoints.
+    if checkpoint_dir.name == CHECKPOINT_DIRECTORY and trainer.args.should_save:
+        for checkpoint, _ in incomplete_checkpoints_in(checkpoint_dir.parent):
+            shutil.rmtree(checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except pickle.UnpicklingError as error:  # Trainer loads optimizer / scheduler state with weights_only
+        if resume is None:
+            raise
+        first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
+        raise ConfigError(
+            f"--resume-from {config.resume_from}: a file of the checkpoint {resume} was refused because it holds "
+            f"more than tensors ({first_line[:200]}); nothing in it was run. Resume only from checkpoints that "
+            "this toolkit wrote."
+        ) from None
     if trainer.is_world_process_zero():
         history.write(run_staging / TRAINING_LOG_FILE)
     return trainer
