@@ -138,7 +138,9 @@ class TrainConfig:
     max_length: int | None = option(  # None: the backbone's maximum
         None, help="Truncate reviews to this many tokens (default: the backbone's maximum).", group=TRAINING, minimum=8
     )
-    epochs: float = option(4.0, help="Training epochs (default: 4).", group=TRAINING, above=0)
+    epochs: float | None = option(
+        None, help="Training epochs (default: the method's own: 4; 8 for lora and qlora).", group=TRAINING, above=0
+    )
     max_steps: int | None = option(  # stop after this many optimizer steps (smoke tests, benchmarks)
         None, help="Stop after this many optimizer steps (overrides --epochs).", group=TRAINING, minimum=1
     )

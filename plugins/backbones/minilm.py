@@ -23,7 +23,11 @@ class MiniLMBackbone(TransformerBackbone):
     description = "all-MiniLM-L6-v2 (22M, 384-d, mean pooling), bundled offline: the embedded default."
     default_checkpoint = "sentence-transformers/all-MiniLM-L6-v2"
     max_length = 256  # the length it was trained for
-    lora_targets = ("query", "key", "value", "attention.output.dense")
+    # Every linear layer of a block: adapting the feed-forward layers too brings LoRA to full
+    # fine-tuning's accuracy (benchmarks/results/lora_defaults_minilm_h200.md). Not the pooler:
+    # mean pooling never uses it, so its adapter would get no gradient.
+    lora_targets = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
+    attention_lora_targets = ("query", "key", "value", "attention.output.dense")
     quantization_skip = ()
 
     def resolve_checkpoint(self, checkpoint: str | None) -> str:

@@ -21,9 +21,10 @@ from review_toolkit.plugin_api import (
 
 
 class LoraMethod(Method):
-    description = "LoRA adapters (PEFT) on the backbone's attention projections; the head trains in full."
+    description = "LoRA adapters (PEFT) on the backbone's declared layers (every linear layer of BERT-style blocks); the head trains in full."
     trains_backbone = True
     default_learning_rate = 5e-4  # adapters start at zero and need a larger step than full fine-tuning
+    default_epochs = 8.0  # adapters start at zero: they need more epochs than full fine-tuning (early stopping ends sooner)
     default_optimizer = "adamw_torch"
     declared_options = LORA_OPTIONS
     run_files = (ADAPTER_DIRECTORY,)

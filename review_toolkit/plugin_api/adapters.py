@@ -34,7 +34,8 @@ LORA_OPTIONS: tuple[PluginOption, ...] = (
     ),
     PluginOption(
         "target_modules", tuple[str, ...], None,
-        "Module-name suffixes to adapt, comma-separated (not set: the backbone's lora_targets).",
+        "Module-name suffixes to adapt, comma-separated, or 'attention' for the backbone's attention "
+        "projections alone (not set: the backbone's lora_targets).",
     ),
 )
 
@@ -45,6 +46,8 @@ def lora_config(backbone: Backbone, options: Mapping[str, Any]) -> Any:
 
     values = dict(options)
     targets = list(values.pop("target_modules", None) or backbone.lora_targets)
+    if targets == ["attention"]:
+        targets = list(backbone.attention_lora_targets or backbone.lora_targets)
     if not targets:
         raise ConfigError(
             f"The backbone {backbone.name!r} declares no LoRA target modules; pass --lora-targets "

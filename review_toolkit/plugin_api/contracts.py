@@ -105,6 +105,9 @@ class Backbone(Plugin):
     max_length: ClassVar[int] = 512
     #: Module names (suffixes) that LoRA adapts by default.
     lora_targets: ClassVar[tuple[str, ...]] = ()
+    #: The attention projections alone (the research recipe's targets, ``target_modules: attention``);
+    #: empty: the same as ``lora_targets``.
+    attention_lora_targets: ClassVar[tuple[str, ...]] = ()
     #: Module names that 4-bit quantization must leave in full precision.
     quantization_skip: ClassVar[tuple[str, ...]] = ()
 
@@ -202,6 +205,8 @@ class Method(Plugin):
     #: Learning rate used when the user sets none: adapters want a larger one
     #: than full fine-tuning.
     default_learning_rate: ClassVar[float] = 1e-4
+    #: Epochs used when the user sets none (``--epochs``).
+    default_epochs: ClassVar[float] = 4.0
     #: Optimizer name (a TrainingArguments ``optim`` value) used when the user sets none.
     default_optimizer: ClassVar[str] = "adamw_torch"
     #: Head used when the user names none (``--head``).

@@ -23,6 +23,7 @@ from review_toolkit import __version__, registry
 from review_toolkit.runtime import distributed
 from review_toolkit.inference.classifier import Classifier, featurize
 from review_toolkit.runtime.os_errors import naming_path
+from review_toolkit.runtime.quiet import quiet_call
 from review_toolkit.accel.plan import AccelerationPlan
 from review_toolkit.config import TrainConfig
 from review_toolkit.data import LABEL_NAMES, ReviewSplits, load_splits_for
@@ -137,6 +138,7 @@ class Composition:
             config,
             head=config.head or self.head.name,
             learning_rate=config.learning_rate or self.method.default_learning_rate,
+            epochs=config.epochs or self.method.default_epochs,
             backbone_options=recordable(self.backbone.options),
             method_options=recordable(self.method.options),
             head_options=recordable(self.head.options),
@@ -228,7 +230,14 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: Sequence[Any
 
     ``callbacks`` are extra ``transformers.TrainerCallback`` objects for every training that
     runs through Trainer (fine-tuning, torch heads on frozen embeddings): logging, timing.
+    The libraries' own chatter (weight-loading bars, kernel lookups) stays quiet unless
+    ``progress``.
     """
+    with quiet_call(progress=progress):
+        return _train(config, progress=progress, callbacks=callbacks)
+
+
+def _train(config: TrainConfig, *, progress: bool, callbacks: Sequence[Any]) -> TrainResult:
     config.validate()
     composition = Composition.resolve(config)
     config = composition.recorded(config)  # config.yaml and the model card show the values used
