@@ -405,6 +405,6 @@ def test_train_many_checks_every_run_before_training(tmp_path):
 def test_example_plan_is_valid():
     from review_toolkit.train.plan import load_plan
 
-    example = Path(__file__).resolve().parents[1] / "examples" / "compare_frozen_heads.yaml"
+    example = Path(__file__).resolve().parents[2] / "examples" / "compare_frozen_heads.yaml"
     planned = load_plan(example)
     assert [run.config.head for run in planned] == ["logreg", "svm", "mlp"]

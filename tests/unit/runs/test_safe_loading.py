@@ -38,7 +38,7 @@ from review_toolkit.train.pipeline import train
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REVIEWS = ["Absolutely love it, works as described.", "Terrible. Broke after one day and support never answered."]
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 
 
 class Payload:

@@ -189,7 +189,7 @@ def test_full_fine_tuning_on_two_processes(batches, tiny_bert, odd_reviews, tmp_
     np.testing.assert_allclose(rescored, stored.p_fake_raw.to_numpy(), atol=1e-5)
 
 
-FSDP_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fsdp_full_finetune.yaml"
+FSDP_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fsdp_full_finetune.yaml"
 
 # accelerate (1.15) turns a launch with distributed_type FSDP into FSDP only on accelerators
 # (AcceleratorState: MULTI_GPU, MULTI_XPU, ...); on the CPU it silently trains with DDP instead.

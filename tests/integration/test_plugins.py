@@ -38,7 +38,7 @@ from review_toolkit.testing import (
     write_tiny_dataset,
 )
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "review_toolkit_tfidf"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "review_toolkit_tfidf"
 DISTRIBUTION = "review-toolkit-tfidf"
 
 
