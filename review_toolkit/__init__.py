@@ -17,18 +17,29 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["TrainConfig", "train", "load_run", "list_plugins", "__version__"]
+__all__ = [
+    "TrainConfig", "train", "TrainResult", "load_run", "Classifier", "Prediction", "evaluate_run",
+    "EvaluationResult", "list_plugins", "__version__",
+]
 
 if TYPE_CHECKING:
     from review_toolkit.config import TrainConfig
-    from review_toolkit.runs.loader import load_run
-    from review_toolkit.train.pipeline import train
+    from review_toolkit.evaluation.run_evaluation import EvaluationResult, evaluate_run
+    from review_toolkit.inference.classifier import Classifier, Prediction
     from review_toolkit.registry import list_plugins
+    from review_toolkit.runs.loader import load_run
+    from review_toolkit.train.pipeline import TrainResult, train
 
+# What each public name is, and the module it loads from on first use.
 _LAZY = {
     "TrainConfig": "review_toolkit.config",
     "train": "review_toolkit.train.pipeline",
+    "TrainResult": "review_toolkit.train.pipeline",
     "load_run": "review_toolkit.runs.loader",
+    "Classifier": "review_toolkit.inference.classifier",
+    "Prediction": "review_toolkit.inference.classifier",
+    "evaluate_run": "review_toolkit.evaluation.run_evaluation",
+    "EvaluationResult": "review_toolkit.evaluation.run_evaluation",
     "list_plugins": "review_toolkit.registry",
 }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import grimp
@@ -81,3 +83,15 @@ def test_no_module_imports_itself_through_others():
 def test_the_package_root_holds_at_most_a_dozen_modules():
     modules = sorted(path.stem for path in PACKAGE.glob("*.py") if path.name != "__init__.py")
     assert len(modules) <= 12, modules
+
+
+def test_the_layers_contract_holds():
+    """``lint-imports`` with the repository's .importlinter: every module imports only from layers below it."""
+    repository = PACKAGE.parent
+    command = Path(sys.executable).parent / "lint-imports"
+    result = subprocess.run(
+        [str(command), "--config", str(repository / ".importlinter"), "--no-cache"],
+        cwd=repository, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "1 kept, 0 broken" in result.stdout
