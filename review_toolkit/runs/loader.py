@@ -26,6 +26,7 @@ from review_toolkit.runs.layout import (
 )
 from review_toolkit.runs.manifest import refuse_unpickling, safetensors_problem, verify_run_directory
 from review_toolkit.runtime import distributed
+from review_toolkit.runtime.quiet import quiet_call
 
 
 def load_run(
@@ -48,7 +49,7 @@ def load_run(
     run = require_run_directory(path)
     verify_run_directory(run, allow_unverified=allow_unverified)
     steps = _LoadSteps(run)
-    with refuse_unpickling(run):
+    with refuse_unpickling(run), quiet_call():  # no weight-loading bars or hub notices from a library call
         try:
             return _load_verified_run(run, steps, device=device, trust_remote_code=trust_remote_code)
         except ReviewToolkitError:
