@@ -41,6 +41,8 @@ def model_card(
     """The card's markdown text: ``templates/model_card.md`` filled from the run's records."""
     data = info.get("data", {})
     sizes = data.get("sizes", {})
+    calibration_method = (info.get("calibration") or {}).get("method", "none")
+    calibrated = None if calibration_method in (None, "none") else calibration_method
     fields = {
         "backbone": info.get("backbone"),
         "method": info.get("method"),
@@ -65,8 +67,49 @@ def model_card(
         "threshold_rule": _threshold_rule(info.get("threshold_selection") or {"rule": "default"}),
         "max_length": info.get("max_length", "n/a"),
         "bundled_sample_note": _bundled_sample_note(data),
+        "front_matter": _front_matter(info, metrics),
+        "scored_p_fake": "`p_fake`, not calibrated" if calibrated is None else f"`p_fake` calibrated by {calibrated} scaling",
+        "calibration_limit": (
+            f"Probabilities are calibrated on a validation split of {sizes.get('validation', 'n/a')} reviews; with "
+            "few validation reviews the calibration and any chosen threshold are themselves uncertain."
+            if calibrated is not None else
+            "Probabilities are the head's own, not calibrated (`evaluate --calibration temperature` fits a "
+            f"calibration on the {sizes.get('validation', 'n/a')} validation reviews); any chosen threshold is "
+            "uncertain with few validation reviews."
+        ),
     }
     return _template().substitute(fields)
+
+
+def _front_matter(info: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """The Hugging Face Hub's card metadata (YAML between ``---`` lines): what the Hub indexes a model by."""
+    lines = [
+        "library_name: review_toolkit",
+        "pipeline_tag: text-classification",
+        "tags:",
+        *(f"- {tag}" for tag in ("review_toolkit", "fake-review-detection", "text-classification",
+                                  f"backbone-{info.get('backbone')}", f"method-{info.get('method')}", f"head-{info.get('head')}")),
+    ]
+    checkpoint = str(info.get("checkpoint") or "")
+    if _is_hub_id(checkpoint):  # a local path names nothing on the Hub
+        lines.append(f"base_model: {checkpoint}")
+    lines += ["metrics:", "- f1", "- accuracy"]
+    if metrics.get("f1_macro") is not None:
+        lines += [
+            "model-index:",
+            f"- name: {info.get('backbone')}-{info.get('method')}-{info.get('head')}",
+            "  results:",
+            "  - task: {type: text-classification, name: fake review detection}",
+            "    metrics:",
+            f"    - {{type: f1, name: macro F1 on the test split, value: {_fmt(metrics.get('f1_macro'))}}}",
+            f"    - {{type: accuracy, name: accuracy on the test split, value: {_fmt(metrics.get('accuracy'))}}}",
+        ]
+    return "\n".join(lines)
+
+
+def _is_hub_id(checkpoint: str) -> bool:
+    parts = checkpoint.split("/")
+    return len(parts) == 2 and all(parts) and not checkpoint.startswith((".", "~")) and not Path(checkpoint).exists()
 
 
 @functools.cache

@@ -127,3 +127,21 @@ def test_compare_shows_data_test_size_seed_and_threshold_and_warns_on_mixed_data
     assert "tested on different reviews" in compared.stderr
     same = run_cli("compare", str(renamed_run), "--output-dir", str(tmp_path / "cmp1"), cwd=tmp_path)
     assert same.returncode == 0 and "different reviews" not in same.stderr
+
+
+def test_the_model_card_carries_hub_metadata_and_says_whether_probabilities_are_calibrated(renamed_run):
+    import yaml
+
+    card = (renamed_run / "README.md").read_text()
+    assert card.startswith("---\n")
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["pipeline_tag"] == "text-classification" and "fake-review-detection" in front["tags"]
+    metrics = json.loads((renamed_run / "metrics.json").read_text())
+    scores = {entry["type"]: entry["value"] for entry in front["model-index"][0]["results"][0]["metrics"]}
+    assert scores["f1"] == pytest.approx(metrics["f1_macro"], abs=1e-4)
+    assert "base_model" not in front  # the bundled MiniLM is a local folder, not a Hub id
+    calibration = json.loads((renamed_run / "run.json").read_text()).get("calibration") or {"method": "none"}
+    if calibration["method"] == "none":
+        assert "not calibrated" in card and "calibrated by" not in card
+    else:
+        assert f"calibrated by {calibration['method']} scaling" in card
