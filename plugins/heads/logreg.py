@@ -14,14 +14,10 @@ from review_toolkit.plugin_api import (
     Standardizer,
     as_probabilities,
     load_arrays,
+    positive_numbers,
     save_arrays,
     sigmoid,
 )
-
-
-
-def _positive(values: tuple[float, ...]) -> str | None:
-    return None if values and min(values) > 0 else "must list one or more positive numbers"
 
 
 class LogisticModel:
@@ -47,7 +43,7 @@ class LogregHead(FittedHead):
     declared_options = (
         PluginOption(
             "c_grid", tuple[float, ...], (0.01, 0.1, 1.0, 10.0),
-            "Inverse regularisation strengths tried; the validation split picks one.", check=_positive,
+            "Inverse regularisation strengths tried; the validation split picks one.", check=positive_numbers,
         ),
     )
 

@@ -16,14 +16,10 @@ from review_toolkit.plugin_api import (
     Standardizer,
     as_probabilities,
     load_arrays,
+    positive_numbers,
     save_arrays,
     sigmoid,
 )
-
-
-
-def _positive(values: tuple[float, ...]) -> str | None:
-    return None if values and min(values) > 0 else "must list one or more positive numbers"
 
 
 class RbfSvmModel:
@@ -79,11 +75,11 @@ class RbfSvmModel:
 class SvmHead(FittedHead):
     description = "RBF SVM on standardized embeddings; C and gamma chosen on validation, Platt-scaled probabilities."
     declared_options = (
-        PluginOption("c_grid", tuple[float, ...], (0.3, 1.0, 3.0, 10.0), "C values tried on the validation split.", check=_positive),
+        PluginOption("c_grid", tuple[float, ...], (0.3, 1.0, 3.0, 10.0), "C values tried on the validation split.", check=positive_numbers),
         PluginOption(
             "gamma_factors", tuple[float, ...], (0.3, 1.0, 3.0),
             "Multiples of 1 / n_features (scikit-learn's 'scale' gamma on standardized data) tried as gamma.",
-            check=_positive,
+            check=positive_numbers,
         ),
     )
 

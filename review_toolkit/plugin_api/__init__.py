@@ -22,7 +22,7 @@ from review_toolkit.plugin_api.contracts import (
     Plugin,
     TorchHead,
 )
-from review_toolkit.plugin_api.options import PluginOption
+from review_toolkit.plugin_api.options import PluginOption, positive_numbers
 
 if TYPE_CHECKING:
     from review_toolkit.plugin_api.adapters import (
@@ -53,7 +53,7 @@ _LAZY = {
 
 __all__ = [
     "PLUGIN_KINDS", "Backbone", "Featurizer", "FeaturizerBackbone", "FittedHead", "FittedModel", "Head", "Method",
-    "Plugin", "PluginOption", "TorchHead", *_LAZY,
+    "Plugin", "PluginOption", "TorchHead", "positive_numbers", *_LAZY,
 ]
 
 

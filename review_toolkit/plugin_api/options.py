@@ -93,6 +93,11 @@ class PluginOption:
         )
 
 
+def positive_numbers(values: tuple[float, ...]) -> str | None:
+    """A ``check`` for a tuple option that must list one or more positive numbers (a search grid)."""
+    return None if values and min(values) > 0 else "must list one or more positive numbers"
+
+
 def _element_type(declared: Any) -> tuple[type, bool]:
     origin = typing.get_origin(declared)
     if origin in (tuple, list):
