@@ -58,7 +58,10 @@ def test_lora_run_stores_adapters_in_peft_format_and_head_apart(tiny_bert, small
     adapter_config = json.loads((run / "adapter" / "adapter_config.json").read_text())
     assert adapter_config["peft_type"] == "LORA"
     assert adapter_config["r"] == 16 and adapter_config["lora_alpha"] == 32
-    assert set(adapter_config["target_modules"]) == {"query", "key", "value", "attention.output.dense"}
+    # The backbone's declared targets: every linear layer of a BERT block.
+    assert set(adapter_config["target_modules"]) == {
+        "query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense",
+    }
     adapter = load_file(str(run / "adapter" / "adapter_model.safetensors"))
     assert adapter and all("lora_" in key for key in adapter)
     head = load_file(str(run / "head.safetensors"))

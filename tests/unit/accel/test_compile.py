@@ -36,12 +36,12 @@ def test_compiled_lora_run_reloads_and_rescores_its_test_split(tiny_bert, small_
 
 
 def test_each_encoder_layer_is_compiled_and_weight_names_stay(tiny_bert):
-    from review_toolkit import registry
+    from review_toolkit import TrainConfig, registry
     from review_toolkit.train.model import ReviewClassifierModel
 
     backbone, _ = registry.get("backbone", "bert")
     method, _ = registry.get("method", "full")
-    encoder = method.load_for_training(backbone, tiny_bert, None)
+    encoder = method.load_for_training(backbone, tiny_bert, TrainConfig(backbone="bert", method="full"))
     model = ReviewClassifierModel(encoder, registry.get("head", "linear")[0].build(encoder.embedding_size, 2))
     names = list(model.state_dict())
 

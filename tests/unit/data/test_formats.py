@@ -25,6 +25,8 @@ def write(path, fmt: str) -> None:
         path.write_text("".join(json.dumps(row) + "\n" for row in ROWS), encoding="utf-8")
     elif fmt == "json":
         path.write_text(json.dumps(ROWS), encoding="utf-8")
+    elif fmt == "lines":  # plain text: the reviews alone, one a line, blank lines between them skipped
+        path.write_text("\n\n".join(row["text"] for row in ROWS) + "\n", encoding="utf-8")
     else:
         frame.to_parquet(path, row_group_size=3)
 
@@ -32,7 +34,7 @@ def write(path, fmt: str) -> None:
 def test_each_extension_has_one_format_and_every_format_is_read() -> None:
     extensions = [ext for fmt in formats.FORMATS for ext in fmt.extensions]
     assert len(extensions) == len(set(extensions))
-    assert set(formats.FILE_FORMAT_NAMES) == {"csv", "tsv", "jsonl", "json", "parquet"}
+    assert set(formats.FILE_FORMAT_NAMES) == {"csv", "tsv", "jsonl", "json", "lines", "parquet"}
     for fmt in formats.FORMATS:
         assert fmt.description in formats.supported_formats()
 
@@ -40,14 +42,16 @@ def test_each_extension_has_one_format_and_every_format_is_read() -> None:
 @pytest.mark.parametrize("extension", sorted(formats.FORMATS_BY_EXTENSION))
 def test_chunks_hold_the_rows_of_the_whole_table(tmp_path, extension) -> None:
     path = tmp_path / f"reviews{extension}"
-    write(path, formats.FORMATS_BY_EXTENSION[extension].name)
+    fmt = formats.FORMATS_BY_EXTENSION[extension]
+    write(path, fmt.name)
+    expected = [{"text": row["text"]} for row in ROWS] if fmt.own_text_column else ROWS
 
     chunks = list(read_chunks(DataSource.of_file(path), formats.format_of(path), chunk_rows=3))
 
     assert [len(chunk) for chunk in chunks] == [3, 3, 1]
     rows = [row for chunk in chunks for row in (chunk if isinstance(chunk, list) else chunk.to_dict("records"))]
-    assert rows == ROWS
-    assert read_table(path).to_dict("records") == ROWS
+    assert rows == expected
+    assert read_table(path).to_dict("records") == expected
 
 
 def test_a_header_without_rows_is_one_empty_chunk_that_names_its_columns(tmp_path) -> None:
