@@ -12,6 +12,7 @@ Layout::
       head.safetensors torch head weights, or a fitted head's arrays (+ head.json)
       adapter/         lora, qlora: PEFT adapters        | encoder.safetensors: full
       checkpoints/     the last Trainer checkpoint, for --resume-from
+      members/         an ensemble only: a complete copy of each member run (see runs.ensemble_run)
       README.md        the model card
       manifest.json    SHA-256 and size of every file above except checkpoints/
 
@@ -66,6 +67,7 @@ TORCH_HEAD_FILE = "head.safetensors"
 SPLIT_PREDICTIONS_FILE = "split_predictions.csv"
 EVALUATION_DIRECTORY = "evaluation"
 TRAINING_LOG_FILE = "training_log.jsonl"  # the run's training history (review_toolkit.train.tracking)
+MEMBERS_DIRECTORY = "members"  # an ensemble's copies of its member runs (review_toolkit.runs.ensemble_run)
 PARTIAL_SUFFIX = ".partial"
 
 #: Names the toolkit writes at the top of a run directory; no plugin may declare or write them.
@@ -73,7 +75,7 @@ PARTIAL_SUFFIX = ".partial"
 #: fitted head its arrays.)
 RESERVED_NAMES: frozenset[str] = frozenset({
     RUN_FILE, CONFIG_FILE, METRICS_FILE, REPORT_FILE, MODEL_CARD_FILE, MANIFEST_FILE, TOKENIZER_DIRECTORY,
-    FEATURIZER_DIRECTORY, CHECKPOINT_DIRECTORY, SPLIT_PREDICTIONS_FILE, EVALUATION_DIRECTORY, TRAINING_LOG_FILE,
+    FEATURIZER_DIRECTORY, CHECKPOINT_DIRECTORY, SPLIT_PREDICTIONS_FILE, EVALUATION_DIRECTORY, TRAINING_LOG_FILE, MEMBERS_DIRECTORY,
 })
 
 #: The formats a plugin may store in a run: tensors as safetensors, everything else as JSON, YAML or text.

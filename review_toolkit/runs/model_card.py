@@ -38,7 +38,14 @@ def model_card(
     report: str,
     evaluation: dict[str, Any] | None = None,
 ) -> str:
-    """The card's markdown text: ``templates/model_card.md`` filled from the run's records."""
+    """The card's markdown text: ``templates/model_card.md`` filled from the run's records.
+
+    An ensemble's run.json gets the ensemble's card (:mod:`review_toolkit.runs.ensemble_card`).
+    """
+    if info.get("kind") == "ensemble":
+        from review_toolkit.runs.ensemble_card import ensemble_card
+
+        return ensemble_card(config, info, metrics, report, evaluation)
     data = info.get("data", {})
     sizes = data.get("sizes", {})
     calibration_method = (info.get("calibration") or {}).get("method", "none")
