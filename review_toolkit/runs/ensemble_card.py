@@ -55,7 +55,9 @@ def ensemble_card(
         **{key: cards._fmt(metrics.get(key)) for key in ("f1_macro", "accuracy", "precision_macro", "recall_macro", "roc_auc")},
         "report": report.rstrip(),
         "latest_evaluation": cards._latest_evaluation(evaluation),
-        "calibration_lines": "\n".join(cards._calibration_lines(info.get("calibration") or {"method": "none"})),
+        "calibration_lines": "\n".join(cards._calibration_lines(info.get("calibration") or {"method": "none"})).replace(
+            "the head's own probability", "the combination's own probability"
+        ),
         "threshold": cards._fmt(float(info.get("threshold", 0.5)), 4),
         "threshold_rule": cards._threshold_rule(info.get("threshold_selection") or {"rule": "default"}),
         "scored_p_fake": "the combined `p_fake`"

@@ -191,13 +191,13 @@ def _require_same_data(members: list[Member]) -> None:
     first = members[0]
     for other in members[1:]:
         for key, option in DATA_OPTIONS.items():
-            if first.config.get(key) != other.config.get(key):
+            if not _same_setting(key, first.config.get(key), other.config.get(key)):
                 raise ConfigError(
                     f"{other.path} was trained with {option} {other.config.get(key)!r}, {first.path} with "
                     f"{first.config.get(key)!r}: an ensemble combines runs trained on the same data and split. "
                     f"Train the members with the same {option}."
                 )
-        for key, what in (("source", "data file"), ("sizes", "split sizes"), ("split", "split")):
+        for key, what in (("sizes", "split sizes"), ("split", "split")):
             mine, theirs = (member.info.get("data", {}).get(key) for member in (first, other))
             if mine != theirs:
                 raise ConfigError(
@@ -217,6 +217,20 @@ def _require_same_data(members: list[Member]) -> None:
                     f"than the one in {first.path / SPLIT_PREDICTIONS_FILE}: an ensemble combines runs trained on the "
                     "same data and split (--data, --seed, --label-map). Train the members on the same data."
                 )
+
+
+def _same_setting(key: str, mine: Any, theirs: Any) -> bool:
+    """Equal settings; data files also when named differently (another relative path, a copy) but identical."""
+    if mine == theirs:
+        return True
+    if key not in ("data", "validation_data", "test_data") or not (isinstance(mine, str) and isinstance(theirs, str)):
+        return False
+    first, second = Path(mine).expanduser(), Path(theirs).expanduser()
+    if not (first.is_file() and second.is_file()):
+        return False  # a directory (a saved dataset) or a path relative to where training ran: not comparable here
+    from review_toolkit.runs.manifest import sha256_of
+
+    return first.resolve() == second.resolve() or sha256_of(first) == sha256_of(second)
 
 
 def _refuse_output_among_members(output: Path, members: list[Member]) -> None:

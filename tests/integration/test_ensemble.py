@@ -158,3 +158,58 @@ def test_refuses_an_existing_output_and_an_ensemble_as_member(ensemble_dir, memb
     assert_one_error_line(existing, "already exists", "--overwrite")
     nested = CliRunner().invoke(cli, ["ensemble", str(ensemble_dir), str(members["mlp"]), "--output-dir", str(tmp_path / "n")])
     assert_one_error_line(nested, "itself an ensemble")
+
+
+# --------------------------------------------------------------------------- a plan that trains the members and the ensemble
+
+
+def _plan(tmp_path: Path, tiny_bert: str, data: Path, ensemble: str) -> Path:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        f"output_dir: {tmp_path / 'runs'}\n"
+        f"shared: {{backbone: bert, model: {tiny_bert}, method: frozen, data: {data}, max_length: 32,"
+        f" cache_dir: {tmp_path / 'cache'}}}\n"
+        "runs:\n  - {head: logreg, name: lr}\n  - {head: svm, name: svm}\n"
+        + ensemble,
+        encoding="utf-8",
+    )
+    return plan
+
+
+def test_train_many_trains_the_members_then_the_ensemble(tmp_path, tiny_bert, small_reviews):
+    import os
+    import subprocess
+    import sys
+
+    plan = _plan(tmp_path, tiny_bert, small_reviews, "ensemble: {name: both, members: [lr, svm], combine: mean}\n")
+    completed = subprocess.run(
+        [sys.executable, "-m", "review_toolkit", "train-many", str(plan), "--quiet"],
+        capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    info = json.loads((tmp_path / "runs" / "both" / RUN_FILE).read_text())
+    assert [m["name"] for m in info["members"]] == ["lr", "svm"] and info["combination"]["method"] == "mean"
+    assert "| both |" in completed.stdout  # in the printed comparison
+
+
+@pytest.mark.parametrize(
+    "section, fragments",
+    [
+        ("ensemble: {members: [lr, nope]}\n", ("'nope'", "not runs of the plan")),
+        ("ensemble: {members: [lr]}\n", ("at least two",)),
+        ("ensemble: {combine: median}\n", ("'combine'",)),
+    ],
+    ids=["unknown-member", "one-member", "bad-combine"],
+)
+def test_a_plan_whose_ensemble_cannot_work_is_refused_before_training(tmp_path, tiny_bert, small_reviews, section, fragments):
+    result = CliRunner().invoke(cli, ["train-many", str(_plan(tmp_path, tiny_bert, small_reviews, section))])
+    assert_one_error_line(result, *fragments)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_plan_whose_members_use_different_seeds_is_refused_before_training(tmp_path, tiny_bert, small_reviews):
+    plan = _plan(tmp_path, tiny_bert, small_reviews, "ensemble: {}\n")
+    plan.write_text(plan.read_text().replace("name: lr}", "name: lr, seed: 7}"), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["train-many", str(plan)])
+    assert_one_error_line(result, "seed", "same data")
+    assert not (tmp_path / "runs").exists()
