@@ -10,7 +10,7 @@ import functools
 import string
 from typing import Any
 
-from review_toolkit.runs import model_card as cards
+from review_toolkit.runs import card_parts as cards
 
 ENSEMBLE_CARD_TEMPLATE = "ensemble_card.md"
 
@@ -40,7 +40,7 @@ def ensemble_card(
         "toolkit_version": info.get("toolkit_version", ""),
         "member_rows": "\n".join(
             f"| {m.get('name')} | {m.get('backbone')} | {m.get('method')} | {m.get('head')} | `{m.get('checkpoint')}` | "
-            f"{cards._fmt(m.get('validation_f1_macro'))} | {cards._fmt(m.get('test_f1_macro'))} |"
+            f"{cards.fmt(m.get('validation_f1_macro'))} | {cards.fmt(m.get('test_f1_macro'))} |"
             for m in members
         ),
         "combination_lines": "\n".join(_combination_lines(combination, members)),
@@ -49,21 +49,21 @@ def ensemble_card(
         "train_size": sizes.get("train", "n/a"),
         "validation_size": sizes.get("validation", "n/a"),
         "test_size": sizes.get("test", "n/a"),
-        "columns": cards._columns(config),
+        "columns": cards.columns_text(config),
         "test_examples": metrics.get("n_examples", sizes.get("test", "n/a")),
-        "metrics_threshold": cards._fmt(metrics.get("threshold", 0.5), 3),
-        **{key: cards._fmt(metrics.get(key)) for key in ("f1_macro", "accuracy", "precision_macro", "recall_macro", "roc_auc")},
+        "metrics_threshold": cards.fmt(metrics.get("threshold", 0.5), 3),
+        **{key: cards.fmt(metrics.get(key)) for key in ("f1_macro", "accuracy", "precision_macro", "recall_macro", "roc_auc")},
         "report": report.rstrip(),
-        "latest_evaluation": cards._latest_evaluation(evaluation),
-        "calibration_lines": "\n".join(cards._calibration_lines(info.get("calibration") or {"method": "none"})).replace(
+        "latest_evaluation": cards.latest_evaluation(evaluation),
+        "calibration_lines": "\n".join(cards.calibration_lines(info.get("calibration") or {"method": "none"})).replace(
             "the head's own probability", "the combination's own probability"
         ),
-        "threshold": cards._fmt(float(info.get("threshold", 0.5)), 4),
-        "threshold_rule": cards._threshold_rule(info.get("threshold_selection") or {"rule": "default"}),
+        "threshold": cards.fmt(float(info.get("threshold", 0.5)), 4),
+        "threshold_rule": cards.threshold_rule(info.get("threshold_selection") or {"rule": "default"}),
         "scored_p_fake": "the combined `p_fake`"
         + ("" if calibration_method in (None, "none") else f", calibrated by {calibration_method} scaling"),
         "max_length": info.get("max_length", "n/a"),
-        "bundled_sample_note": cards._bundled_sample_note(data),
+        "bundled_sample_note": cards.bundled_sample_note(data),
     }
     return _template().substitute(fields)
 
@@ -71,17 +71,17 @@ def ensemble_card(
 def _combination_lines(combination: dict[str, Any], members: list[dict[str, Any]]) -> list[str]:
     if combination.get("method") == "stacking":
         weights = ", ".join(
-            f"{m.get('name')} {cards._fmt(w)}" for m, w in zip(members, combination.get("weights") or [])
+            f"{m.get('name')} {cards.fmt(w)}" for m, w in zip(members, combination.get("weights") or [])
         )
         lines = [
             "- Stacking: a logistic regression on the members' calibrated logits, fitted on the validation split: "
-            f"weights {weights}; intercept {cards._fmt(combination.get('intercept'))}."
+            f"weights {weights}; intercept {cards.fmt(combination.get('intercept'))}."
         ]
     else:
         lines = ["- Mean of the members' calibrated `p_fake`."]
     scores = combination.get("validation_f1_macro") or {}
     if scores:
-        listed = ", ".join(f"{name} {cards._fmt(value)}" for name, value in scores.items())
+        listed = ", ".join(f"{name} {cards.fmt(value)}" for name, value in scores.items())
         lines.append(
             f"- Chosen by {combination.get('chosen_by', 'n/a')}; validation macro F1 at 0.5: {listed} "
             "(stacking's from 5-fold out-of-fold predictions)."
@@ -102,7 +102,7 @@ def _front_matter(info: dict[str, Any], metrics: dict[str, Any]) -> str:
             "  results:",
             "  - task: {type: text-classification, name: fake review detection}",
             "    metrics:",
-            f"    - {{type: f1, name: macro F1 on the test split, value: {cards._fmt(metrics.get('f1_macro'))}}}",
-            f"    - {{type: accuracy, name: accuracy on the test split, value: {cards._fmt(metrics.get('accuracy'))}}}",
+            f"    - {{type: f1, name: macro F1 on the test split, value: {cards.fmt(metrics.get('f1_macro'))}}}",
+            f"    - {{type: accuracy, name: accuracy on the test split, value: {cards.fmt(metrics.get('accuracy'))}}}",
         ]
     return "\n".join(lines)
