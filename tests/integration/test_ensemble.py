@@ -1,7 +1,7 @@
 """`review-toolkit ensemble`: runs trained on the same data combined into a run like any other.
 
-Members are real tiny runs (a random 2-layer BERT, frozen, with a fitted logistic regression and a
-torch MLP head) trained on the 240 small reviews; nothing is mocked. The ensemble must load with
+Members are real tiny runs (a random 2-layer BERT, frozen with a fitted logistic regression, and
+fine-tuned in full with a torch linear head) trained on the 240 small reviews; nothing is mocked. The ensemble must load with
 load_run, predict, evaluate, compare and serve, score each review once per member, and refuse
 members that cannot be combined with one Error line.
 """
@@ -25,7 +25,7 @@ REVIEWS = ["Great kettle, boils fast.", "Broke after a day and support never ans
 def _train(root: Path, name: str, tiny_bert: str, data: Path, *extra: str) -> Path:
     run = root / name
     result = CliRunner().invoke(cli, [
-        "train", "--backbone", "bert", "--model", tiny_bert, "--method", "frozen", "--data", str(data),
+        "train", "--backbone", "bert", "--model", tiny_bert, "--data", str(data),
         "--output-dir", str(run), "--cache-dir", str(root / "cache"), "--max-length", "32", "--quiet", *extra,
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -37,15 +37,15 @@ def members(tmp_path_factory, tiny_bert, small_reviews, tiny_frozen_run, one_tor
     root = tmp_path_factory.mktemp("members")
     return {
         "logreg": tiny_frozen_run,
-        "mlp": _train(root, "mlp", tiny_bert, small_reviews, "--head", "mlp", "--epochs", "1"),
-        "other_seed": _train(root, "other_seed", tiny_bert, small_reviews, "--head", "logreg", "--seed", "7"),
+        "full": _train(root, "full", tiny_bert, small_reviews, "--method", "full", "--epochs", "1"),
+        "other_seed": _train(root, "other_seed", tiny_bert, small_reviews, "--method", "frozen", "--seed", "7"),
     }
 
 
 @pytest.fixture(scope="module")
 def ensemble_dir(tmp_path_factory, members) -> Path:
     output = tmp_path_factory.mktemp("ensembles") / "both"
-    result = CliRunner().invoke(cli, ["ensemble", str(members["logreg"]), str(members["mlp"]), "--output-dir", str(output)])
+    result = CliRunner().invoke(cli, ["ensemble", str(members["logreg"]), str(members["full"]), "--output-dir", str(output)])
     assert result.exit_code == 0, result.output
     assert "combination:" in result.output and "test split: macro F1" in result.output
     return output
@@ -56,15 +56,15 @@ def test_ensemble_loads_and_scores_like_its_members_combined(ensemble_dir, membe
 
     ensemble = load_run(ensemble_dir)
     info = json.loads((ensemble_dir / RUN_FILE).read_text())
-    assert info["kind"] == "ensemble" and [m["name"] for m in info["members"]] == ["run", "mlp"]
-    parts = np.column_stack([load_run(members[key]).predict_proba(REVIEWS) for key in ("logreg", "mlp")])
+    assert info["kind"] == "ensemble" and [m["name"] for m in info["members"]] == ["run", "full"]
+    parts = np.column_stack([load_run(members[key]).predict_proba(REVIEWS) for key in ("logreg", "full")])
     assert info["combination"]["method"] in ("mean", "stacking")
     expected = ensemble.calibration.apply(ensemble.combination.apply(parts))
     np.testing.assert_allclose(ensemble.predict_proba(REVIEWS), expected, rtol=1e-6)
     predictions = ensemble.predict(REVIEWS)
     assert [p.label for p in predictions] == ensemble.labels_for(np.array([p.p_fake for p in predictions]))
     card = (ensemble_dir / "README.md").read_text()
-    assert "## Members" in card and "| mlp |" in card and "| run |" in card
+    assert "## Members" in card and "| full |" in card and "| run |" in card
 
 
 def test_each_member_scores_each_review_once(ensemble_dir):
@@ -98,7 +98,7 @@ def test_predict_evaluate_and_compare_treat_it_as_a_run(ensemble_dir, members, t
     assert stored["threshold_selection"]["rule"] == "f1"
     assert load_run(ensemble_dir).threshold == stored["threshold"]  # re-sealed: still loads
     assert "## Members" in (ensemble_dir / "README.md").read_text()
-    compared = runner.invoke(cli, ["compare", str(ensemble_dir.parent), str(members["mlp"]), "--output-dir", str(tmp_path / "cmp")])
+    compared = runner.invoke(cli, ["compare", str(ensemble_dir.parent), str(members["full"]), "--output-dir", str(tmp_path / "cmp")])
     assert compared.exit_code == 0, compared.output
     rows = (tmp_path / "cmp" / "leaderboard.csv").read_text().splitlines()
     assert len(rows) == 3 and any(row.startswith("both,ensemble,") for row in rows)  # its member copies are not listed
@@ -128,7 +128,7 @@ def test_stacking_is_stored_as_numbers_and_applied(members, tmp_path):
 
     output = tmp_path / "stacked"
     result = CliRunner().invoke(cli, [
-        "ensemble", str(members["logreg"]), str(members["mlp"]), "--output-dir", str(output), "--combine", "stacking",
+        "ensemble", str(members["logreg"]), str(members["full"]), "--output-dir", str(output), "--combine", "stacking",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     combination = json.loads((output / RUN_FILE).read_text())["combination"]
@@ -142,7 +142,7 @@ def test_stacking_is_stored_as_numbers_and_applied(members, tmp_path):
         (lambda m, out: [str(m["logreg"]), "--output-dir", out], ("at least two runs",)),
         (lambda m, out: [str(m["logreg"]), str(m["other_seed"]), "--output-dir", out], ("--seed", "same data")),
         (lambda m, out: [str(m["logreg"]), str(m["logreg"].parent), "--output-dir", out], ("not a complete run directory",)),
-        (lambda m, out: [str(m["logreg"]), str(m["mlp"]), "--output-dir", str(m["mlp"])], ("--output-dir",)),
+        (lambda m, out: [str(m["logreg"]), str(m["full"]), "--output-dir", str(m["full"])], ("--output-dir",)),
     ],
     ids=["one-run", "other-seed", "not-a-run", "output-is-a-member"],
 )
@@ -154,9 +154,9 @@ def test_refusals_name_the_problem_and_write_nothing(members, tmp_path, argument
 
 
 def test_refuses_an_existing_output_and_an_ensemble_as_member(ensemble_dir, members, tmp_path):
-    existing = CliRunner().invoke(cli, ["ensemble", str(members["logreg"]), str(members["mlp"]), "--output-dir", str(ensemble_dir)])
+    existing = CliRunner().invoke(cli, ["ensemble", str(members["logreg"]), str(members["full"]), "--output-dir", str(ensemble_dir)])
     assert_one_error_line(existing, "already exists", "--overwrite")
-    nested = CliRunner().invoke(cli, ["ensemble", str(ensemble_dir), str(members["mlp"]), "--output-dir", str(tmp_path / "n")])
+    nested = CliRunner().invoke(cli, ["ensemble", str(ensemble_dir), str(members["full"]), "--output-dir", str(tmp_path / "n")])
     assert_one_error_line(nested, "itself an ensemble")
 
 
