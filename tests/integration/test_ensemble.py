@@ -213,3 +213,18 @@ def test_a_plan_whose_members_use_different_seeds_is_refused_before_training(tmp
     result = CliRunner().invoke(cli, ["train-many", str(plan)])
     assert_one_error_line(result, "seed", "same data")
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_ensemble_naming_a_member_outside_itself_is_refused(ensemble_dir, members, tmp_path):
+    import shutil
+
+    from review_toolkit.runs.manifest import write_manifest
+
+    copy = tmp_path / "edited"
+    shutil.copytree(ensemble_dir, copy)
+    info = json.loads((copy / RUN_FILE).read_text())
+    info["members"][0]["path"] = str(members["logreg"])  # a run outside the ensemble, resealed as if built so
+    (copy / RUN_FILE).write_text(json.dumps(info))
+    write_manifest(copy)
+    result = CliRunner().invoke(cli, ["predict", "--run", str(copy), "--text", REVIEWS[0]])
+    assert_one_error_line(result, "members/NAME")
