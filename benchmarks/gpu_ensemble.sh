@@ -29,12 +29,13 @@ cp "$RUNS/comparison/leaderboard.md" "$OUT/ensemble_leaderboard.md"
 # Reloaded like any run: load_run on a CPU-only process, against the scores stored at build time.
 CUDA_VISIBLE_DEVICES= python3 - "$RUNS/ensemble" <<'PY' | tee "$OUT/ensemble_cpu_reload.txt"
 import sys
-import numpy as np
-from review_toolkit import load_run
-from review_toolkit.evaluation.run_evaluation import load_split_predictions
-from review_toolkit.data import load_splits_for
-from review_toolkit.evaluation.run_evaluation import read_run_config
 from pathlib import Path
+
+import numpy as np
+
+from review_toolkit import load_run
+from review_toolkit.data import load_splits_for
+from review_toolkit.evaluation.run_evaluation import load_split_predictions, read_run_config
 
 run = Path(sys.argv[1])
 classifier = load_run(run)
