@@ -192,7 +192,7 @@ def _ensemble_info(run: Path) -> dict[str, Any] | None:
     """run.json of an ensemble, or None for any other run (whose run.json the usual path reads and checks)."""
     try:
         info = read_json(run / RUN_FILE)
-    except (OSError, ValueError):
+    except Exception:  # unreadable, not JSON, nested too deep: the usual path names the problem
         return None
     return info if is_ensemble(info) else None
 
