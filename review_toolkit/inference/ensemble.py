@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from review_toolkit.data import LABEL_NAMES
-from review_toolkit.errors import RunDirectoryError
+from review_toolkit.errors import ConfigError, RunDirectoryError
 from review_toolkit.inference.calibration import Calibration, _logit, _sigmoid
 from review_toolkit.inference.classifier import Prediction
 
@@ -116,6 +116,16 @@ class EnsembleClassifier:
         self.head_description = f"ensemble of {len(self.members)} runs ({combination.method})"
         # No single tokenizer counts an ensemble's tokens; the server estimates them from characters.
         self.tokenizer = None
+
+    def compile_encoder(self) -> int:
+        """Compile the encoder of every member that has one (``predict --compile``); returns how many layers.
+
+        Members without a neural encoder (featurizer backbones such as TF-IDF) are left as they are.
+        """
+        with_encoders = [member for member in self.members if getattr(member, "encoder", None) is not None]
+        if not with_encoders:
+            raise ConfigError("compile: no member of this ensemble has a neural encoder to compile.")
+        return sum(member.compile_encoder() for member in with_encoders)
 
     def member_probabilities(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """[reviews, members] of each member's calibrated P(fake): one pass of each member over ``texts``."""
