@@ -75,4 +75,5 @@ def train_many(
         click.echo(f"leaderboard written to {target}")
     if outcome.failed:
         failures = "; ".join(f"{name}: {why}" for name, why in outcome.failed)
-        raise click.ClickException(f"{len(outcome.failed)} of {len(planned)} runs failed: {failures}")
+        total = len(planned) + (ensemble is not None)  # the ensemble counts as one more run of the plan
+        raise click.ClickException(f"{len(outcome.failed)} of {total} runs failed: {failures}")
