@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
@@ -10,12 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from review_toolkit.accel.batching import token_budget_ranges
-
-
-def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length, so little padding is computed."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+from review_toolkit.accel.gpu_scoring import embed_on_gpu
 
 
 # glibc's malloc returns blocks of 32 MiB and more to the kernel when they are freed, and the next
@@ -43,29 +37,6 @@ def feed_forward_width(encoder: torch.nn.Module) -> int:
     return getattr(config, "intermediate_size", None) or getattr(config, "d_ff", None) or 4096
 
 
-def inference_autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 matrix products on GPUs that have them (several times faster); float32 elsewhere."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        use_shape_agnostic_attention()
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    # Not on CPUs without AMX, even with avx512_bf16: there bf16 matrix products are slower than
-    # float32 ones (benchmarks/README.md, "CPU embedding").
-    return contextlib.nullcontext()
-
-
-def use_shape_agnostic_attention() -> None:
-    """Keep PyTorch's attention off the cuDNN backend on GPUs.
-
-    cuDNN builds an execution plan for every new input shape, on the CPU, at
-    every call with a new shape; length-sorted batches bring a new sequence length
-    almost every batch, and those plans cost more than the attention itself
-    (benchmarks/README.md, "cuDNN attention and varying lengths"). The flash and
-    memory-efficient kernels take any shape as it comes.
-    """
-    if torch.cuda.is_available():
-        torch.backends.cuda.enable_cudnn_sdp(False)
-
-
 def model_device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
@@ -81,22 +52,25 @@ def embed_texts(
     progress: bool = True,
     description: str = "Embedding reviews",
 ) -> np.ndarray:
-    """Pooled vectors for ``texts`` in input order, computed in length-sorted batches."""
+    """Pooled vectors for ``texts`` in input order.
+
+    On a GPU in bf16, in packed rows or token-budget batches (``review_toolkit.accel.gpu_scoring``);
+    elsewhere in float32, in length-sorted batches sized for CPUs.
+    """
     encoder.eval()
     device = model_device(encoder)
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)
-    lengths = [len(ids) for ids in encoded["input_ids"]]
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        with tqdm(total=len(texts), desc=description, disable=not progress, unit="review") as bar:
+            return embed_on_gpu(encoder, encoded, pad_token_id=tokenizer.pad_token_id, device=device, progress=bar)
+    lengths = [len(ids) for ids in encoded]
     result: np.ndarray | None = None
-    if device.type == "cpu":
-        batches = cpu_token_budget_batches(lengths, batch_size, feed_forward_width(encoder))
-    else:
-        batches = length_sorted_batches(lengths, batch_size)
+    # Not bf16 on CPUs, even with avx512_bf16: without AMX, bf16 matrix products are slower than
+    # float32 ones there (benchmarks/README.md, "CPU embedding").
+    batches = cpu_token_budget_batches(lengths, batch_size, feed_forward_width(encoder))
     for batch in tqdm(batches, desc=description, disable=not progress, unit="batch"):
-        features = tokenizer.pad({"input_ids": [encoded["input_ids"][i] for i in batch]}, return_tensors="pt")
-        with inference_autocast(device):
-            vectors = encoder(
-                input_ids=features["input_ids"].to(device), attention_mask=features["attention_mask"].to(device)
-            )
+        features = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
+        vectors = encoder(input_ids=features["input_ids"].to(device), attention_mask=features["attention_mask"].to(device))
         vectors = vectors.float().cpu().numpy()
         if result is None:
             result = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
