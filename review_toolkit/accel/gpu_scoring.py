@@ -134,16 +134,19 @@ def embed_on_gpu(
     pad_token_id: int,
     device: torch.device,
     max_tokens: int = GPU_SCORING_TOKENS,
+    pack: bool | None = None,
     progress=None,
 ) -> np.ndarray:
     """Pooled float32 vectors of tokenized reviews, in input order, computed in bf16 on ``device``.
 
-    ``progress`` (a tqdm bar, say) is advanced by the number of reviews of each row or batch.
+    ``pack``: packed rows (True; the encoder must support them), padded batches (False), or
+    packed rows wherever the encoder and the GPU support them (None). ``progress`` (a tqdm bar,
+    say) is advanced by the number of reviews of each row or batch.
     """
     ids = [np.asarray(review, dtype=np.int64) for review in token_ids]
     lengths = [len(review) for review in ids]
     use_shape_agnostic_attention()
-    packed = packs_on(encoder, device)
+    packed = packs_on(encoder, device) if pack is None else pack
     if packed:
         enable_packed_attention(encoder)
         groups = packed_rows(lengths, max_tokens)
