@@ -18,7 +18,7 @@ the GPU until the last row: nothing makes the host wait for the GPU between rows
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -110,7 +110,9 @@ def packed_inputs(token_ids: list[np.ndarray], row: list[int], device: torch.dev
         "input_ids": _pinned(ids, device).unsqueeze(0),
         "position_ids": _pinned(positions, device).unsqueeze(0),
         "cu_seq_lens": _pinned(starts, device),
-        "max_length": int(segment_lengths.max()),
+        # The flash kernel sizes its grid by this bound; rounded up, it takes a few values only
+        # (compiled layers would otherwise be recompiled for every new longest review).
+        "max_length": packed_row_length(int(segment_lengths.max()) - 1),
         "review_index": _pinned(segment, device),
         "reviews": len(row),
     }
@@ -129,7 +131,7 @@ def _padded_inputs(token_ids: list[np.ndarray], batch: list[int], pad_token_id: 
 @torch.inference_mode()
 def embed_on_gpu(
     encoder: nn.Module,
-    token_ids: Sequence[Sequence[int]],
+    chunks: Iterable[Sequence[Sequence[int]]],
     *,
     pad_token_id: int,
     device: torch.device,
@@ -139,32 +141,32 @@ def embed_on_gpu(
 ) -> np.ndarray:
     """Pooled float32 vectors of tokenized reviews, in input order, computed in bf16 on ``device``.
 
-    ``pack``: packed rows (True; the encoder must support them), padded batches (False), or
-    packed rows wherever the encoder and the GPU support them (None). ``progress`` (a tqdm bar,
-    say) is advanced by the number of reviews of each row or batch.
+    ``chunks`` are consecutive pieces of the input, each a list of token ids per review: rows
+    and batches are cut within a chunk, so the GPU computes one chunk while the next is still
+    being tokenized. ``pack``: packed rows (True; the encoder must support them), padded batches
+    (False), or packed rows wherever the encoder and the GPU support them (None). ``progress``
+    (a tqdm bar, say) is advanced by the number of reviews of each row or batch.
     """
-    ids = [np.asarray(review, dtype=np.int64) for review in token_ids]
-    lengths = [len(review) for review in ids]
     use_shape_agnostic_attention()
     packed = packs_on(encoder, device) if pack is None else pack
     if packed:
         enable_packed_attention(encoder)
-        groups = packed_rows(lengths, max_tokens)
-    else:
-        groups = padded_batches(lengths, max_tokens)
-    result: torch.Tensor | None = None
+    pieces: list[torch.Tensor] = []
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        for group in groups:
-            if packed:
-                inputs = packed_inputs(ids, group, device)
-                vectors = packed_pooled(encoder, **inputs)
-            else:
-                vectors = encoder(**_padded_inputs(ids, group, pad_token_id, device))
-            if result is None:
-                result = torch.empty((len(ids), vectors.shape[-1]), dtype=torch.float32, device=device)
-            result[_pinned(np.asarray(group, dtype=np.int64), device)] = vectors.float()
+        for chunk in chunks:
+            ids = [np.asarray(review, dtype=np.int64) for review in chunk]
+            lengths = [len(review) for review in ids]
+            groups = packed_rows(lengths, max_tokens) if packed else padded_batches(lengths, max_tokens)
+            vectors = [
+                packed_pooled(encoder, **packed_inputs(ids, group, device)) if packed
+                else encoder(**_padded_inputs(ids, group, pad_token_id, device))
+                for group in groups
+            ]
             if progress is not None:
-                progress.update(len(group))
-    if result is None:
+                progress.update(len(ids))
+            # Back into the chunk's order, still on the GPU: nothing waits for it here.
+            order = _pinned(np.argsort(np.concatenate(groups), kind="stable"), device)
+            pieces.append(torch.cat(vectors).float()[order])
+    if not pieces:
         raise ValueError("embed_on_gpu needs at least one review")
-    return result.cpu().numpy()
+    return torch.cat(pieces).cpu().numpy()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -37,6 +39,29 @@ def feed_forward_width(encoder: torch.nn.Module) -> int:
     return getattr(config, "intermediate_size", None) or getattr(config, "d_ff", None) or 4096
 
 
+#: Reviews tokenized together while the GPU computes the chunk before them.
+TOKENIZED_CHUNK = 2048
+
+
+def tokenized_ahead(tokenizer: Any, texts: list[str], *, max_length: int, chunk: int = TOKENIZED_CHUNK) -> Iterator[list[list[int]]]:
+    """Token ids of ``texts`` in consecutive chunks, tokenized in a worker thread ahead of the consumer.
+
+    Fast tokenizers release the GIL while they encode: the GPU's work on one chunk (launched
+    from this thread) and the tokenizing of the next overlap instead of taking turns.
+    """
+    def encode(start: int) -> list[list[int]]:
+        return tokenizer(texts[start : start + chunk], truncation=True, max_length=max_length)["input_ids"]
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="review-toolkit-tokenizer") as pool:
+        pending = [pool.submit(encode, start) for start in range(0, len(texts), chunk)]
+        try:
+            for future in pending:
+                yield future.result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 def model_device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
@@ -59,10 +84,11 @@ def embed_texts(
     """
     encoder.eval()
     device = model_device(encoder)
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         with tqdm(total=len(texts), desc=description, disable=not progress, unit="review") as bar:
-            return embed_on_gpu(encoder, encoded, pad_token_id=tokenizer.pad_token_id, device=device, progress=bar)
+            chunks = tokenized_ahead(tokenizer, texts, max_length=max_length)
+            return embed_on_gpu(encoder, chunks, pad_token_id=tokenizer.pad_token_id, device=device, progress=bar)
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     lengths = [len(ids) for ids in encoded]
     result: np.ndarray | None = None
     # Not bf16 on CPUs, even with avx512_bf16: without AMX, bf16 matrix products are slower than

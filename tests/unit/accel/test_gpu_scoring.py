@@ -45,7 +45,8 @@ def padded_vectors(encoder: PooledEncoder, reviews: list[list[int]]) -> torch.Te
     for row, review in enumerate(reviews):
         ids[row, : len(review)] = torch.tensor(review)
         mask[row, : len(review)] = 1
-    return encoder(input_ids=ids, attention_mask=mask)
+    device = next(encoder.parameters()).device
+    return encoder(input_ids=ids.to(device), attention_mask=mask.to(device))
 
 
 def test_packed_rows_hold_every_review_once_within_the_token_budget():
@@ -92,7 +93,7 @@ def test_gpu_scoring_matches_the_padded_path_to_bf16_rounding(architecture):
     with torch.inference_mode():
         expected = torch.cat([padded_vectors(encoder, reviews[i : i + 16]) for i in range(0, 300, 16)]).cpu().numpy()
 
-    vectors = embed_on_gpu(encoder, reviews, pad_token_id=0, device=torch.device("cuda"), max_tokens=4096)
+    vectors = embed_on_gpu(encoder, [reviews[:100], reviews[100:]], pad_token_id=0, device=torch.device("cuda"), max_tokens=4096)
 
     assert vectors.shape == expected.shape and vectors.dtype == np.float32
     cosine = (vectors * expected).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(expected, axis=1)
