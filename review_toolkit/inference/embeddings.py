@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -40,19 +41,20 @@ def feed_forward_width(encoder: torch.nn.Module) -> int:
 
 
 #: Reviews tokenized together while the GPU computes the chunk before them.
-TOKENIZED_CHUNK = 2048
+TOKENIZED_CHUNK = 1024
 
 
 def tokenized_ahead(tokenizer: Any, texts: list[str], *, max_length: int, chunk: int = TOKENIZED_CHUNK) -> Iterator[list[list[int]]]:
     """Token ids of ``texts`` in consecutive chunks, tokenized in a worker thread ahead of the consumer.
 
     Fast tokenizers release the GIL while they encode: the GPU's work on one chunk (launched
-    from this thread) and the tokenizing of the next overlap instead of taking turns.
+    from this thread) and the tokenizing of the next ones overlap instead of taking turns.
     """
     def encode(start: int) -> list[list[int]]:
         return tokenizer(texts[start : start + chunk], truncation=True, max_length=max_length)["input_ids"]
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="review-toolkit-tokenizer") as pool:
+    workers = min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="review-toolkit-tokenizer") as pool:
         pending = [pool.submit(encode, start) for start in range(0, len(texts), chunk)]
         try:
             for future in pending:
