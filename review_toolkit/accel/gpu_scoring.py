@@ -13,7 +13,9 @@ batches cut from the length-sorted order under the same token budget, rather tha
 number of reviews: short reviews share large batches, long ones small.
 
 Inputs travel to the GPU from pinned memory without waiting, and the pooled vectors stay on
-the GPU until the last row: nothing makes the host wait for the GPU between rows.
+the GPU until the last row: nothing makes the host wait for the GPU between rows. Small rows
+(a server's batches, the end of a file) cost the host more time to launch than the GPU to compute:
+they replay recorded CUDA graphs (``review_toolkit.accel.scoring_graphs``).
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import torch
 from torch import nn
 
 from review_toolkit.accel.batching import token_budget_ranges
+from review_toolkit.accel.scoring_graphs import scoring_graphs_for
 from review_toolkit.accel.packing import (
     ROW_MULTIPLE,
+    StaticRowLayout,
     enable_packed_attention,
     packed_pooled,
     packed_row_length,
@@ -94,12 +98,26 @@ def _pinned(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor.pin_memory().to(device, non_blocking=True)
 
 
-def packed_inputs(token_ids: list[np.ndarray], row: list[int], device: torch.device) -> dict:
-    """One packed row's tensors on ``device``: ids, positions, review starts and each token's review."""
+def packed_inputs(
+    token_ids: list[np.ndarray], row: list[int], device: torch.device, layout: StaticRowLayout | None = None
+) -> dict:
+    """One packed row's tensors on ``device``: ids, positions, review starts and each token's review.
+
+    Without ``layout`` the reviews are followed by one filler segment up to a multiple of
+    ``ROW_MULTIPLE``; with it, the row takes that layout's one shape (a recorded graph's).
+    """
     lengths = np.fromiter((len(token_ids[i]) for i in row), dtype=np.int64, count=len(row))
     review_tokens = int(lengths.sum())
-    row_length = packed_row_length(review_tokens, ROW_MULTIPLE)
-    segment_lengths = np.append(lengths, row_length - review_tokens)  # the last segment is filler
+    if layout is None:
+        row_length = packed_row_length(review_tokens, ROW_MULTIPLE)
+        segment_lengths = np.append(lengths, row_length - review_tokens)  # the last segment is filler
+        # The flash kernel sizes its grid by this bound; rounded up, it takes a few values only
+        # (compiled layers would otherwise be recompiled for every new longest review).
+        max_length = packed_row_length(int(segment_lengths.max()) - 1)
+    else:
+        row_length = layout.row_length
+        segment_lengths = np.asarray(layout.segment_lengths(lengths.tolist()), dtype=np.int64)
+        max_length = layout.max_segment_length
     starts = np.zeros(len(segment_lengths) + 1, dtype=np.int32)
     starts[1:] = np.cumsum(segment_lengths)
     segment = np.repeat(np.arange(len(segment_lengths)), segment_lengths)
@@ -110,12 +128,19 @@ def packed_inputs(token_ids: list[np.ndarray], row: list[int], device: torch.dev
         "input_ids": _pinned(ids, device).unsqueeze(0),
         "position_ids": _pinned(positions, device).unsqueeze(0),
         "cu_seq_lens": _pinned(starts, device),
-        # The flash kernel sizes its grid by this bound; rounded up, it takes a few values only
-        # (compiled layers would otherwise be recompiled for every new longest review).
-        "max_length": packed_row_length(int(segment_lengths.max()) - 1),
+        "max_length": max_length,
         "review_index": _pinned(segment, device),
         "reviews": len(row),
     }
+
+
+def _packed_row(encoder: nn.Module, ids: list[np.ndarray], row: list[int], device: torch.device, graphs) -> torch.Tensor:
+    layout = graphs.layout_for([len(ids[i]) for i in row]) if graphs is not None else None
+    if layout is not None:
+        vectors = graphs.replay(layout, packed_inputs(ids, row, device, layout))
+        if vectors is not None:
+            return vectors
+    return packed_pooled(encoder, **packed_inputs(ids, row, device))
 
 
 def _padded_inputs(token_ids: list[np.ndarray], batch: list[int], pad_token_id: int, device: torch.device) -> dict:
@@ -137,6 +162,7 @@ def embed_on_gpu(
     device: torch.device,
     max_tokens: int = GPU_SCORING_TOKENS,
     pack: bool | None = None,
+    replay_graphs: bool = True,
     progress=None,
 ) -> np.ndarray:
     """Pooled float32 vectors of tokenized reviews, in input order, computed in bf16 on ``device``.
@@ -144,13 +170,16 @@ def embed_on_gpu(
     ``chunks`` are consecutive pieces of the input, each a list of token ids per review: rows
     and batches are cut within a chunk, so the GPU computes one chunk while the next is still
     being tokenized. ``pack``: packed rows (True; the encoder must support them), padded batches
-    (False), or packed rows wherever the encoder and the GPU support them (None). ``progress``
+    (False), or packed rows wherever the encoder and the GPU support them (None). Small packed rows
+    replay recorded CUDA graphs unless ``replay_graphs`` is False
+    (``review_toolkit.accel.scoring_graphs``). ``progress``
     (a tqdm bar, say) is advanced by the number of reviews of each row or batch.
     """
     use_shape_agnostic_attention()
     packed = packs_on(encoder, device) if pack is None else pack
     if packed:
         enable_packed_attention(encoder)
+    graphs = scoring_graphs_for(encoder) if packed and replay_graphs else None
     pieces: list[torch.Tensor] = []
     with torch.autocast("cuda", dtype=torch.bfloat16):
         for chunk in chunks:
@@ -158,7 +187,7 @@ def embed_on_gpu(
             lengths = [len(review) for review in ids]
             groups = packed_rows(lengths, max_tokens) if packed else padded_batches(lengths, max_tokens)
             vectors = [
-                packed_pooled(encoder, **packed_inputs(ids, group, device)) if packed
+                _packed_row(encoder, ids, group, device, graphs) if packed
                 else encoder(**_padded_inputs(ids, group, pad_token_id, device))
                 for group in groups
             ]

@@ -11,6 +11,7 @@ from transformers import BertConfig, BertModel, GteConfig, GteModel
 
 from review_toolkit.accel.gpu_scoring import embed_on_gpu, packed_inputs, packed_rows, padded_batches
 from review_toolkit.accel.packing import enable_packed_attention, packed_pooled, packed_row_length
+from review_toolkit.accel.scoring_graphs import ScoringGraphs, scoring_graphs_for
 from review_toolkit.plugin_api.encoders import PooledEncoder
 
 
@@ -82,6 +83,45 @@ def test_a_packed_row_gives_each_review_its_padded_vector(architecture):
         vectors = packed_pooled(encoder, **packed_inputs(ids, list(range(len(reviews))), torch.device("cpu")))
 
     torch.testing.assert_close(vectors, expected.detach(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", ["bert", "gte"])
+def test_a_row_in_a_graph_layout_gives_each_review_its_padded_vector(architecture):
+    """Empty review slots and filler segments change nothing for the row's reviews."""
+    encoder = tiny_encoder(architecture)
+    reviews = reviews_of([5, 40, 17, 64, 3, 29, 100])
+    expected = padded_vectors(encoder, reviews)
+    lengths = [len(review) for review in reviews]
+    graphs = ScoringGraphs(encoder)
+    layout = graphs.layout_for(lengths)
+    assert layout is not None and layout.row_length == 512  # 258 tokens, 7 reviews: the 512-token layout
+    assert graphs.layout_for([600]) is None and graphs.layout_for([3] * 200) is None  # eager instead
+
+    enable_packed_attention(encoder)
+    inputs = packed_inputs([np.asarray(review) for review in reviews], list(range(len(reviews))), torch.device("cpu"), layout)
+    assert inputs["input_ids"].shape == (1, 512) and inputs["cu_seq_lens"].shape == (layout.review_slots + 4 + 1,)
+    with torch.inference_mode():
+        vectors = packed_pooled(
+            encoder, inputs["input_ids"], inputs["position_ids"], inputs["cu_seq_lens"], inputs["max_length"],
+            inputs["review_index"], layout.review_slots,
+        )
+    torch.testing.assert_close(vectors[: len(reviews)], expected.detach(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="scoring on GPUs needs a CUDA GPU")
+@pytest.mark.parametrize("architecture", ["bert", "gte"])
+def test_small_rows_replayed_from_graphs_score_as_eager_rows(architecture):
+    encoder = tiny_encoder(architecture).cuda()
+    device = torch.device("cuda")
+    chunks = [reviews_of(random_lengths(count, seed=count)) for count in (1, 3, 9, 30, 1, 3)]
+
+    replayed = [embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device) for chunk in chunks]
+    eager = [embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device, replay_graphs=False) for chunk in chunks]
+
+    assert len(scoring_graphs_for(encoder)._graphs) >= 2  # several layouts recorded, then replayed
+    for graphed, plain in zip(replayed, eager):
+        np.testing.assert_allclose(graphed, plain, atol=1e-2, rtol=1e-2)
 
 
 @pytest.mark.gpu
