@@ -24,6 +24,17 @@ def test_cpu_batches_hold_every_review_once_within_the_token_budget():
     # Short reviews share batches larger than batch_size; the longest go in small ones.
     assert max(len(batch) for batch in batches) > batch_size
     assert len(batches[-1]) < batch_size
+    for batch in batches:  # padding stays within a quarter of the real tokens
+        real = sum(lengths[i] for i in batch)
+        assert len(batch) * max(lengths[i] for i in batch) <= 1.25 * real or len(batch) == 1
+
+
+def test_a_few_reviews_of_scattered_lengths_are_not_padded_to_the_longest():
+    lengths = [12, 300, 40, 15, 280, 38, 13, 45]  # a server's batch: short, medium and long reviews
+
+    batches = cpu_token_budget_batches(lengths, 64, 1_536)
+
+    assert sorted(sorted(batch) for batch in batches) == [[0, 3, 6], [1, 4], [2, 5, 7]]
 
 
 def test_cpu_embedding_of_a_review_does_not_depend_on_its_batch(tiny_bert, fifty_reviews):
