@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import assert_one_error_line
 
 from review_toolkit.cli import cli
 from review_toolkit.runs.loader import load_run
@@ -81,7 +86,7 @@ def test_running_again_with_a_larger_budget_adds_trials(search, tiny_bert, small
     assert len(read_trials(folder)) == 5
 
 
-def test_a_different_search_in_the_same_folder_is_refused(search, tiny_bert, small_reviews, assert_one_error_line):
+def test_a_different_search_in_the_same_folder_is_refused(search, tiny_bert, small_reviews):
     root, _ = search
     folder = root / "search"
     before = read_trials(folder)
@@ -104,7 +109,7 @@ def test_a_different_search_in_the_same_folder_is_refused(search, tiny_bert, sma
     ],
 )
 def test_a_search_space_that_cannot_work_is_refused_before_anything_trains(
-    space, fragments, tiny_bert, small_reviews, tmp_path, assert_one_error_line
+    space, fragments, tiny_bert, small_reviews, tmp_path
 ):
     space_file = tmp_path / "space.yaml"
     space_file.write_text(space + "\n", encoding="utf-8")
@@ -115,10 +120,33 @@ def test_a_search_space_that_cannot_work_is_refused_before_anything_trains(
     assert not (tmp_path / "search").exists() and not (tmp_path / "cache").exists()
 
 
-def test_an_option_both_fixed_and_searched_is_refused(tiny_bert, small_reviews, tmp_path, assert_one_error_line):
+def test_an_option_both_fixed_and_searched_is_refused(tiny_bert, small_reviews, tmp_path):
     space_file = tmp_path / "space.yaml"
     space_file.write_text("head.c_grid: {low: 0.1, high: 1}\n", encoding="utf-8")
     command = tune_command(tiny_bert, small_reviews, tmp_path / "search", tmp_path / "cache",
                            "--space", str(space_file), "--head-option", "c_grid=0.5")
     assert_one_error_line(CliRunner().invoke(cli, command), "head.c_grid", "fix it or search it")
     assert not (tmp_path / "search").exists()
+
+
+def test_a_killed_search_loses_no_finished_trial(tiny_bert, small_reviews, tmp_path):
+    folder, cache = tmp_path / "search", tmp_path / "cache"
+    command = [sys.executable, "-m", "review_toolkit", *tune_command(tiny_bert, small_reviews, folder, cache, "--trials", "50")]
+    search = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 300
+        for line in search.stderr:  # killed as soon as its second trial has finished
+            if "(2/50)" in line or time.monotonic() > deadline:
+                break
+        search.kill()
+    finally:
+        search.wait()
+    assert search.returncode == -9
+
+    result = CliRunner().invoke(cli, tune_command(tiny_bert, small_reviews, folder, cache, "--trials", "3"))
+    assert result.exit_code == 0, result.output
+    rows = read_trials(folder)
+    assert [row["trial"] for row in rows if row["state"] == "complete"][:2] == ["0", "1"]
+    assert sum(row["state"] == "complete" for row in rows) == 3  # the two kept, one more for the budget
+    assert all(row["state"] in ("complete", "interrupted") for row in rows)  # the killed one, if it had started
+    assert not list(folder.glob("trials/*.partial"))
