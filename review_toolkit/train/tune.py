@@ -130,7 +130,8 @@ def tune(
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         study = _open_study(optuna, config, space, settings)
-        _close_interrupted_trials(optuna, study, output_dir)
+        _close_interrupted_trials(optuna, study)
+        _remove_unfinished_runs(optuna, study, output_dir)
         search = _Search(optuna, study, config, space, settings, echo)
         search.run()
         return _write_outputs(optuna, study, space, settings, search)
@@ -181,14 +182,28 @@ def _first_difference(recorded: dict[str, Any], current: dict[str, Any]) -> str:
     return "its options differ"
 
 
-def _close_interrupted_trials(optuna: Any, study: Any, output_dir: Path) -> None:
-    """Trials left running by a killed search never finish: mark them failed and remove their runs."""
-    running = optuna.trial.TrialState.RUNNING
-    for trial in study.get_trials(deepcopy=False, states=(running,)):
-        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-        for path in (_trial_dir(output_dir, trial.number), _staging(_trial_dir(output_dir, trial.number))):
-            shutil.rmtree(path, ignore_errors=True)
+def _close_interrupted_trials(optuna: Any, study: Any) -> None:
+    """Trials left running by a killed search never finish: mark them failed (with no error: interrupted).
+
+    The folder's lock says no other search of this folder is running, so a running trial is a dead one's.
+    """
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+def _remove_unfinished_runs(optuna: Any, study: Any, output_dir: Path) -> None:
+    """The runs of trials that did not finish (pruned, failed, interrupted: a checkpoint kept for a resume
+    that a search never makes) are removed; the study keeps their rows."""
+    complete = optuna.trial.TrialState.COMPLETE
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state != complete:
+            for path in (_trial_dir(output_dir, trial.number), _staging(_trial_dir(output_dir, trial.number))):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def is_interrupted(trial: Any) -> bool:
+    """A failed trial without an error: stopped by Ctrl-C, SIGTERM or a killed process; it uses no budget."""
+    return trial.state.name == "FAIL" and "error" not in trial.user_attrs
 
 
 def _trial_dir(output_dir: Path, number: int) -> Path:
@@ -223,6 +238,10 @@ def pruning_callback(optuna: Any, trial: Any) -> Any:
     return ReportValidationF1()
 
 
+class TrialFailed(ReviewToolkitError):
+    """A trial that could not train (its error is in the trial's user attributes); the search goes on."""
+
+
 class _Search:
     """The trial loop: budget and time checks, one line per trial, the best run kept."""
 
@@ -241,7 +260,7 @@ class _Search:
         return sum(
             1 for trial in self.study.get_trials(deepcopy=False)
             if trial.state in (states.COMPLETE, states.PRUNED)
-            or (trial.state == states.FAIL and not trial.user_attrs.get("interrupted"))
+            or (trial.state == states.FAIL and not is_interrupted(trial))
         )
 
     def run(self) -> None:
@@ -280,12 +299,17 @@ class _Search:
 
         try:
             result = train(trial_config, progress=self.settings.progress, callbacks=callbacks)
-        except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", True)
-            raise
         except ReviewToolkitError as error:
             trial.set_user_attr("error", str(error))
             raise
+        except (MemoryError, RuntimeError) as error:
+            import torch
+
+            if not isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+                raise  # a fault of the toolkit or a plugin, not of this trial's values
+            # Out of memory: smaller values (a lower rank, a narrower head) may fit; the search goes on.
+            trial.set_user_attr("error", f"out of memory ({' '.join(str(error).split())[:200]})")
+            raise TrialFailed(trial.user_attrs["error"]) from None
         value = validation_f1(result.run_dir)
         trial.set_user_attr("test_f1_macro", float(result.metrics["f1_macro"]))
         return value

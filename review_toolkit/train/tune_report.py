@@ -24,7 +24,7 @@ def trial_rows(trials: list[Any], keys: list[str]) -> list[dict[str, Any]]:
             value = trial.intermediate_values[max(trial.intermediate_values)]  # the F1 it was stopped at
         row: dict[str, Any] = {
             "trial": trial.number,
-            "state": "interrupted" if trial.user_attrs.get("interrupted") else state,
+            "state": "interrupted" if state == "fail" and "error" not in trial.user_attrs else state,
             "validation_f1_macro": None if value is None else round(float(value), 6),
         }
         defaults = bool(trial.user_attrs.get("defaults"))
@@ -73,6 +73,7 @@ def plot_trials(rows: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(figsize=(7, 4))
     complete = [(row["trial"], row["validation_f1_macro"]) for row in rows if row["state"] == "complete"]
@@ -88,6 +89,7 @@ def plot_trials(rows: list[dict[str, Any]], path: Path) -> None:
         best_so_far.append((number, best))
     if best_so_far:
         axes.step(*zip(*best_so_far), where="post", label="best so far", color="tab:orange")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("trial")
     axes.set_ylabel("validation macro F1")
     axes.set_title("Hyperparameter search")
