@@ -128,8 +128,14 @@ def tune(
     output_dir = settings.output_dir
     lock = DirectoryLock(output_dir, purpose="search").acquire()  # one search per folder at a time
     try:
+        created = not output_dir.exists()
         output_dir.mkdir(parents=True, exist_ok=True)
-        study = _open_study(optuna, config, space, settings)
+        try:
+            study = _open_study(optuna, config, space, settings)
+        except ConfigError:
+            if created and not any(output_dir.iterdir()):
+                output_dir.rmdir()  # a refused search leaves nothing behind
+            raise
         _close_interrupted_trials(optuna, study)
         _remove_unfinished_runs(optuna, study, output_dir)
         search = _Search(optuna, study, config, space, settings, echo)
@@ -159,7 +165,8 @@ def _open_study(optuna: Any, config: TrainConfig, space: SearchSpace, settings: 
     except (ImportError, ValueError, optuna.exceptions.OptunaError) as error:
         raise ConfigError(f"--storage {storage}: Optuna cannot open it ({' '.join(str(error).split())}).") from None
     except Exception as error:  # the database driver's own errors (a locked or damaged file, a bad URL)
-        raise ConfigError(f"--storage {storage}: cannot open the study ({type(error).__name__}: {error}).") from None
+        first_line = (str(error).splitlines() or [""])[0]
+        raise ConfigError(f"--storage {storage}: cannot open the study ({type(error).__name__}: {first_line}).") from None
     setup = _setup(config, space)
     recorded = study.user_attrs.get(SETUP_ATTRIBUTE)
     if recorded is None:
