@@ -33,7 +33,7 @@ def _interrupted(interrupt: KeyboardInterrupt, **_: Any) -> str:
 @click.option("--space", "space_file", type=click.Path(dir_okay=False),
               help="YAML search space: NAME: {low, high, log, step} or {choices: [...]}, or null to not search it.")
 @click.option("--trials", default="20", metavar="N", help="Trials in the study in all, the defaults trial included (default: 20).")
-@click.option("--timeout", metavar="SECONDS", help="Seconds after which no new trial starts (default: none).")
+@click.option("--timeout", metavar="SECONDS", help="Seconds after which no new trial starts; the first always does (default: none).")
 @click.option("--storage", metavar="URL", help="Optuna storage URL (default: sqlite:///OUTPUT_DIR/study.db).")
 @click.option("--keep-trials", type=click.Choice(["best", "all"]), default="best",
               help="Keep the run of every trial under OUTPUT_DIR/trials, or only the best's (default: best).")

@@ -59,7 +59,7 @@ INSTALL_HINT = 'pip install "review-toolkit[tune]"'
 class TuneSettings:
     output_dir: Path
     trials: int = 20
-    timeout: float | None = None  # seconds after which no new trial starts
+    timeout: float | None = None  # seconds after which no new trial starts (one always does)
     storage: str | None = None  # an Optuna storage URL; default sqlite:///DIR/study.db
     keep_trials: str = "best"  # "best": only the best trial's run stays under trials/; "all": every run
     progress: bool = False
@@ -279,7 +279,9 @@ class _Search:
         if done >= self.settings.trials:
             self.echo(f"The study already has {done} trials (budget {self.settings.trials}); nothing to add.")
         while self.counted() < self.settings.trials:
-            if self.settings.timeout is not None and time.monotonic() - started >= self.settings.timeout:
+            # As Optuna's own timeout: checked between trials, so every command runs at least one.
+            spent = time.monotonic() - started
+            if self.new_trials and self.settings.timeout is not None and spent >= self.settings.timeout:
                 self.stopped_by_timeout = True
                 self.echo(f"Time budget of {self.settings.timeout:g} s spent; no further trial starts.")
                 break
@@ -372,7 +374,7 @@ def _write_outputs(optuna: Any, study: Any, space: SearchSpace, settings: TuneSe
     table = markdown_table(rows, best_number)
     if best_number is None:
         raise ConfigError(
-            f"No trial finished ({len(trials)} tried; see {output_dir / TRIALS_CSV}). "
+            f"No trial finished ({len(rows)} tried; see {output_dir / TRIALS_CSV}). "
             + (search.failures[-1] if search.failures else "Give a larger --trials or --timeout.")
         )
     best = study.best_trial

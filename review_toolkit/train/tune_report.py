@@ -94,7 +94,8 @@ def plot_trials(rows: list[dict[str, Any]], path: Path) -> None:
     axes.set_ylabel("validation macro F1")
     axes.set_title("Hyperparameter search")
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower right")
+    if complete or pruned:
+        axes.legend(loc="lower right")
     figure.tight_layout()
     staging = path.with_name(path.stem + ".partial" + path.suffix)
     figure.savefig(staging, dpi=100)

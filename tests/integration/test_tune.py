@@ -150,3 +150,19 @@ def test_a_killed_search_loses_no_finished_trial(tiny_bert, small_reviews, tmp_p
     assert sum(row["state"] == "complete" for row in rows) == 2  # one more for the budget
     assert all(row["state"] in ("complete", "interrupted") for row in rows)  # the killed one, if it had started
     assert not list(folder.glob("trials/*.partial"))
+
+
+def test_trainer_trained_trials_report_each_epoch_and_the_time_budget_stops_new_trials(tiny_bert, small_reviews, tmp_path):
+    import optuna
+
+    folder = tmp_path / "search"
+    command = tune_command(tiny_bert, small_reviews, folder, tmp_path / "cache", "--trials", "5", "--timeout", "0.01",
+                           "--epochs", "2", "--batch-size", "16")
+    command[command.index("logreg")] = "linear"
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 0, result.output
+    assert "no further trial starts" in result.output
+    rows = read_trials(folder)
+    assert len(rows) == 1 and {"learning_rate", "weight_decay", "head.dropout"} <= set(rows[0])
+    study = optuna.load_study(study_name="review-toolkit-tune", storage=f"sqlite:///{folder / 'study.db'}")
+    assert sorted(study.trials[0].intermediate_values) == [1, 2]  # what the median pruner compares
