@@ -15,7 +15,7 @@ training configuration ``config``:
   finishes: a killed search loses only the trial that was running, and the same command continues it.
   ``trials`` is the total budget of the study, so a second run with a larger one adds the difference.
 
-Optuna's TPE sampler is seeded with ``config.seed``. Trainer's ``hyperparameter_search`` is not used: it
+Optuna's TPE sampler is seeded with ``config.seed`` (plus the number of trials a resumed study holds). Trainer's ``hyperparameter_search`` is not used: it
 would bypass the pipeline that makes each trial a complete run (calibration, split predictions, run
 files); the pruning callback gives the same per-epoch pruning.
 """
@@ -158,7 +158,6 @@ def _open_study(optuna: Any, config: TrainConfig, space: SearchSpace, settings: 
             study_name=STUDY_NAME,
             storage=storage,
             direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=config.seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
             load_if_exists=True,
         )
@@ -167,6 +166,9 @@ def _open_study(optuna: Any, config: TrainConfig, space: SearchSpace, settings: 
     except Exception as error:  # the database driver's own errors (a locked or damaged file, a bad URL)
         first_line = (str(error).splitlines() or [""])[0]
         raise ConfigError(f"--storage {storage}: cannot open the study ({type(error).__name__}: {first_line}).") from None
+    # A resumed study reseeded alike would draw the same random start-up values again: the seed moves
+    # on by the trials the study holds (still the same sequence for the same history).
+    study.sampler = optuna.samplers.TPESampler(seed=(config.seed + len(study.trials)) % 2**32)
     setup = _setup(config, space)
     recorded = study.user_attrs.get(SETUP_ATTRIBUTE)
     if recorded is None:
