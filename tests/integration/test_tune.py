@@ -166,3 +166,10 @@ def test_trainer_trained_trials_report_each_epoch_and_the_time_budget_stops_new_
     assert len(rows) == 1 and {"learning_rate", "weight_decay", "head.dropout"} <= set(rows[0])
     study = optuna.load_study(study_name="review-toolkit-tune", storage=f"sqlite:///{folder / 'study.db'}")
     assert sorted(study.trials[0].intermediate_values) == [1, 2]  # what the median pruner compares
+
+
+def test_without_optuna_the_error_says_what_to_install(small_reviews, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # an import of it fails, as when it is not installed
+    result = CliRunner().invoke(cli, ["tune", "--data", str(small_reviews), "--output-dir", str(tmp_path / "search")])
+    assert_one_error_line(result, "needs Optuna", 'pip install "review-toolkit[tune]"')
+    assert not (tmp_path / "search").exists()
