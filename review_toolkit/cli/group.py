@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "review_toolkit.cli.evaluate:evaluate",
     "compare": "review_toolkit.cli.compare:compare",
     "train-many": "review_toolkit.cli.train_many:train_many",
+    "tune": "review_toolkit.cli.tune:tune",
     "serve": "review_toolkit.cli.serve:serve",
     "push": "review_toolkit.cli.push:push",
 }
