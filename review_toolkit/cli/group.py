@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "compare": "review_toolkit.cli.compare:compare",
     "ensemble": "review_toolkit.cli.ensemble:ensemble",
     "train-many": "review_toolkit.cli.train_many:train_many",
+    "tune": "review_toolkit.cli.tune:tune",
     "serve": "review_toolkit.cli.serve:serve",
     "push": "review_toolkit.cli.push:push",
 }
