@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertModel, GteConfig, GteModel
+from transformers import BertConfig, BertModel
 
 from review_toolkit.accel.gpu_scoring import embed_on_gpu, packed_inputs, packed_rows, padded_batches
 from review_toolkit.accel.packing import enable_packed_attention, packed_pooled, packed_row_length
@@ -23,6 +23,8 @@ def random_lengths(count: int, seed: int = 0) -> list[int]:
 def tiny_encoder(architecture: str) -> PooledEncoder:
     torch.manual_seed(0)
     if architecture == "gte":
+        from transformers import GteConfig, GteModel
+
         transformer = GteModel(GteConfig(
             vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
             max_position_embeddings=512, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
