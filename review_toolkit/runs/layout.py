@@ -10,8 +10,11 @@ Layout::
       tokenizer/       the tokenizer used in training
       featurizer/      instead of tokenizer/: a FeaturizerBackbone's fitted state (JSON / safetensors)
       head.safetensors torch head weights, or a fitted head's arrays (+ head.json)
-      adapter/         lora, qlora: PEFT adapters        | encoder.safetensors: full
-      checkpoints/     the last Trainer checkpoint, for --resume-from
+      adapter/         lora, qlora: PEFT adapters (adapter_config.json names the base by Hub id
+                       or relative to adapter/) | encoder/: full, a save_pretrained model folder
+                       (config.json, model.safetensors, tokenizer files, 1_Pooling/, 2_Dense/)
+      checkpoints/     the last Trainer checkpoint, for --resume-from (trainer_state.json's paths
+                       are relative to the run once it is in place)
       README.md        the model card
       manifest.json    SHA-256 and size of every file above except checkpoints/
 
@@ -48,7 +51,12 @@ from typing import Any
 
 from review_toolkit.config import read_yaml_mapping
 from review_toolkit.errors import PluginError, ReviewToolkitError, RunDirectoryError
-from review_toolkit.runs.checkpoints import CHECKPOINT_DIRECTORY, checkpoints_in, incomplete_checkpoints_in
+from review_toolkit.runs.checkpoints import (
+    CHECKPOINT_DIRECTORY,
+    checkpoints_in,
+    incomplete_checkpoints_in,
+    relocate_checkpoint_states,
+)
 from review_toolkit.runs.lock import DirectoryLock
 from review_toolkit.runs.manifest import MANIFEST_FILE, write_manifest
 from review_toolkit.runs.model_card import MODEL_CARD_FILE
@@ -226,6 +234,7 @@ class RunWriter:
 
         An overwritten run is moved aside first and removed only once the new one is in place.
         """
+        relocate_checkpoint_states(self.partial, self.final)  # Trainer's state names the staging folder
         write_manifest(self.partial)
         previous = None
         with _signals_deferred():  # Ctrl-C between the two renames would hide the previous run

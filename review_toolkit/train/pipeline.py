@@ -24,6 +24,7 @@ from review_toolkit.runtime import distributed
 from review_toolkit.inference.classifier import Classifier, featurize
 from review_toolkit.runtime.os_errors import naming_path
 from review_toolkit.runtime.quiet import quiet_call
+from review_toolkit.runtime.hub import portable_checkpoint_name
 from review_toolkit.accel.plan import AccelerationPlan
 from review_toolkit.config import TrainConfig
 from review_toolkit.data import LABEL_NAMES, ReviewSplits, load_splits_for
@@ -270,7 +271,7 @@ def _train(config: TrainConfig, *, progress: bool, callbacks: Sequence[Any]) -> 
         predictions = (test_p_fake >= classifier.threshold).astype(int)
         metrics = classification_metrics(labels, predictions, test_p_fake)
         report = classification_report(labels, predictions)
-        info = _run_info(inputs, classifier, calibration_info, _resources(training_seconds), trained.info)
+        info = _run_info(inputs, classifier, calibration_info, _resources(training_seconds), trained.info, writer.final)
         info["learning_rate"] = config.learning_rate  # the one used: the method's default when none was given
         classifier.info = info
         if writes:
@@ -315,15 +316,19 @@ def _run_info(
     calibration: dict[str, Any],
     resources: dict[str, Any],
     training: dict[str, Any],
+    run_dir: Path,
 ) -> dict[str, Any]:
     """run.json: what was trained, on what data, calibrated how, at what cost, and how training went."""
     composition, splits = inputs.composition, inputs.splits
+    hub_id = composition.backbone.hub_id(inputs.checkpoint)
     return {
         "toolkit_version": __version__,
         "backbone": composition.backbone.name,
         "method": composition.method.name,
         "head": composition.head.name,
         "checkpoint": inputs.checkpoint,
+        # The base by its Hub id, else relative to the run: what the model card shows (no home folder).
+        "base_model": hub_id or portable_checkpoint_name(inputs.checkpoint, run_dir),
         "max_length": inputs.max_length,
         "embedding_size": classifier.embedding_size,
         "label_names": list(LABEL_NAMES),
