@@ -135,18 +135,17 @@ def save_adapter(encoder: nn.Module, directory: Path) -> None:
     relative to the adapter folder: PEFT would record the absolute path it was loaded from (a
     home or site-packages folder of this machine). Loading the run never reads that field.
     """
+    import json
+
     folder = directory / ADAPTER_DIRECTORY
-    configs = getattr(encoder.transformer, "peft_config", {})
-    recorded = {name: config.base_model_name_or_path for name, config in configs.items()}
-    base = getattr(encoder, "base_model", "") or next(iter(recorded.values()), None) or ""
+    encoder.transformer.save_pretrained(folder)
+    config_file = folder / "adapter_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    base = getattr(encoder, "base_model", "") or config.get("base_model_name_or_path") or ""
     portable = portable_checkpoint_name(base, folder) if base else None
-    try:
-        for config in configs.values():
-            config.base_model_name_or_path = portable
-        encoder.transformer.save_pretrained(folder)
-    finally:
-        for name, config in configs.items():
-            config.base_model_name_or_path = recorded[name]
+    # Rewritten after PEFT's save, which looks the base up by this name (relative to no folder of its own).
+    config["base_model_name_or_path"] = portable
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     # PEFT writes its empty model-card template here; the run's own README.md is the model card.
     (folder / "README.md").write_text(_adapter_readme(portable), encoding="utf-8")
 
