@@ -163,9 +163,43 @@ def _train_and_report(config: TrainConfig, quiet: bool) -> None:
 
     # Without progress bars, one line per epoch says how training goes.
     epoch_lines = [EpochLines(lambda line: click.echo(line, err=True))] if quiet else []
+    if config.folds and config.fold is None:
+        _cross_validate_and_report(config, quiet, epoch_lines)
+        return
     result = run_training(config, progress=not quiet, callbacks=epoch_lines)
     if is_main_process():  # one report, not one per process of a multi-GPU launch
         _print_summary(result)
+
+
+def _cross_validate_and_report(config: TrainConfig, quiet: bool, callbacks: list[Any]) -> None:
+    from review_toolkit.train.cross_validation import SHOWN_METRICS, cross_validate, format_summary, plus_minus
+
+    def fold_done(fold: int, result: Any) -> None:
+        if is_main_process():
+            metrics = result.metrics
+            auc = f"{metrics['roc_auc']:.4f}" if metrics.get("roc_auc") is not None else "n/a"
+            click.echo(
+                f"fold {fold}/{config.folds}: macro F1 {metrics['f1_macro']:.4f}  accuracy {metrics['accuracy']:.4f}  "
+                f"ROC AUC {auc}  ({result.info['data']['sizes']['test']} test reviews)"
+            )
+
+    result = cross_validate(config, progress=not quiet, callbacks=callbacks, on_fold=fold_done)
+    if not is_main_process():
+        return
+    summary = result.summary
+    click.echo("")
+    click.echo(
+        f"{summary['backbone']} + {summary['method']} + {summary['head']} on {summary['data']}: "
+        f"{summary['folds']}-fold cross-validation (stratified, seed {summary['seed']}), {summary['reviews']} reviews"
+    )
+    click.echo("")
+    click.echo(format_summary(summary))
+    click.echo("")
+    click.echo("  ".join(f"{title} {plus_minus(summary['metrics'].get(key))}" for key, title in SHOWN_METRICS))
+    refit = f", {summary['refit']}/" if summary["refit"] else ""
+    click.echo(
+        f"runs saved to {result.directory} (fold-1..{summary['folds']}/{refit}, cv.json, oof_predictions.csv)"
+    )
 
 
 @click.command(cls=_SectionedCommand)

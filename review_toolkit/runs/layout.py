@@ -75,6 +75,13 @@ SPLIT_PREDICTIONS_FILE = "split_predictions.csv"
 EVALUATION_DIRECTORY = "evaluation"
 TRAINING_LOG_FILE = "training_log.jsonl"  # the run's training history (review_toolkit.train.tracking)
 PARTIAL_SUFFIX = ".partial"
+# A cross-validation directory (``train --folds K``): fold-1..K (each a run), final/ (--refit),
+# cv.json (per-fold metrics, mean, std: written last, it marks the whole as complete) and the
+# out-of-fold predictions. Staged and renamed like a run.
+CROSS_VALIDATION_FILE = "cv.json"
+OUT_OF_FOLD_FILE = "oof_predictions.csv"
+FOLD_PREFIX = "fold-"
+REFIT_DIRECTORY = "final"
 
 #: Names the toolkit writes at the top of a run directory; no plugin may declare or write them.
 #: (``head.safetensors`` is the head's: the toolkit writes a torch head's weights there, a
@@ -229,13 +236,15 @@ class RunWriter:
         self.partial.mkdir(parents=True, exist_ok=True)
         return self.partial
 
-    def commit(self) -> Path:
+    def commit(self, *, manifest: bool = True) -> Path:
         """Seal the run with its manifest and move it into place, then give the lock up.
 
         An overwritten run is moved aside first and removed only once the new one is in place.
+        ``manifest=False`` for a folder of runs (a cross-validation), whose runs carry their own.
         """
         relocate_checkpoint_states(self.partial, self.final)  # Trainer's state names the staging folder
-        write_manifest(self.partial)
+        if manifest:
+            write_manifest(self.partial)
         previous = None
         with _signals_deferred():  # Ctrl-C between the two renames would hide the previous run
             if self.final.exists():
