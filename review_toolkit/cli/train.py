@@ -153,6 +153,12 @@ def lora_alias_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def _interrupted(interrupt: KeyboardInterrupt, config: TrainConfig, **_: Any) -> str:
     from review_toolkit.runs.layout import describe_interrupted_run
 
+    if config.folds and config.fold is None:
+        cause = interrupt.args[0] if interrupt.args and isinstance(interrupt.args[0], str) else ""
+        return (
+            f"Interrupted{f' ({cause})' if cause else ''}. A cross-validation is kept only once every fold is done, "
+            f"so nothing was written to {config.output_dir}; run the command again to start over."
+        )
     return describe_interrupted_run(config.output_dir, interrupt)
 
 
