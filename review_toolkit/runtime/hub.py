@@ -40,11 +40,13 @@ def hub_reachable() -> bool:
 
 
 def is_hub_id(name: str) -> bool:
-    """``owner/name`` that is no local path: what the Hub (and its cache) knows a model by."""
-    parts = str(name).split("/")
+    """``owner/name`` (or a legacy ``name`` such as ``bert-base-uncased``) that is no local path:
+    what the Hub, and its cache, know a model by."""
+    text = str(name)
+    parts = text.split("/")
     return (
-        len(parts) == 2 and all(parts) and not str(name).startswith((".", "~"))
-        and not Path(name).expanduser().exists()
+        1 <= len(parts) <= 2 and all(parts) and not any(part.startswith((".", "~")) for part in parts)
+        and "\\" not in text and not Path(text).expanduser().exists()
     )
 
 
