@@ -123,15 +123,15 @@ class TrainConfig:
         "on its fold, then mean ± std of every metric (cv.json) and out-of-fold predictions.",
         group=DATA, minimum=2,
     )
-    # The fold a cross-validation run is tested on (1..folds): set by --folds in each fold's
-    # config.yaml, so that the run, fed back or evaluated, has the same split.
+    # The fold a cross-validation run is tested on (1..folds), or 0 for its refit on all the data:
+    # set by --folds in each run's config.yaml, so that the run, fed back or evaluated, has the same split.
     fold: int | None = option(
-        None, help="The fold this run is tested on (set by --folds).", group=DATA, flag=None, minimum=1
+        None, help="The fold this run is tested on, 0: the refit (set by --folds).", group=DATA, flag=None, minimum=0
     )
     refit: bool = option(
         False,
-        help="With --folds: also train OUTPUT_DIR/final on the usual train/validation/test split of all the data, "
-        "the run to deploy.",
+        help="With --folds: also train OUTPUT_DIR/final on all the data (a validation split for early stopping, "
+        "threshold and calibration; no test split): the run to deploy.",
         group=DATA,
     )
 
@@ -307,7 +307,10 @@ class TrainConfig:
                 not self.folds or not (self.split_column or self.validation_data or self.test_data),
                 "folds makes its own splits: it does not combine with split_column, validation_data or test_data",
             ),
-            (self.fold is None or (self.folds is not None and self.fold <= self.folds), "fold must be between 1 and folds"),
+            (
+                self.fold is None or (self.folds is not None and self.fold <= self.folds),
+                "fold must be between 0 (the refit) and folds",
+            ),
             (
                 not (self.folds and self.fold is None and self.resume_from),
                 "resume_from continues one run; a cross-validation (folds) is trained again from the start",

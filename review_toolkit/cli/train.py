@@ -241,6 +241,9 @@ def _print_summary(result: Any) -> None:
     click.echo(f"test split: {info['data']['sizes']['test']} reviews")
     click.echo("")
     click.echo(result.report)
-    auc = f"{metrics['roc_auc']:.4f}" if metrics.get("roc_auc") is not None else "n/a"
-    click.echo(f"macro F1 {metrics['f1_macro']:.4f}  accuracy {metrics['accuracy']:.4f}  ROC AUC {auc}")
+    if metrics.get("f1_macro") is None:
+        click.echo(metrics.get("note", "no test metrics"))
+    else:
+        auc = f"{metrics['roc_auc']:.4f}" if metrics.get("roc_auc") is not None else "n/a"
+        click.echo(f"macro F1 {metrics['f1_macro']:.4f}  accuracy {metrics['accuracy']:.4f}  ROC AUC {auc}")
     click.echo(f"trained in {info['training_seconds']:.1f} s; run saved to {result.run_dir}")

@@ -134,6 +134,25 @@ def fold_splits(df: pd.DataFrame, folds: int, fold: int, *, seed: int | None = D
     )
 
 
+def refit_splits(df: pd.DataFrame, *, seed: int | None = DEFAULT_SEED) -> ReviewSplits:
+    """All the reviews of a cross-validation for its deployable run: train and a stratified 10 %
+    validation split (threshold, calibration, early stopping), no test split: the folds measured it."""
+    seed = DEFAULT_SEED if seed is None else seed
+    source = str(df.attrs.get("source", "the data"))
+    df = review_columns(df)
+    train, validation = carve(df, FOLD_VALIDATION_FRACTION, seed, part="validation", source=source)
+    return ReviewSplits(
+        train=train,
+        validation=validation,
+        test=df.iloc[0:0].reset_index(drop=True),
+        source=source,
+        method=(
+            f"all the data, validation carved ({FOLD_VALIDATION_FRACTION:.0%}, seed {seed}); no test split: "
+            "the cross-validation's folds are its estimate"
+        ),
+    )
+
+
 def _check_fractions(fractions: Iterable[float]) -> tuple[float, float, float]:
     values = tuple(float(f) for f in fractions)
     if len(values) != 3 or any(not 0 < f < 1 for f in values) or not math.isclose(sum(values), 1.0, abs_tol=1e-6):

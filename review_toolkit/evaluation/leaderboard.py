@@ -256,6 +256,7 @@ def _seed_of(run: Path) -> int | None:
 
 def mixed_test_data(rows: list[dict[str, Any]]) -> str | None:
     """A warning when the runs were not tested on the same reviews (data file, test size or seed differ)."""
+    rows = [row for row in rows if row.get("test_size") != 0]  # a refit has no test split to compare
     settings = {(row.get("data"), row.get("test_size"), row.get("seed")) for row in rows}
     if len(settings) <= 1:
         return None

@@ -4,7 +4,8 @@ Layout of ``OUTPUT_DIR``::
 
     fold-1/ ... fold-K/   each a complete run, tested on its fold; its config.yaml records
                           ``folds`` and ``fold``, so evaluate and --config give the same split
-    final/                with --refit: a run of the same configuration on the usual split of all the data
+    final/                with --refit: the run to deploy, trained on all the data (fold 0: a validation
+                          split for early stopping, threshold and calibration, no test split)
     oof_predictions.csv   every review once: row, text, label, p_fake, predicted, fold
     cv.json               per-fold metrics, mean and std of each, out-of-fold metrics (written last)
 
@@ -82,7 +83,7 @@ def cross_validate(
         refit = None
         if config.refit:
             refit_config = dataclasses.replace(
-                config, folds=None, fold=None, refit=False, overwrite=False, output_dir=str(staging / REFIT_DIRECTORY)
+                config, fold=0, refit=False, overwrite=False, output_dir=str(staging / REFIT_DIRECTORY)
             )
             refit = train(refit_config, progress=progress, callbacks=callbacks)
         out_of_fold = _write_out_of_fold(staging, results, reviews)

@@ -129,15 +129,21 @@ def test_a_cross_validation_that_stops_leaves_nothing_that_looks_complete(tiny_b
     assert not output.exists() and not output.with_name("cv.partial").exists()
 
 
-def test_refit_trains_the_deployable_run_beside_the_folds(tiny_bert, small_reviews, tmp_path):
+def test_refit_trains_the_deployable_run_on_all_the_data(tiny_bert, small_reviews, tmp_path):
     output = tmp_path / "cv"
     result = train_folds(tiny_bert, small_reviews, output, "--folds", "2", "--refit")
     assert result.exit_code == 0, result.output
     final = output / "final"
     assert check_run_integrity(final) == []
-    config = yaml.safe_load((final / "config.yaml").read_text())
-    assert config["folds"] is None and config["fold"] is None
+    assert yaml.safe_load((final / "config.yaml").read_text())["fold"] == 0
+    sizes = json.loads((final / "run.json").read_text())["data"]["sizes"]
+    assert sizes["test"] == 0 and sizes["train"] + sizes["validation"] == 240
     assert json.loads((output / "cv.json").read_text())["refit"] == "final"
     compared = CliRunner().invoke(cli, ["compare", str(output), "--output-dir", str(tmp_path / "cmp")])
     assert compared.exit_code == 0, compared.output
     assert "(2 folds)" in compared.output and "| final |" in compared.output
+    # No test split to score it on: evaluate asks for labelled data instead.
+    assert_one_error_line(CliRunner().invoke(cli, ["evaluate", "--run", str(final)]), "no test split", "--data")
+    scored = CliRunner().invoke(cli, ["evaluate", "--run", str(final), "--data", str(small_reviews),
+                                      "--output-dir", str(tmp_path / "scored")])
+    assert scored.exit_code == 0, scored.output
