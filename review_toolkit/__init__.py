@@ -19,15 +19,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "TrainConfig", "train", "TrainResult", "load_run", "Classifier", "Prediction", "evaluate_run",
-    "EvaluationResult", "list_plugins", "__version__",
+    "EvaluationResult", "build_ensemble", "EnsembleClassifier", "EnsembleResult", "list_plugins", "__version__",
 ]
 
 if TYPE_CHECKING:
     from review_toolkit.config import TrainConfig
     from review_toolkit.evaluation.run_evaluation import EvaluationResult, evaluate_run
     from review_toolkit.inference.classifier import Classifier, Prediction
+    from review_toolkit.inference.ensemble import EnsembleClassifier
     from review_toolkit.registry import list_plugins
     from review_toolkit.runs.loader import load_run
+    from review_toolkit.train.ensemble import EnsembleResult, build_ensemble
     from review_toolkit.train.pipeline import TrainResult, train
 
 # What each public name is, and the module it loads from on first use.
@@ -40,6 +42,9 @@ _LAZY = {
     "Prediction": "review_toolkit.inference.classifier",
     "evaluate_run": "review_toolkit.evaluation.run_evaluation",
     "EvaluationResult": "review_toolkit.evaluation.run_evaluation",
+    "build_ensemble": "review_toolkit.train.ensemble",
+    "EnsembleResult": "review_toolkit.train.ensemble",
+    "EnsembleClassifier": "review_toolkit.inference.ensemble",
     "list_plugins": "review_toolkit.registry",
 }
 

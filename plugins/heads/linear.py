@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from review_toolkit.plugin_api import PluginOption, TorchHead
+from review_toolkit.plugin_api import PluginOption, Search, TorchHead
 
 
 class LinearHead(TorchHead):
@@ -12,7 +12,7 @@ class LinearHead(TorchHead):
     declared_options = (
         PluginOption(
             "dropout", float, 0.1, "Dropout on the pooled vector while training.",
-            check=lambda value: None if 0 <= value < 1 else "must be in [0, 1)",
+            check=lambda value: None if 0 <= value < 1 else "must be in [0, 1)", search=Search(low=0.0, high=0.5),
         ),
     )
 

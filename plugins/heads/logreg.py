@@ -15,6 +15,7 @@ from review_toolkit.plugin_api import (
     as_probabilities,
     load_arrays,
     positive_numbers,
+    Search,
     save_arrays,
     sigmoid,
 )
@@ -44,6 +45,7 @@ class LogregHead(FittedHead):
         PluginOption(
             "c_grid", tuple[float, ...], (0.01, 0.1, 1.0, 10.0),
             "Inverse regularisation strengths tried; the validation split picks one.", check=positive_numbers,
+            search=Search(low=1e-4, high=100.0, log=True),  # tune tries one C at a time
         ),
     )
 

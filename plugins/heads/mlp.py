@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from torch import nn
 
-from review_toolkit.plugin_api import PluginOption, TorchHead
+from review_toolkit.plugin_api import PluginOption, Search, TorchHead
 
 
 class MlpHead(TorchHead):
     description = "MLP 256 -> 128 with ReLU and dropout 0.5, as in the research (trained by Trainer)."
     declared_options = (
-        PluginOption("hidden_sizes", tuple[int, ...], (256, 128), "Widths of the hidden layers, in order.", minimum=1),
+        PluginOption(
+            "hidden_sizes", tuple[int, ...], (256, 128), "Widths of the hidden layers, in order.", minimum=1,
+            search=Search(choices=("128", "256", "256,128", "512,256")),
+        ),
         PluginOption(
             "dropout", float, 0.5, "Dropout after each hidden layer while training.",
-            check=lambda value: None if 0 <= value < 1 else "must be in [0, 1)",
+            check=lambda value: None if 0 <= value < 1 else "must be in [0, 1)", search=Search(low=0.0, high=0.6),
         ),
     )
 

@@ -17,6 +17,7 @@ from review_toolkit.plugin_api import (
     as_probabilities,
     load_arrays,
     positive_numbers,
+    Search,
     save_arrays,
     sigmoid,
 )
@@ -75,11 +76,14 @@ class RbfSvmModel:
 class SvmHead(FittedHead):
     description = "RBF SVM on standardized embeddings; C and gamma chosen on validation, Platt-scaled probabilities."
     declared_options = (
-        PluginOption("c_grid", tuple[float, ...], (0.3, 1.0, 3.0, 10.0), "C values tried on the validation split.", check=positive_numbers),
+        PluginOption(
+            "c_grid", tuple[float, ...], (0.3, 1.0, 3.0, 10.0), "C values tried on the validation split.",
+            check=positive_numbers, search=Search(low=0.1, high=100.0, log=True),
+        ),
         PluginOption(
             "gamma_factors", tuple[float, ...], (0.3, 1.0, 3.0),
             "Multiples of 1 / n_features (scikit-learn's 'scale' gamma on standardized data) tried as gamma.",
-            check=positive_numbers,
+            check=positive_numbers, search=Search(low=0.1, high=10.0, log=True),
         ),
     )
 

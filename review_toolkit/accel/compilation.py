@@ -26,3 +26,28 @@ def compile_encoder_layers(model: nn.Module) -> int:
     for layer in layers:
         layer.compile(dynamic=True)
     return len(layers)
+
+
+def compile_for_scoring(encoder: nn.Module) -> int:
+    """Compile the layers of a pooled encoder on a GPU for scoring; returns how many.
+
+    The first batches of each new range of shapes pay the compiling (seconds to tens of seconds);
+    every later one runs the fused layers (benchmarks/README.md, "GPU scoring").
+    """
+    import torch
+
+    from review_toolkit.accel.packing import pretrained_model
+    from review_toolkit.errors import ConfigError
+
+    weight = next(encoder.parameters())
+    if weight.device.type != "cuda":
+        raise ConfigError(
+            f"compile: compiled scoring runs on CUDA GPUs; this model is on {weight.device.type}. "
+            "Leave --compile out on this machine."
+        )
+    model = pretrained_model(getattr(encoder, "transformer", encoder))
+    layers = compile_encoder_layers(model if model is not None else encoder)
+    if layers == 0:
+        raise ConfigError(f"compile: found no repeated layers to compile in {type(model or encoder).__name__}.")
+    torch.backends.cuda.matmul.allow_tf32 = True  # float32 products left outside autocast (the projection)
+    return layers

@@ -35,7 +35,9 @@ COMMANDS: dict[str, str] = {
     "plugins": "review_toolkit.cli.plugins:plugins",
     "evaluate": "review_toolkit.cli.evaluate:evaluate",
     "compare": "review_toolkit.cli.compare:compare",
+    "ensemble": "review_toolkit.cli.ensemble:ensemble",
     "train-many": "review_toolkit.cli.train_many:train_many",
+    "tune": "review_toolkit.cli.tune:tune",
     "serve": "review_toolkit.cli.serve:serve",
     "push": "review_toolkit.cli.push:push",
 }

@@ -35,26 +35,36 @@ def train_many(
     stop_on_error: bool,
     quiet: bool,
 ) -> None:
-    """Train every run of a YAML plan (shared options + a list of runs), then print the comparison."""
+    """Train every run of a YAML plan (shared options + a list of runs), then print the comparison.
+
+    A plan's optional `ensemble:` section (name, members, combine, threshold_for) combines runs
+    of the plan once they are trained, as `review-toolkit ensemble` does.
+    """
     from review_toolkit.evaluation.leaderboard import compare_runs, markdown_table, mixed_test_data
     from review_toolkit.data import parse_label_map
-    from review_toolkit.train.plan import check_data, load_plan, run_plan
+    from review_toolkit.train.plan import build_planned_ensemble, check_data, load_ensemble_plan, load_plan, run_plan
 
     overrides = {
         "data": data, "text_column": text_column, "label_column": label_column,
         "label_map": parse_label_map(label_map), "cache_dir": cache_dir,
     }
     planned = load_plan(plan_file, output_dir=output_dir, overrides=overrides)
+    ensemble = load_ensemble_plan(plan_file, planned)  # its members' data settings agree, before anything trains
     check_data(planned)  # a bad column or label fails here, before the first run's process starts
+    echo = lambda line: click.echo(line, err=True)  # noqa: E731
     outcome = run_plan(
         planned,
         overwrite=overwrite,
         skip_existing=skip_existing,
         stop_on_error=stop_on_error,
         quiet=quiet,
-        echo=lambda line: click.echo(line, err=True),
+        echo=echo,
+        ensemble=ensemble,
     )
     finished = outcome.trained + outcome.skipped
+    if ensemble is not None and not (stop_on_error and outcome.failed):
+        built = build_planned_ensemble(ensemble, outcome, overwrite=overwrite, skip_existing=skip_existing, echo=echo)
+        finished += [built] if built is not None else []
     if finished:
         rows, target = compare_runs(finished, planned[0].output_dir.parent / "comparison")
         click.echo("")
@@ -65,4 +75,5 @@ def train_many(
         click.echo(f"leaderboard written to {target}")
     if outcome.failed:
         failures = "; ".join(f"{name}: {why}" for name, why in outcome.failed)
-        raise click.ClickException(f"{len(outcome.failed)} of {len(planned)} runs failed: {failures}")
+        total = len(planned) + (ensemble is not None)  # the ensemble counts as one more run of the plan
+        raise click.ClickException(f"{len(outcome.failed)} of {total} runs failed: {failures}")

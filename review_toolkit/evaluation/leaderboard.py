@@ -73,6 +73,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
             candidate.parent
             for candidate in path.rglob(RUN_FILE)
             if not any(part.endswith(PARTIAL_SUFFIX) or part.startswith(".") for part in candidate.parent.relative_to(path).parts)
+            and not _inside_another_run(candidate.parent, path)
         )
         if not found:
             raise RunDirectoryError(
@@ -83,6 +84,11 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     for run in runs:
         unique.setdefault(run.resolve(), None)
     return [Path(run) for run in unique]
+
+
+def _inside_another_run(run: Path, root: Path) -> bool:
+    """A run within a run (an ensemble's members/): the ensemble is listed, not its copies of the members."""
+    return any((folder / RUN_FILE).is_file() for folder in run.parents if folder == root or root in folder.parents)
 
 
 def size_on_disk(run: Path) -> int:

@@ -17,7 +17,7 @@ from review_toolkit.inference.calibration import Calibration
 from review_toolkit.data import LABEL_NAMES
 from review_toolkit.inference.embeddings import embed_texts
 from review_toolkit.inference.head_outputs import check_logits, checked_probabilities, require_scores
-from review_toolkit.errors import PluginError
+from review_toolkit.errors import ConfigError, PluginError
 from review_toolkit.plugin_api.contracts import Backbone, Featurizer, FittedModel
 
 
@@ -81,6 +81,17 @@ class Classifier:
     @property
     def embedding_size(self) -> int:
         return (self.featurizer if self.featurizer is not None else self.encoder).embedding_size
+
+    def compile_encoder(self) -> int:
+        """Compile the encoder's layers for scoring on a GPU (``predict --compile``); returns how many.
+
+        Pays for large inputs and servers: the first batches compile, later ones run faster.
+        """
+        if self.encoder is None:
+            raise ConfigError(f"compile: the {self.backbone.name!r} backbone has no neural encoder to compile.")
+        from review_toolkit.accel.compilation import compile_for_scoring
+
+        return compile_for_scoring(self.encoder)
 
     def embed(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         if self.featurizer is not None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -10,12 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from review_toolkit.accel.batching import token_budget_ranges
-
-
-def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length, so little padding is computed."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+from review_toolkit.accel.gpu_scoring import embed_on_gpu
 
 
 # glibc's malloc returns blocks of 32 MiB and more to the kernel when they are freed, and the next
@@ -24,17 +21,34 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
 CPU_ACTIVATION_BYTES = 30 << 20
 
 
+#: Padded tokens a CPU batch may compute beyond its reviews' own, as a fraction of them.
+CPU_PADDING_SLACK = 0.25
+
+
 def cpu_token_budget_batches(lengths: list[int], batch_size: int, feed_forward_width: int) -> list[list[int]]:
     """Length-sorted batches for CPUs, bounded by padded tokens rather than by reviews.
 
     A batch holds up to ``batch_size`` x 128 padded tokens, and few enough that its widest
     activation (tokens x feed-forward width, float32) stays under ``CPU_ACTIVATION_BYTES``:
     short reviews share larger batches, long ones smaller (benchmarks/README.md, "CPU embedding").
+    A CPU computes every padded token at full cost, so a batch also ends where padding would
+    pass ``CPU_PADDING_SLACK`` of its real tokens: a few reviews of scattered lengths (a server's
+    batch) become several small batches rather than one padded to the longest.
     """
     budget = max(1, min(batch_size * 128, CPU_ACTIVATION_BYTES // (4 * feed_forward_width)))
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    ranges = token_budget_ranges([lengths[i] for i in order], max_tokens=budget, max_batch_size=budget)
-    return [order[start:end] for start, end in ranges]
+    batches: list[list[int]] = []
+    for start, end in token_budget_ranges([lengths[i] for i in order], max_tokens=budget, max_batch_size=budget):
+        batch: list[int] = []
+        tokens = 0
+        for index in order[start:end]:  # ascending: the newest review is the batch's longest
+            if batch and (len(batch) + 1) * lengths[index] > (1 + CPU_PADDING_SLACK) * (tokens + lengths[index]):
+                batches.append(batch)
+                batch, tokens = [], 0
+            batch.append(index)
+            tokens += lengths[index]
+        batches.append(batch)
+    return batches
 
 
 def feed_forward_width(encoder: torch.nn.Module) -> int:
@@ -43,27 +57,28 @@ def feed_forward_width(encoder: torch.nn.Module) -> int:
     return getattr(config, "intermediate_size", None) or getattr(config, "d_ff", None) or 4096
 
 
-def inference_autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 matrix products on GPUs that have them (several times faster); float32 elsewhere."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        use_shape_agnostic_attention()
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    # Not on CPUs without AMX, even with avx512_bf16: there bf16 matrix products are slower than
-    # float32 ones (benchmarks/README.md, "CPU embedding").
-    return contextlib.nullcontext()
+#: Reviews tokenized together while the GPU computes the chunk before them.
+TOKENIZED_CHUNK = 1024
 
 
-def use_shape_agnostic_attention() -> None:
-    """Keep PyTorch's attention off the cuDNN backend on GPUs.
+def tokenized_ahead(tokenizer: Any, texts: list[str], *, max_length: int, chunk: int = TOKENIZED_CHUNK) -> Iterator[list[list[int]]]:
+    """Token ids of ``texts`` in consecutive chunks, tokenized in a worker thread ahead of the consumer.
 
-    cuDNN builds an execution plan for every new input shape, on the CPU, at
-    every call with a new shape; length-sorted batches bring a new sequence length
-    almost every batch, and those plans cost more than the attention itself
-    (benchmarks/README.md, "cuDNN attention and varying lengths"). The flash and
-    memory-efficient kernels take any shape as it comes.
+    Fast tokenizers release the GIL while they encode: the GPU's work on one chunk (launched
+    from this thread) and the tokenizing of the next ones overlap instead of taking turns.
     """
-    if torch.cuda.is_available():
-        torch.backends.cuda.enable_cudnn_sdp(False)
+    def encode(start: int) -> list[list[int]]:
+        return tokenizer(texts[start : start + chunk], truncation=True, max_length=max_length)["input_ids"]
+
+    workers = min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="review-toolkit-tokenizer") as pool:
+        pending = [pool.submit(encode, start) for start in range(0, len(texts), chunk)]
+        try:
+            for future in pending:
+                yield future.result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def model_device(module: torch.nn.Module) -> torch.device:
@@ -81,22 +96,26 @@ def embed_texts(
     progress: bool = True,
     description: str = "Embedding reviews",
 ) -> np.ndarray:
-    """Pooled vectors for ``texts`` in input order, computed in length-sorted batches."""
+    """Pooled vectors for ``texts`` in input order.
+
+    On a GPU in bf16, in packed rows or token-budget batches (``review_toolkit.accel.gpu_scoring``);
+    elsewhere in float32, in length-sorted batches sized for CPUs.
+    """
     encoder.eval()
     device = model_device(encoder)
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)
-    lengths = [len(ids) for ids in encoded["input_ids"]]
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        with tqdm(total=len(texts), desc=description, disable=not progress, unit="review") as bar:
+            chunks = tokenized_ahead(tokenizer, texts, max_length=max_length)
+            return embed_on_gpu(encoder, chunks, pad_token_id=tokenizer.pad_token_id, device=device, progress=bar)
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    lengths = [len(ids) for ids in encoded]
     result: np.ndarray | None = None
-    if device.type == "cpu":
-        batches = cpu_token_budget_batches(lengths, batch_size, feed_forward_width(encoder))
-    else:
-        batches = length_sorted_batches(lengths, batch_size)
+    # Not bf16 on CPUs, even with avx512_bf16: without AMX, bf16 matrix products are slower than
+    # float32 ones there (benchmarks/README.md, "CPU embedding").
+    batches = cpu_token_budget_batches(lengths, batch_size, feed_forward_width(encoder))
     for batch in tqdm(batches, desc=description, disable=not progress, unit="batch"):
-        features = tokenizer.pad({"input_ids": [encoded["input_ids"][i] for i in batch]}, return_tensors="pt")
-        with inference_autocast(device):
-            vectors = encoder(
-                input_ids=features["input_ids"].to(device), attention_mask=features["attention_mask"].to(device)
-            )
+        features = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
+        vectors = encoder(input_ids=features["input_ids"].to(device), attention_mask=features["attention_mask"].to(device))
         vectors = vectors.float().cpu().numpy()
         if result is None:
             result = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)

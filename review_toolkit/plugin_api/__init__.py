@@ -23,6 +23,7 @@ from review_toolkit.plugin_api.contracts import (
     TorchHead,
 )
 from review_toolkit.plugin_api.options import PluginOption, positive_numbers
+from review_toolkit.plugin_api.search import Search
 
 if TYPE_CHECKING:
     from review_toolkit.plugin_api.adapters import (
@@ -53,7 +54,7 @@ _LAZY = {
 
 __all__ = [
     "PLUGIN_KINDS", "Backbone", "Featurizer", "FeaturizerBackbone", "FittedHead", "FittedModel", "Head", "Method",
-    "Plugin", "PluginOption", "TorchHead", "positive_numbers", *_LAZY,
+    "Plugin", "PluginOption", "Search", "TorchHead", "positive_numbers", *_LAZY,
 ]
 
 

@@ -19,6 +19,7 @@ from torch import nn
 from review_toolkit.errors import ConfigError
 from review_toolkit.plugin_api.contracts import Backbone
 from review_toolkit.plugin_api.options import PluginOption
+from review_toolkit.plugin_api.search import Search
 from review_toolkit.runtime.hub import is_hub_id, portable_checkpoint_name
 
 ADAPTER_DIRECTORY = "adapter"
@@ -27,11 +28,14 @@ ADAPTER_DIRECTORY = "adapter"
 #: to it unchanged, so a new LoRA option is one more line here. ``--lora-r``, ``--lora-alpha``,
 #: ``--lora-dropout`` and ``--lora-targets`` (``lora_r:`` ... in config files) set them too.
 LORA_OPTIONS: tuple[PluginOption, ...] = (
-    PluginOption("r", int, 16, "LoRA rank: the inner size of each adapter.", minimum=1),
-    PluginOption("lora_alpha", int, 32, "LoRA alpha: adapters are scaled by lora_alpha / r.", minimum=1),
+    PluginOption("r", int, 16, "LoRA rank: the inner size of each adapter.", minimum=1, search=Search(choices=(4, 8, 16, 32))),
+    PluginOption(
+        "lora_alpha", int, 32, "LoRA alpha: adapters are scaled by lora_alpha / r.", minimum=1,
+        search=Search(choices=(8, 16, 32, 64)),
+    ),
     PluginOption(
         "lora_dropout", float, 0.05, "Dropout on each adapter's input.",
-        check=lambda value: None if 0 <= value < 1 else "must be in [0, 1)",
+        check=lambda value: None if 0 <= value < 1 else "must be in [0, 1)", search=Search(low=0.0, high=0.2),
     ),
     PluginOption(
         "target_modules", tuple[str, ...], None,

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from review_toolkit.errors import ConfigError
+from review_toolkit.plugin_api.search import Search
 
 SCALAR_TYPES: tuple[type, ...] = (bool, int, float, str)
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
@@ -34,7 +35,9 @@ class PluginOption:
     A ``default`` of ``None`` means "not set": the plugin decides what that means
     (``target_modules=None``: the backbone's own). ``minimum`` bounds numbers,
     ``choices`` lists the allowed values, and ``check`` returns a sentence saying
-    what is wrong with a value, or ``None`` when it is fine.
+    what is wrong with a value, or ``None`` when it is fine. ``search`` says where
+    ``review-toolkit tune`` looks for a value (see ``plugin_api.search``); None: it is not searched
+    unless a ``--space`` file names it.
     """
 
     name: str
@@ -44,6 +47,7 @@ class PluginOption:
     minimum: float | None = None
     choices: tuple[Any, ...] | None = None
     check: Callable[[Any], str | None] | None = None
+    search: Search | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -51,6 +55,45 @@ class PluginOption:
         _element_type(self.type)  # refuses an unsupported type when the plugin module is imported
         if not self.help.strip():
             raise TypeError(f"PluginOption {self.name!r} needs a line of help.")
+        if self.search is not None:
+            problem = self.search_problem(self.search)
+            if problem:
+                raise TypeError(f"PluginOption {self.name!r}: its search {problem}.")
+
+    def search_value(self, drawn: Any) -> Any:
+        """The option's value for a value a search drew: a number from a range becomes the only item of a
+        list option (a grid of one); a choice is read as the option reads text or values."""
+        _, is_sequence = _element_type(self.type)
+        if is_sequence and not isinstance(drawn, (str, list, tuple)):
+            drawn = (drawn,)
+        return self.convert(drawn, where="search")
+
+    def search_problem(self, search: Search) -> str | None:
+        """What stops ``search`` from giving this option values it accepts, or None."""
+        element, _ = _element_type(self.type)
+        if search.is_range:
+            if element not in (int, float):
+                return f"gives a range, but the option holds {self.type_name}: give choices"
+            if element is int and not all(float(v).is_integer() for v in (search.low, search.high)):
+                return f"bounds must be whole numbers for an option of {self.type_name}"
+            if element is int and search.step is not None and not float(search.step).is_integer():
+                return f"step must be a whole number for an option of {self.type_name}"
+            values = [element(search.low), element(search.high)]
+        else:
+            values = list(search.choices or ())
+            if any(isinstance(value, (dict, list)) for value in values):
+                return "choices must be plain values"
+        for value in values:
+            try:
+                self.search_value(value)
+            except ConfigError as error:
+                return f"includes {_format(value)}, which the option refuses ({_reason(error)})"
+        return None
+
+    @property
+    def element_type(self) -> type:
+        """bool, int, float or str: the type of the value, or of each item of a list option."""
+        return _element_type(self.type)[0]
 
     @property
     def type_name(self) -> str:
@@ -91,6 +134,13 @@ class PluginOption:
         return ConfigError(
             f"{where}: option {self.name!r} expects {self.type_name}; got {value!r} ({type(value).__name__})."
         )
+
+
+def _reason(error: ConfigError) -> str:
+    """The part of a convert() message after 'search: option NAME ': what the value must be."""
+    text = str(error)
+    marker = "' "
+    return text.split(marker, 1)[1].rstrip(".") if marker in text else text.rstrip(".")
 
 
 def positive_numbers(values: tuple[float, ...]) -> str | None:

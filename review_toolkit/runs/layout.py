@@ -15,6 +15,7 @@ Layout::
                        (config.json, model.safetensors, tokenizer files, 1_Pooling/, 2_Dense/)
       checkpoints/     the last Trainer checkpoint, for --resume-from (trainer_state.json's paths
                        are relative to the run once it is in place)
+      members/         an ensemble only: a complete copy of each member run (see runs.ensemble_run)
       README.md        the model card
       manifest.json    SHA-256 and size of every file above except checkpoints/
 
@@ -74,6 +75,7 @@ TORCH_HEAD_FILE = "head.safetensors"
 SPLIT_PREDICTIONS_FILE = "split_predictions.csv"
 EVALUATION_DIRECTORY = "evaluation"
 TRAINING_LOG_FILE = "training_log.jsonl"  # the run's training history (review_toolkit.train.tracking)
+MEMBERS_DIRECTORY = "members"  # an ensemble's copies of its member runs (review_toolkit.runs.ensemble_run)
 PARTIAL_SUFFIX = ".partial"
 # A cross-validation directory (``train --folds K``): fold-1..K (each a run), final/ (--refit),
 # cv.json (per-fold metrics, mean, std: written last, it marks the whole as complete) and the
@@ -88,7 +90,7 @@ REFIT_DIRECTORY = "final"
 #: fitted head its arrays.)
 RESERVED_NAMES: frozenset[str] = frozenset({
     RUN_FILE, CONFIG_FILE, METRICS_FILE, REPORT_FILE, MODEL_CARD_FILE, MANIFEST_FILE, TOKENIZER_DIRECTORY,
-    FEATURIZER_DIRECTORY, CHECKPOINT_DIRECTORY, SPLIT_PREDICTIONS_FILE, EVALUATION_DIRECTORY, TRAINING_LOG_FILE,
+    FEATURIZER_DIRECTORY, CHECKPOINT_DIRECTORY, SPLIT_PREDICTIONS_FILE, EVALUATION_DIRECTORY, TRAINING_LOG_FILE, MEMBERS_DIRECTORY,
 })
 
 #: The formats a plugin may store in a run: tensors as safetensors, everything else as JSON, YAML or text.

@@ -12,6 +12,7 @@ from review_toolkit import registry
 from review_toolkit.config import TrainConfig
 from review_toolkit.errors import ReviewToolkitError, RunDirectoryError
 from review_toolkit.inference.classifier import Classifier
+from review_toolkit.inference.ensemble import EnsembleClassifier
 from review_toolkit.inference.head_outputs import build_head
 from review_toolkit.plugin_api.contracts import FeaturizerBackbone, FittedHead
 from review_toolkit.runs.layout import (
@@ -24,6 +25,7 @@ from review_toolkit.runs.layout import (
     read_json,
     require_run_directory,
 )
+from review_toolkit.runs.ensemble_run import is_ensemble, load_ensemble
 from review_toolkit.runs.manifest import refuse_unpickling, safetensors_problem, verify_run_directory
 from review_toolkit.runtime import distributed
 from review_toolkit.runtime.quiet import quiet_call
@@ -35,8 +37,11 @@ def load_run(
     device: str | torch.device | None = None,
     allow_unverified: bool = False,
     trust_remote_code: bool = False,
-) -> Classifier:
+) -> Classifier | EnsembleClassifier:
     """The classifier a run directory describes, ready to ``predict``.
+
+    An ensemble's run directory (see :mod:`review_toolkit.runs.ensemble_run`) gives an
+    :class:`~review_toolkit.inference.ensemble.EnsembleClassifier` with the same interface.
 
     Base weights come from the checkpoint the run recorded (hub id or local
     path); what training changed comes from the run directory. Nothing stored
@@ -48,6 +53,16 @@ def load_run(
     """
     run = require_run_directory(path)
     verify_run_directory(run, allow_unverified=allow_unverified)
+    ensemble = _ensemble_info(run)
+    if ensemble is not None:  # members are loaded (and verified) as runs of their own
+        return load_ensemble(
+            run,
+            ensemble,
+            lambda member: load_run(
+                member, device=device, allow_unverified=allow_unverified, trust_remote_code=trust_remote_code
+            ),
+            _threshold(run, ensemble),
+        )
     steps = _LoadSteps(run)
     with refuse_unpickling(run), quiet_call():  # no weight-loading bars or hub notices from a library call
         try:
@@ -149,12 +164,7 @@ def _load_verified_run(
         scorer.load_state_dict(load_file(str(steps.file(TORCH_HEAD_FILE))))
         scorer.to(head_device).eval()
     steps.step(f"the settings in {run / RUN_FILE}")
-    threshold = info.get("threshold", 0.5)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-        raise RunDirectoryError(
-            f"Cannot load the run {run}: the threshold in {run / RUN_FILE} is {threshold!r}, not a number in [0, 1]. "
-            "Set one with 'review-toolkit evaluate --threshold', or train the run again."
-        )
+    threshold = _threshold(run, info)
     return Classifier(
         backbone=backbone,
         tokenizer=tokenizer,
@@ -166,6 +176,25 @@ def _load_verified_run(
         info=info,
         head_description=registry.describe(head),
     )
+
+
+def _threshold(run: Path, info: dict[str, Any]) -> float:
+    threshold = info.get("threshold", 0.5)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise RunDirectoryError(
+            f"Cannot load the run {run}: the threshold in {run / RUN_FILE} is {threshold!r}, not a number in [0, 1]. "
+            "Set one with 'review-toolkit evaluate --threshold', or train the run again."
+        )
+    return float(threshold)
+
+
+def _ensemble_info(run: Path) -> dict[str, Any] | None:
+    """run.json of an ensemble, or None for any other run (whose run.json the usual path reads and checks)."""
+    try:
+        info = read_json(run / RUN_FILE)
+    except Exception:  # unreadable, not JSON, nested too deep: the usual path names the problem
+        return None
+    return info if is_ensemble(info) else None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -13,24 +13,25 @@ import string
 from pathlib import Path
 from typing import Any
 
+from review_toolkit.runs.ensemble_card import ensemble_card
+from review_toolkit.runs.card_parts import (
+    TEMPLATES,
+    bundled_sample_note,
+    calibration_lines,
+    columns_text,
+    fmt,
+    latest_evaluation,
+    threshold_rule,
+)
 from review_toolkit.runtime.hub import is_hub_id
 
 MODEL_CARD_FILE = "README.md"
-TEMPLATES = Path(__file__).with_name("templates")
 MODEL_CARD_TEMPLATE = "model_card.md"
 
 # Options shown in the configuration table, in this order (others appear only when not default).
 # Each plugin's options are listed with the plugin, not in the table.
 _PLUGIN_OPTION_KEYS = {"backbone": "backbone_options", "method": "method_options", "head": "head_options"}
 _MAIN_OPTIONS = ("backbone", "method", "head", "model", "max_length", "seed", "epochs", "learning_rate", "batch_size", "class_weight")
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def model_card(
@@ -40,7 +41,12 @@ def model_card(
     report: str,
     evaluation: dict[str, Any] | None = None,
 ) -> str:
-    """The card's markdown text: ``templates/model_card.md`` filled from the run's records."""
+    """The card's markdown text: ``templates/model_card.md`` filled from the run's records.
+
+    An ensemble's run.json gets the ensemble's card (:mod:`review_toolkit.runs.ensemble_card`).
+    """
+    if info.get("kind") == "ensemble":
+        return ensemble_card(config, info, metrics, report, evaluation)
     data = info.get("data", {})
     sizes = data.get("sizes", {})
     calibration_method = (info.get("calibration") or {}).get("method", "none")
@@ -55,20 +61,20 @@ def model_card(
         "train_size": sizes.get("train", "n/a"),
         "validation_size": sizes.get("validation", "n/a"),
         "test_size": sizes.get("test", "n/a"),
-        "columns": _columns(config),
+        "columns": columns_text(config),
         "configuration_rows": "\n".join(_configuration_rows(config, info)),
         "plugin_lines": "\n".join(_plugin_lines(info)),
         "training_lines": "\n".join(_training_lines(info)),
         "test_examples": metrics.get("n_examples", sizes.get("test", "n/a")),
-        "metrics_threshold": _fmt(metrics.get("threshold", 0.5), 3),
-        **{key: _fmt(metrics.get(key)) for key in ("f1_macro", "accuracy", "precision_macro", "recall_macro", "roc_auc")},
+        "metrics_threshold": fmt(metrics.get("threshold", 0.5), 3),
+        **{key: fmt(metrics.get(key)) for key in ("f1_macro", "accuracy", "precision_macro", "recall_macro", "roc_auc")},
         "report": report.rstrip(),
-        "latest_evaluation": _latest_evaluation(evaluation),
-        "calibration_lines": "\n".join(_calibration_lines(info.get("calibration") or {"method": "none"})),
-        "threshold": _fmt(float(info.get("threshold", 0.5)), 4),
-        "threshold_rule": _threshold_rule(info.get("threshold_selection") or {"rule": "default"}),
+        "latest_evaluation": latest_evaluation(evaluation),
+        "calibration_lines": "\n".join(calibration_lines(info.get("calibration") or {"method": "none"})),
+        "threshold": fmt(float(info.get("threshold", 0.5)), 4),
+        "threshold_rule": threshold_rule(info.get("threshold_selection") or {"rule": "default"}),
         "max_length": info.get("max_length", "n/a"),
-        "bundled_sample_note": _bundled_sample_note(data),
+        "bundled_sample_note": bundled_sample_note(data),
         "front_matter": _front_matter(info, metrics),
         "scored_p_fake": "`p_fake`, not calibrated" if calibrated is None else f"`p_fake` calibrated by {calibrated} scaling",
         "calibration_limit": (
@@ -103,8 +109,8 @@ def _front_matter(info: dict[str, Any], metrics: dict[str, Any]) -> str:
             "  results:",
             "  - task: {type: text-classification, name: fake review detection}",
             "    metrics:",
-            f"    - {{type: f1, name: macro F1 on the test split, value: {_fmt(metrics.get('f1_macro'))}}}",
-            f"    - {{type: accuracy, name: accuracy on the test split, value: {_fmt(metrics.get('accuracy'))}}}",
+            f"    - {{type: f1, name: macro F1 on the test split, value: {fmt(metrics.get('f1_macro'))}}}",
+            f"    - {{type: accuracy, name: accuracy on the test split, value: {fmt(metrics.get('accuracy'))}}}",
         ]
     return "\n".join(lines)
 
@@ -119,9 +125,6 @@ def _template() -> string.Template:
     return string.Template((TEMPLATES / MODEL_CARD_TEMPLATE).read_text(encoding="utf-8"))
 
 
-def _columns(config: dict[str, Any]) -> str:
-    columns = f"text `{config.get('text_column', 'text')}`, label `{config.get('label_column', 'label')}`"
-    return columns + (f", label map {config['label_map']}" if config.get("label_map") else "")
 
 
 def _configuration_rows(config: dict[str, Any], info: dict[str, Any]) -> list[str]:
@@ -172,12 +175,12 @@ def _option_text(value: Any) -> str:
 
 
 def _training_lines(info: dict[str, Any]) -> list[str]:
-    memory = f"- Peak memory: process RSS {_fmt(info.get('peak_rss_gib'), 2)} GiB"
+    memory = f"- Peak memory: process RSS {fmt(info.get('peak_rss_gib'), 2)} GiB"
     if info.get("peak_gpu_gib") is not None:
-        memory += f", GPU {_fmt(info.get('peak_gpu_gib'), 2)} GiB"
+        memory += f", GPU {fmt(info.get('peak_gpu_gib'), 2)} GiB"
     trained = info.get("trainable_parameters", "n/a")
     lines = [
-        f"- Time: {_fmt(info.get('training_seconds'), 1)} s on {info.get('device', 'n/a')}",
+        f"- Time: {fmt(info.get('training_seconds'), 1)} s on {info.get('device', 'n/a')}",
         memory,
         f"- Parameters trained: {trained:,}" if isinstance(trained, int) else f"- Parameters trained: {trained}",
     ]
@@ -186,61 +189,12 @@ def _training_lines(info: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _latest_evaluation(evaluation: dict[str, Any] | None) -> str:
-    """A paragraph on the latest ``evaluate`` (with the blank line after it), or nothing."""
-    if not evaluation:
-        return ""
-    return (
-        f"Latest `evaluate` ({evaluation.get('data', {}).get('description', 'test split')}, threshold "
-        f"{_fmt(evaluation.get('threshold'), 3)}): macro F1 {_fmt(evaluation.get('f1_macro'))}, accuracy "
-        f"{_fmt(evaluation.get('accuracy'))}, ECE {_fmt(evaluation.get('ece_after_calibration'))}.\n\n"
-    )
 
 
-def _calibration_lines(calibration: dict[str, Any]) -> list[str]:
-    if calibration.get("method", "none") == "none":
-        lines = ["- Calibration: none; `p_fake` is the head's own probability."]
-    else:
-        lines = [
-            f"- Calibration: {calibration['method']} scaling fitted on the validation split "
-            f"(slope {_fmt(calibration.get('slope'))}, intercept {_fmt(calibration.get('intercept'))})."
-        ]
-    if calibration.get("note"):
-        lines.append(f"- Note: {calibration['note']}.")
-    if "validation_ece_before" in calibration:
-        lines.append(
-            f"- Expected calibration error on validation: {_fmt(calibration.get('validation_ece_before'))} before, "
-            f"{_fmt(calibration.get('validation_ece_after'))} after."
-        )
-    if "test_ece_before" in calibration:
-        lines.append(
-            f"- On the test split: {_fmt(calibration.get('test_ece_before'))} before, "
-            f"{_fmt(calibration.get('test_ece_after'))} after."
-        )
-    return lines
 
 
-def _threshold_rule(selection: dict[str, Any]) -> str:
-    """How the decision threshold was chosen, in words."""
-    rule = selection.get("rule", "default")
-    return {
-        "default": "the default 0.5",
-        "f1": "best macro F1 on the validation split",
-        "accuracy": "best accuracy on the validation split",
-        "target_precision": f"the lowest threshold reaching precision {selection.get('target_precision')} for `fake` "
-        f"on the validation split (reached {_fmt(selection.get('validation_precision'))}, recall "
-        f"{_fmt(selection.get('validation_recall'))})",
-        "fixed": "set by hand",
-    }.get(rule, rule)
 
 
-def _bundled_sample_note(data: dict[str, Any]) -> str:
-    if "bundled default" not in str(data.get("source", "")):
-        return ""
-    return (
-        "- Trained on the small bundled sample: a demonstration model, not one to deploy. Train on the full "
-        "data with `--data`.\n"
-    )
 
 
 def write_model_card(

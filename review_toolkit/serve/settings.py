@@ -31,6 +31,8 @@ class ServeSettings:
     predict_batch_size: int = 64
     # Torch device for the model: "cpu", "cuda", "cuda:1"...; None: the toolkit's default.
     device: str | None = None
+    # Compile the encoder's layers before the server reports ready (GPUs only; see predict --compile).
+    compile: bool = False
     # Load a run that does not match its manifest (still never unpickles).
     allow_unverified: bool = False
 

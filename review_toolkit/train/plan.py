@@ -11,12 +11,17 @@ A plan::
       - head: logreg
       - head: svm
       - {head: mlp, name: minilm-mlp}       # name: the run's folder (default BACKBONE-METHOD-HEAD)
+    ensemble:                               # optional: combine runs of the plan once they are trained
+      name: ensemble                        # its folder under output_dir (default: ensemble)
+      members: [minilm-frozen-logreg, minilm-mlp]   # run names (default: every run of the plan)
+      combine: auto                         # mean | stacking | auto, as `review-toolkit ensemble --combine`
+      threshold_for: f1                     # optional, as `review-toolkit ensemble --threshold-for`
 
 Keys are ``train`` options with ``_`` or ``-`` (as in ``--config`` files); relative
 paths are relative to the current directory, as on the command line.
 
-Every run is checked (options, plugin combination, existing output) before
-the first one starts, so a typo in the third entry does not surface after an
+Every run, and the ensemble, is checked (options, plugin combination, members
+trained on the same data, existing output) before the first one starts, so a typo in the third entry does not surface after an
 hour of training. Each run trains in its own process: its peak memory is its
 own, and a crash in one does not take the others down. Frozen runs on the same
 backbone and data share the on-disk embedding cache, so the backbone embeds
@@ -42,7 +47,8 @@ from review_toolkit.data import load_splits_for
 from review_toolkit.errors import ConfigError, ReviewToolkitError
 from review_toolkit.runs.layout import RUN_FILE
 
-PLAN_KEYS = {"output_dir", "shared", "runs"}
+PLAN_KEYS = {"output_dir", "shared", "runs", "ensemble"}
+ENSEMBLE_KEYS = {"name", "members", "combine", "threshold_for"}
 
 
 @dataclass
@@ -50,6 +56,17 @@ class PlannedRun:
     name: str
     config: TrainConfig
     output_dir: Path
+
+
+@dataclass
+class PlannedEnsemble:
+    """The plan's ``ensemble:`` section, checked: built from ``members`` once they are trained."""
+
+    name: str
+    members: list[PlannedRun]
+    output_dir: Path
+    combine: str = "auto"
+    threshold_for: str | None = None
 
 
 @dataclass
@@ -125,18 +142,109 @@ def load_plan(
     return planned
 
 
+def load_ensemble_plan(path: str | Path, planned: list[PlannedRun]) -> PlannedEnsemble | None:
+    """The plan's ``ensemble:`` section checked against its runs (None when there is none).
+
+    Refused before anything trains: unknown keys or runs, fewer than two members, an unknown
+    combination, members whose data settings differ (naming the option), a name taken by a run.
+    """
+    from review_toolkit.train.ensemble import COMBINE_CHOICES, DATA_OPTIONS
+    from review_toolkit.inference.calibration import THRESHOLD_OBJECTIVES
+
+    path = Path(path)
+    section = _read_plan(path).get("ensemble")
+    if section is None:
+        return None
+    where = f"{path}: 'ensemble'"
+    options = _options(section, where)
+    unknown = sorted(set(options) - ENSEMBLE_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; it takes {', '.join(sorted(ENSEMBLE_KEYS))}.")
+    by_name = {run.name: run for run in planned}
+    names = options.get("members", list(by_name))
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ConfigError(f"{where}: 'members' must be a list of run names, e.g. members: [{', '.join(by_name)}].")
+    missing = [name for name in names if name not in by_name]
+    if missing:
+        raise ConfigError(
+            f"{where}: member(s) {', '.join(map(repr, missing))} are not runs of the plan; its runs are "
+            f"{', '.join(by_name)} (a run's name is its 'name', else BACKBONE-METHOD-HEAD)."
+        )
+    if len(set(names)) < 2:
+        raise ConfigError(f"{where}: 'members' must name at least two different runs; got {names!r}.")
+    combine = options.get("combine", "auto")
+    if combine not in COMBINE_CHOICES:
+        raise ConfigError(f"{where}: 'combine' must be one of {', '.join(COMBINE_CHOICES)}; got {combine!r}.")
+    threshold_for = options.get("threshold_for")
+    if threshold_for is not None and threshold_for not in THRESHOLD_OBJECTIVES:
+        raise ConfigError(f"{where}: 'threshold_for' must be one of {', '.join(THRESHOLD_OBJECTIVES)}; got {threshold_for!r}.")
+    name = str(options.get("name", "ensemble"))
+    if not name or Path(name).name != name or name.startswith("."):
+        raise ConfigError(f"{where}: name {name!r} must be a plain folder name.")
+    if name in by_name:
+        raise ConfigError(f"{where}: name {name!r} is also a run's folder; give the ensemble another 'name'.")
+    members = [by_name[member] for member in dict.fromkeys(names)]
+    first = members[0]
+    for member in members[1:]:
+        for option in DATA_OPTIONS:
+            if getattr(first.config, option) != getattr(member.config, option):
+                raise ConfigError(
+                    f"{where}: runs {first.name!r} and {member.name!r} would be trained with different {option} "
+                    f"({getattr(first.config, option)!r}, {getattr(member.config, option)!r}); an ensemble combines "
+                    f"runs trained on the same data and split. Set {option} under 'shared'."
+                )
+    return PlannedEnsemble(name, members, first.output_dir.parent / name, combine, threshold_for)
+
+
+def build_planned_ensemble(
+    ensemble: PlannedEnsemble, outcome: PlanOutcome, *, overwrite: bool, skip_existing: bool, echo: Callable[[str], None] = print
+) -> Path | None:
+    """Build the plan's ensemble once its members are finished; None when it was skipped or cannot be built."""
+    from review_toolkit.train.ensemble import build_ensemble
+
+    finished = set(outcome.trained + outcome.skipped)
+    missing = [member.name for member in ensemble.members if member.output_dir not in finished]
+    if missing:
+        echo(f"ensemble {ensemble.name}: not built, its member(s) {', '.join(missing)} did not finish")
+        outcome.failed.append((ensemble.name, f"member(s) {', '.join(missing)} did not finish"))
+        return None
+    if skip_existing and not overwrite and (ensemble.output_dir / RUN_FILE).is_file():
+        echo(f"ensemble {ensemble.name}: exists, skipped")
+        return ensemble.output_dir
+    try:
+        result = build_ensemble(
+            [member.output_dir for member in ensemble.members],
+            ensemble.output_dir,
+            combine=ensemble.combine,
+            threshold_for=ensemble.threshold_for,
+            overwrite=overwrite,
+        )
+    except ReviewToolkitError as error:
+        echo(f"ensemble {ensemble.name}: FAILED: {error}")
+        outcome.failed.append((ensemble.name, str(error)))
+        return None
+    echo(
+        f"ensemble {ensemble.name}: {result.info['combination']['method']} of {len(ensemble.members)} runs, test macro F1 "
+        f"{result.metrics['f1_macro']:.4f} -> {result.run_dir}"
+    )
+    return result.run_dir
+
+
 def _read_plan(path: Path) -> dict[str, Any]:
     return read_yaml_mapping(
         path, what="Plan file", missing_hint="", mapping_hint="be a mapping with 'shared' and 'runs'"
     )
 
 
-def check_outputs(planned: list[PlannedRun], *, overwrite: bool, skip_existing: bool) -> None:
+def check_outputs(
+    planned: list[PlannedRun], *, overwrite: bool, skip_existing: bool, ensemble: PlannedEnsemble | None = None
+) -> None:
     """Refuse, before anything trains, to write where something already is (unless told how)."""
     if overwrite:
         return
-    runs = [run.output_dir for run in planned if (run.output_dir / RUN_FILE).is_file()]
-    others = [run.output_dir for run in planned if run.output_dir.exists() and run.output_dir not in runs]
+    outputs = [run.output_dir for run in planned] + ([ensemble.output_dir] if ensemble is not None else [])
+    runs = [output for output in outputs if (output / RUN_FILE).is_file()]
+    others = [output for output in outputs if output.exists() and output not in runs]
     if others:
         raise ConfigError(
             f"{', '.join(map(str, others))} already exist(s) and is not a finished run. Move it away, or pass "
@@ -172,9 +280,10 @@ def run_plan(
     stop_on_error: bool = False,
     quiet: bool = False,
     echo: Callable[[str], None] = print,
+    ensemble: PlannedEnsemble | None = None,
 ) -> PlanOutcome:
-    """Train each planned run in a child process, in order."""
-    check_outputs(planned, overwrite=overwrite, skip_existing=skip_existing)
+    """Train each planned run in a child process, in order (``ensemble``'s folder is checked with theirs)."""
+    check_outputs(planned, overwrite=overwrite, skip_existing=skip_existing, ensemble=ensemble)
     outcome = PlanOutcome()
     for number, run in enumerate(planned, start=1):
         if skip_existing and not overwrite and (run.output_dir / RUN_FILE).is_file():

@@ -27,7 +27,7 @@ from transformers.trainer_callback import PrinterCallback
 
 from review_toolkit.accel.plan import AccelerationPlan
 from review_toolkit.config import TrainConfig
-from review_toolkit.inference.embeddings import use_shape_agnostic_attention
+from review_toolkit.accel.gpu_scoring import use_shape_agnostic_attention
 from review_toolkit.errors import ConfigError
 from review_toolkit.evaluation.metrics import trainer_compute_metrics
 from review_toolkit.runtime.interrupts import InterruptionCallback

@@ -83,3 +83,10 @@ def test_existing_output_is_kept_unless_overwrite(tiny_frozen_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert output.read_text(encoding="utf-8").startswith("text,label,p_fake")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scored.csv"]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="on a GPU, --compile compiles")
+def test_compile_on_a_cpu_is_refused_naming_the_option(tiny_frozen_run):
+    result = predict(tiny_frozen_run, "--text", "Great product", "--compile")
+    assert "compile" in assert_one_error_line(result, "CUDA GPUs", "--compile")
+    assert result.stdout == ""

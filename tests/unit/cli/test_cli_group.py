@@ -36,6 +36,7 @@ def test_help_imports_no_model_library() -> None:
     for arguments, heavy in (
         (["--help"], {"torch", "transformers", "pandas", "sklearn"}),
         (["train", "--help"], {"torch", "transformers", "pandas", "sklearn"}),
+        (["tune", "--help"], {"torch", "transformers", "pandas", "sklearn", "optuna"}),
         (["predict", "--help"], {"torch", "transformers"}),
     ):
         completed = subprocess.run(

@@ -1,0 +1,201 @@
+"""Embedding reviews on a GPU: packed rows where the encoder packs, token-budget batches otherwise.
+
+Scoring has no backward pass and no optimizer, so a forward pass is all there is: its cost is the
+tokens it computes. Padded batches compute every review at the length of the longest in its batch
+and, with a padding mask, cannot use PyTorch's flash attention. Packed rows (the reviews of a row
+concatenated, positions restarting at each, attention per review through the variable-length
+flash kernel, as in training: ``review_toolkit.accel.packing``) compute only the reviews' own
+tokens. Rows are cut from the reviews sorted by length, longest first, up to a token budget, so
+nearly every row has the budget's length and the matrix products see few shapes.
+
+Encoders that do not pack (T5's relative attention bias, checkpoint-supplied code) get padded
+batches cut from the length-sorted order under the same token budget, rather than a fixed
+number of reviews: short reviews share large batches, long ones small.
+
+Inputs travel to the GPU from pinned memory without waiting, and the pooled vectors stay on
+the GPU until the last row: nothing makes the host wait for the GPU between rows. Small rows
+(a server's batches, the end of a file) cost the host more time to launch than the GPU to compute:
+they replay recorded CUDA graphs (``review_toolkit.accel.scoring_graphs``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from review_toolkit.accel.batching import token_budget_ranges
+from review_toolkit.accel.scoring_graphs import scoring_graphs_for
+from review_toolkit.accel.packing import (
+    ROW_MULTIPLE,
+    StaticRowLayout,
+    enable_packed_attention,
+    packed_pooled,
+    packed_row_length,
+    supports_packing,
+)
+
+#: Tokens a packed row or a padded batch computes at most (filler and padding included).
+#: Large enough that the matrix products run near the card's peak, small enough that a
+#: Stella-size encoder's activations stay a few GiB (benchmarks/README.md, "GPU scoring").
+GPU_SCORING_TOKENS = 32768
+#: Reviews in one padded batch at most (short reviews would otherwise make huge batches).
+MAX_PADDED_REVIEWS = 1024
+
+
+def use_shape_agnostic_attention() -> None:
+    """Keep PyTorch's attention off the cuDNN backend on GPUs.
+
+    cuDNN builds an execution plan for every new input shape, on the CPU, at
+    every call with a new shape; length-sorted batches bring a new sequence length
+    almost every batch, and those plans cost more than the attention itself
+    (benchmarks/README.md, "cuDNN attention and varying lengths"). The flash and
+    memory-efficient kernels take any shape as it comes.
+    """
+    if torch.cuda.is_available():
+        torch.backends.cuda.enable_cudnn_sdp(False)
+
+
+def packs_on(encoder: nn.Module, device: torch.device) -> bool:
+    """Whether ``encoder`` scores in packed rows on ``device``: a CUDA GPU with bf16 and a packable encoder."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported() and supports_packing(encoder)
+
+
+def packed_rows(lengths: Sequence[int], max_tokens: int = GPU_SCORING_TOKENS) -> list[list[int]]:
+    """Indices of reviews grouped into rows, longest reviews first, each row's tokens (with the
+    filler that rounds it to ``ROW_MULTIPLE``) within ``max_tokens`` unless one review is longer."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+    rows: list[list[int]] = []
+    row: list[int] = []
+    tokens = 0
+    for index in order:
+        if row and packed_row_length(tokens + lengths[index]) > max_tokens:
+            rows.append(row)
+            row, tokens = [], 0
+        row.append(index)
+        tokens += lengths[index]
+    if row:
+        rows.append(row)
+    return rows
+
+
+def padded_batches(lengths: Sequence[int], max_tokens: int = GPU_SCORING_TOKENS) -> list[list[int]]:
+    """Indices grouped into length-sorted padded batches of at most ``max_tokens`` padded tokens."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    ranges = token_budget_ranges(
+        [lengths[i] for i in order], max_tokens=max_tokens, max_batch_size=MAX_PADDED_REVIEWS
+    )
+    return [order[start:end] for start, end in ranges]
+
+
+def _pinned(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``array`` on ``device``; to a GPU from page-locked memory, so the copy need not wait."""
+    tensor = torch.from_numpy(array)
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def packed_inputs(
+    token_ids: list[np.ndarray], row: list[int], device: torch.device, layout: StaticRowLayout | None = None
+) -> dict:
+    """One packed row's tensors on ``device``: ids, positions, review starts and each token's review.
+
+    Without ``layout`` the reviews are followed by one filler segment up to a multiple of
+    ``ROW_MULTIPLE``; with it, the row takes that layout's one shape (a recorded graph's).
+    """
+    lengths = np.fromiter((len(token_ids[i]) for i in row), dtype=np.int64, count=len(row))
+    review_tokens = int(lengths.sum())
+    if layout is None:
+        row_length = packed_row_length(review_tokens, ROW_MULTIPLE)
+        segment_lengths = np.append(lengths, row_length - review_tokens)  # the last segment is filler
+        # The flash kernel sizes its grid by this bound; rounded up, it takes a few values only
+        # (compiled layers would otherwise be recompiled for every new longest review).
+        max_length = packed_row_length(int(segment_lengths.max()) - 1)
+    else:
+        row_length = layout.row_length
+        segment_lengths = np.asarray(layout.segment_lengths(lengths.tolist()), dtype=np.int64)
+        max_length = layout.max_segment_length
+    starts = np.zeros(len(segment_lengths) + 1, dtype=np.int32)
+    starts[1:] = np.cumsum(segment_lengths)
+    segment = np.repeat(np.arange(len(segment_lengths)), segment_lengths)
+    ids = np.zeros(row_length, dtype=np.int64)
+    ids[:review_tokens] = np.concatenate([token_ids[i] for i in row])
+    positions = np.arange(row_length, dtype=np.int64) - starts[segment]
+    return {
+        "input_ids": _pinned(ids, device).unsqueeze(0),
+        "position_ids": _pinned(positions, device).unsqueeze(0),
+        "cu_seq_lens": _pinned(starts, device),
+        "max_length": max_length,
+        "review_index": _pinned(segment, device),
+        "reviews": len(row),
+    }
+
+
+def _packed_row(encoder: nn.Module, ids: list[np.ndarray], row: list[int], device: torch.device, graphs) -> torch.Tensor:
+    layout = graphs.layout_for([len(ids[i]) for i in row]) if graphs is not None else None
+    if layout is not None:
+        vectors = graphs.replay(layout, packed_inputs(ids, row, device, layout))
+        if vectors is not None:
+            return vectors
+    return packed_pooled(encoder, **packed_inputs(ids, row, device))
+
+
+def _padded_inputs(token_ids: list[np.ndarray], batch: list[int], pad_token_id: int, device: torch.device) -> dict:
+    longest = max(len(token_ids[i]) for i in batch)
+    ids = np.full((len(batch), longest), pad_token_id, dtype=np.int64)
+    mask = np.zeros((len(batch), longest), dtype=np.int64)
+    for slot, index in enumerate(batch):
+        ids[slot, : len(token_ids[index])] = token_ids[index]
+        mask[slot, : len(token_ids[index])] = 1
+    return {"input_ids": _pinned(ids, device), "attention_mask": _pinned(mask, device)}
+
+
+@torch.inference_mode()
+def embed_on_gpu(
+    encoder: nn.Module,
+    chunks: Iterable[Sequence[Sequence[int]]],
+    *,
+    pad_token_id: int,
+    device: torch.device,
+    max_tokens: int = GPU_SCORING_TOKENS,
+    pack: bool | None = None,
+    replay_graphs: bool = True,
+    progress=None,
+) -> np.ndarray:
+    """Pooled float32 vectors of tokenized reviews, in input order, computed in bf16 on ``device``.
+
+    ``chunks`` are consecutive pieces of the input, each a list of token ids per review: rows
+    and batches are cut within a chunk, so the GPU computes one chunk while the next is still
+    being tokenized. ``pack``: packed rows (True; the encoder must support them), padded batches
+    (False), or packed rows wherever the encoder and the GPU support them (None). Small packed rows
+    replay recorded CUDA graphs unless ``replay_graphs`` is False
+    (``review_toolkit.accel.scoring_graphs``). ``progress``
+    (a tqdm bar, say) is advanced by the number of reviews of each row or batch.
+    """
+    use_shape_agnostic_attention()
+    packed = packs_on(encoder, device) if pack is None else pack
+    if packed:
+        enable_packed_attention(encoder)
+    graphs = scoring_graphs_for(encoder) if packed and replay_graphs else None
+    pieces: list[torch.Tensor] = []
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        for chunk in chunks:
+            ids = [np.asarray(review, dtype=np.int64) for review in chunk]
+            lengths = [len(review) for review in ids]
+            groups = packed_rows(lengths, max_tokens) if packed else padded_batches(lengths, max_tokens)
+            vectors = [
+                _packed_row(encoder, ids, group, device, graphs) if packed
+                else encoder(**_padded_inputs(ids, group, pad_token_id, device))
+                for group in groups
+            ]
+            if progress is not None:
+                progress.update(len(ids))
+            # Back into the chunk's order, still on the GPU: nothing waits for it here.
+            order = _pinned(np.argsort(np.concatenate(groups), kind="stable"), device)
+            pieces.append(torch.cat(vectors).float()[order])
+    if not pieces:
+        raise ValueError("embed_on_gpu needs at least one review")
+    return torch.cat(pieces).cpu().numpy()

@@ -1,0 +1,131 @@
+"""Small packed rows scored by replaying recorded CUDA graphs.
+
+A packed row of a few reviews (a server's batch, the last row of a file) is computed by the GPU in
+a fraction of the time the host takes to launch the encoder's thousand-odd kernels one by one. A
+CUDA graph records those launches once and replays them as one. A graph replays fixed shapes at
+fixed addresses, so each small row takes the shape of the smallest of a few layouts
+(``SCORING_ROW_LENGTHS`` tokens, ``packing.StaticRowLayout``) that holds it, is copied into that
+graph's input tensors, and the graph's output is copied out before the next replay writes it.
+A layout's graph is recorded the first time a row needs it; rows larger than every layout, or
+with a review longer than ``MAX_GRAPHED_REVIEW`` tokens, run eagerly, as does an encoder whose
+layers are compiled (compiled code keeps graphs of its own).
+
+The graphs hold the weights' addresses and cast them inside every replay (no cached casts): a
+frozen encoder scores the same through them as eagerly, to bf16 rounding.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+
+import torch
+from torch import nn
+
+from review_toolkit.accel.packing import ROW_MULTIPLE, StaticRowLayout, packed_pooled
+
+logger = logging.getLogger(__name__)
+
+#: Row lengths that get a recorded graph; longer rows keep the GPU busy enough on their own.
+SCORING_ROW_LENGTHS = (128, 256, 512, 1024, 2048, 4096)
+#: Reviews longer than this take the eager path (the layouts' bound on a segment's length).
+MAX_GRAPHED_REVIEW = 512
+#: Eager passes before recording, so lazily created state (cuBLAS workspaces) exists first.
+WARMUP_PASSES = 2
+
+
+def scoring_layouts() -> list[StaticRowLayout]:
+    """One layout per row length, each for up to a review per 32 tokens (at least 4)."""
+    return [
+        StaticRowLayout(
+            row_length=length,
+            review_slots=max(4, length // 32),
+            filler_segments=length // ROW_MULTIPLE,
+            max_segment_length=min(length, MAX_GRAPHED_REVIEW),
+        )
+        for length in SCORING_ROW_LENGTHS
+    ]
+
+
+def _is_compiled(encoder: nn.Module) -> bool:
+    return any(getattr(module, "_compiled_call_impl", None) is not None for module in encoder.modules())
+
+
+class ScoringGraphs:
+    """The recorded graphs of one encoder, one per layout, recorded on first use."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        self.encoder = encoder
+        self.layouts = scoring_layouts()
+        self.enabled = not _is_compiled(encoder)
+        self._pool = None
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor], torch.Tensor]] = {}
+
+    def layout_for(self, lengths: list[int]) -> StaticRowLayout | None:
+        """The smallest layout that holds reviews of these lengths, or None."""
+        if not self.enabled:
+            return None
+        return next((layout for layout in self.layouts if layout.fits(lengths)), None)
+
+    def replay(self, layout: StaticRowLayout, inputs: dict) -> torch.Tensor | None:
+        """The pooled vectors of the row's reviews (``packed_inputs`` with ``layout``), or None
+        if this encoder's forward pass cannot be recorded (it is then scored eagerly from now on)."""
+        recorded = self._graphs.get(layout.row_length)
+        if recorded is None:
+            try:
+                recorded = self._record(layout, inputs)
+            except Exception as error:  # an operation a graph cannot hold: score eagerly instead
+                logger.warning("Scoring without CUDA graphs: the encoder could not be recorded (%s: %s)", type(error).__name__, error)
+                self.enabled = False
+                self._graphs.clear()
+                return None
+        graph, static, output = recorded
+        for name, tensor in static.items():
+            tensor.copy_(inputs[name], non_blocking=True)
+        graph.replay()
+        return output[: inputs["reviews"]].clone()  # the next replay writes the recorded output again
+
+    def _forward(self, layout: StaticRowLayout, static: dict[str, torch.Tensor]) -> torch.Tensor:
+        return packed_pooled(
+            self.encoder, static["input_ids"], static["position_ids"], static["cu_seq_lens"],
+            layout.max_segment_length, static["review_index"], layout.review_slots,
+        )
+
+    def _record(self, layout: StaticRowLayout, inputs: dict) -> tuple:
+        static = {name: inputs[name].clone() for name in ("input_ids", "position_ids", "cu_seq_lens", "review_index")}
+        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), _autocast(dtype):
+            for _ in range(WARMUP_PASSES):
+                self._forward(layout, static)
+        torch.cuda.current_stream().wait_stream(stream)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with _autocast(dtype), torch.cuda.graph(graph, pool=self._pool, stream=stream):
+            output = self._forward(layout, static)
+        self._graphs[layout.row_length] = (graph, static, output)
+        return graph, static, output
+
+
+def _autocast(dtype: torch.dtype | None):
+    """The surrounding autocast without its cache of cast weights (a cached cast would be
+    recorded as it is now), or nothing when scoring runs without autocast."""
+    if dtype is None:
+        return torch.autocast("cuda", enabled=False)
+    return torch.autocast("cuda", dtype=dtype, cache_enabled=False)
+
+
+_GRAPHS: "weakref.WeakKeyDictionary[nn.Module, ScoringGraphs]" = weakref.WeakKeyDictionary()
+
+
+def scoring_graphs_for(encoder: nn.Module) -> ScoringGraphs:
+    """The graphs of ``encoder`` (made once per encoder, dropped with it; none once it is compiled)."""
+    graphs = _GRAPHS.get(encoder)
+    if graphs is None:
+        graphs = _GRAPHS[encoder] = ScoringGraphs(encoder)
+    elif graphs.enabled and _is_compiled(encoder):
+        graphs.enabled = False
+        graphs._graphs.clear()
+    return graphs

@@ -1,0 +1,143 @@
+"""Scoring on GPUs: every review once in packed rows or token-budget batches, the padded path's vectors."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from review_toolkit.accel.gpu_scoring import embed_on_gpu, packed_inputs, packed_rows, padded_batches
+from review_toolkit.accel.packing import enable_packed_attention, packed_pooled, packed_row_length
+from review_toolkit.accel.scoring_graphs import ScoringGraphs, scoring_graphs_for
+from review_toolkit.plugin_api.encoders import PooledEncoder
+
+
+def random_lengths(count: int, seed: int = 0) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randint(3, 512) for _ in range(count)]
+
+
+def tiny_encoder(architecture: str) -> PooledEncoder:
+    torch.manual_seed(0)
+    if architecture == "gte":
+        from transformers import GteConfig, GteModel
+
+        transformer = GteModel(GteConfig(
+            vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+            max_position_embeddings=512, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        ))
+    else:
+        transformer = BertModel(BertConfig(
+            hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, vocab_size=30522,
+        ))
+    return PooledEncoder(transformer, 64, projection=torch.nn.Linear(64, 32)).eval()
+
+
+def reviews_of(lengths: list[int], seed: int = 0) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randint(1000, 30000, (length,), generator=generator).tolist() for length in lengths]
+
+
+def padded_vectors(encoder: PooledEncoder, reviews: list[list[int]]) -> torch.Tensor:
+    longest = max(map(len, reviews))
+    ids = torch.zeros(len(reviews), longest, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, review in enumerate(reviews):
+        ids[row, : len(review)] = torch.tensor(review)
+        mask[row, : len(review)] = 1
+    device = next(encoder.parameters()).device
+    return encoder(input_ids=ids.to(device), attention_mask=mask.to(device))
+
+
+def test_packed_rows_hold_every_review_once_within_the_token_budget():
+    lengths = random_lengths(3_000)
+    rows = packed_rows(lengths, max_tokens=8192)
+
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    assert all(packed_row_length(sum(lengths[i] for i in row)) <= 8192 for row in rows)
+    # Longest first and filled to the budget: all rows but the last are nearly full.
+    assert all(packed_row_length(sum(lengths[i] for i in row)) >= 8192 - 512 for row in rows[:-1])
+
+
+def test_padded_gpu_batches_are_length_sorted_within_the_token_budget():
+    lengths = random_lengths(3_000, seed=1)
+    batches = padded_batches(lengths, max_tokens=8192)
+
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    assert all(len(batch) * max(lengths[i] for i in batch) <= 8192 for batch in batches)
+    assert len(batches[0]) > len(batches[-1])  # short reviews share larger batches
+
+
+@pytest.mark.parametrize("architecture", ["bert", "gte"])
+def test_a_packed_row_gives_each_review_its_padded_vector(architecture):
+    """The row's positions, review starts and pooling segments (checked on a CPU, in float32,
+    where packed attention takes a block-diagonal mask)."""
+    encoder = tiny_encoder(architecture)
+    reviews = reviews_of([5, 40, 17, 64, 3, 29])
+    expected = padded_vectors(encoder, reviews)
+
+    enable_packed_attention(encoder)
+    ids = [np.asarray(review) for review in reviews]
+    with torch.inference_mode():
+        vectors = packed_pooled(encoder, **packed_inputs(ids, list(range(len(reviews))), torch.device("cpu")))
+
+    torch.testing.assert_close(vectors, expected.detach(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", ["bert", "gte"])
+def test_a_row_in_a_graph_layout_gives_each_review_its_padded_vector(architecture):
+    """Empty review slots and filler segments change nothing for the row's reviews."""
+    encoder = tiny_encoder(architecture)
+    reviews = reviews_of([5, 40, 17, 64, 3, 29, 100])
+    expected = padded_vectors(encoder, reviews)
+    lengths = [len(review) for review in reviews]
+    graphs = ScoringGraphs(encoder)
+    layout = graphs.layout_for(lengths)
+    assert layout is not None and layout.row_length == 512  # 258 tokens, 7 reviews: the 512-token layout
+    assert graphs.layout_for([600]) is None and graphs.layout_for([3] * 200) is None  # eager instead
+
+    enable_packed_attention(encoder)
+    inputs = packed_inputs([np.asarray(review) for review in reviews], list(range(len(reviews))), torch.device("cpu"), layout)
+    assert inputs["input_ids"].shape == (1, 512) and inputs["cu_seq_lens"].shape == (layout.review_slots + 4 + 1,)
+    with torch.inference_mode():
+        vectors = packed_pooled(
+            encoder, inputs["input_ids"], inputs["position_ids"], inputs["cu_seq_lens"], inputs["max_length"],
+            inputs["review_index"], layout.review_slots,
+        )
+    torch.testing.assert_close(vectors[: len(reviews)], expected.detach(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="scoring on GPUs needs a CUDA GPU")
+@pytest.mark.parametrize("architecture", ["bert", "gte"])
+def test_small_rows_replayed_from_graphs_score_as_eager_rows(architecture):
+    encoder = tiny_encoder(architecture).cuda()
+    device = torch.device("cuda")
+    chunks = [reviews_of(random_lengths(count, seed=count)) for count in (1, 3, 9, 30, 1, 3)]
+
+    replayed = [embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device) for chunk in chunks]
+    eager = [embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device, replay_graphs=False) for chunk in chunks]
+
+    assert len(scoring_graphs_for(encoder)._graphs) >= 2  # several layouts recorded, then replayed
+    for graphed, plain in zip(replayed, eager):
+        np.testing.assert_allclose(graphed, plain, atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="scoring on GPUs needs a CUDA GPU")
+@pytest.mark.parametrize("architecture", ["bert", "gte"])
+def test_gpu_scoring_matches_the_padded_path_to_bf16_rounding(architecture):
+    encoder = tiny_encoder(architecture).cuda()
+    reviews = reviews_of(random_lengths(300, seed=2))
+    with torch.inference_mode():
+        expected = torch.cat([padded_vectors(encoder, reviews[i : i + 16]) for i in range(0, 300, 16)]).cpu().numpy()
+
+    vectors = embed_on_gpu(encoder, [reviews[:100], reviews[100:]], pad_token_id=0, device=torch.device("cuda"), max_tokens=4096)
+
+    assert vectors.shape == expected.shape and vectors.dtype == np.float32
+    cosine = (vectors * expected).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosine.min() > 0.999, cosine.min()
+    np.testing.assert_allclose(vectors, expected, atol=5e-2, rtol=5e-2)
