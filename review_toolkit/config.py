@@ -117,6 +117,23 @@ class TrainConfig:
     seed: int = option(
         42, help="Random seed for the split and training (default: 42).", group=DATA, minimum=0, below=MAX_SEED
     )
+    folds: int | None = option(  # cross-validation (review_toolkit.train.cross_validation)
+        None,
+        help="Cross-validate: K stratified folds (seeded); one run per fold in OUTPUT_DIR/fold-1..K, each tested "
+        "on its fold, then mean ± std of every metric (cv.json) and out-of-fold predictions.",
+        group=DATA, minimum=2,
+    )
+    # The fold a cross-validation run is tested on (1..folds), or 0 for its refit on all the data:
+    # set by --folds in each run's config.yaml, so that the run, fed back or evaluated, has the same split.
+    fold: int | None = option(
+        None, help="The fold this run is tested on, 0: the refit (set by --folds).", group=DATA, flag=None, minimum=0
+    )
+    refit: bool = option(
+        False,
+        help="With --folds: also train OUTPUT_DIR/final on all the data (a validation split for early stopping, "
+        "threshold and calibration; no test split): the run to deploy.",
+        group=DATA,
+    )
 
     # Where the run goes.
     output_dir: str | None = option(  # None: runs/<backbone>-<method>-<head>
@@ -286,6 +303,19 @@ class TrainConfig:
                 "compile and gradient_checkpointing do not combine: choose compile for speed or "
                 "gradient_checkpointing for memory",
             ),
+            (
+                not self.folds or not (self.split_column or self.validation_data or self.test_data),
+                "folds makes its own splits: it does not combine with split_column, validation_data or test_data",
+            ),
+            (
+                self.fold is None or (self.folds is not None and self.fold <= self.folds),
+                "fold must be between 0 (the refit) and folds",
+            ),
+            (
+                not (self.folds and self.fold is None and self.resume_from),
+                "resume_from continues one run; a cross-validation (folds) is trained again from the start",
+            ),
+            (not self.refit or self.folds, "refit goes with folds: it trains the deployable run of a cross-validation"),
         ]
         for ok, message in checks:
             if not ok:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from review_toolkit.plugin_api import TransformerBackbone
 from review_toolkit.errors import PluginError
 
@@ -32,3 +34,13 @@ class MiniLMBackbone(TransformerBackbone):
 
     def resolve_checkpoint(self, checkpoint: str | None) -> str:
         return checkpoint or bundled_checkpoint()
+
+    def hub_id(self, checkpoint: str) -> str | None:
+        """The bundled copy is sentence-transformers/all-MiniLM-L6-v2: runs name it by that id."""
+        try:
+            bundled = Path(bundled_checkpoint()).resolve()
+        except PluginError:
+            bundled = None
+        if bundled is not None and Path(checkpoint).expanduser().resolve() == bundled:
+            return self.default_checkpoint
+        return super().hub_id(checkpoint)

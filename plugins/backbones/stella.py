@@ -353,7 +353,9 @@ class StellaBackbone(TransformerBackbone):
             )
         # A device-mapped (4-bit) transformer is not moved by .to() later: keep the projection beside it.
         projection.to(next(encoder.transformer.parameters()).device)
-        return PooledEncoder(encoder.transformer, projection.out_features, projection=projection)
+        return PooledEncoder(
+            encoder.transformer, projection.out_features, projection=projection, base_model=encoder.base_model
+        )
 
 
 __all__ = ["StellaBackbone", "gte_rope_parameters", "native_gte_config"]

@@ -153,6 +153,12 @@ def lora_alias_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def _interrupted(interrupt: KeyboardInterrupt, config: TrainConfig, **_: Any) -> str:
     from review_toolkit.runs.layout import describe_interrupted_run
 
+    if config.folds and config.fold is None:
+        cause = interrupt.args[0] if interrupt.args and isinstance(interrupt.args[0], str) else ""
+        return (
+            f"Interrupted{f' ({cause})' if cause else ''}. A cross-validation is kept only once every fold is done, "
+            f"so nothing was written to {config.output_dir}; run the command again to start over."
+        )
     return describe_interrupted_run(config.output_dir, interrupt)
 
 
@@ -163,9 +169,43 @@ def _train_and_report(config: TrainConfig, quiet: bool) -> None:
 
     # Without progress bars, one line per epoch says how training goes.
     epoch_lines = [EpochLines(lambda line: click.echo(line, err=True))] if quiet else []
+    if config.folds and config.fold is None:
+        _cross_validate_and_report(config, quiet, epoch_lines)
+        return
     result = run_training(config, progress=not quiet, callbacks=epoch_lines)
     if is_main_process():  # one report, not one per process of a multi-GPU launch
         _print_summary(result)
+
+
+def _cross_validate_and_report(config: TrainConfig, quiet: bool, callbacks: list[Any]) -> None:
+    from review_toolkit.train.cross_validation import SHOWN_METRICS, cross_validate, format_summary, plus_minus
+
+    def fold_done(fold: int, result: Any) -> None:
+        if is_main_process():
+            metrics = result.metrics
+            auc = f"{metrics['roc_auc']:.4f}" if metrics.get("roc_auc") is not None else "n/a"
+            click.echo(
+                f"fold {fold}/{config.folds}: macro F1 {metrics['f1_macro']:.4f}  accuracy {metrics['accuracy']:.4f}  "
+                f"ROC AUC {auc}  ({result.info['data']['sizes']['test']} test reviews)"
+            )
+
+    result = cross_validate(config, progress=not quiet, callbacks=callbacks, on_fold=fold_done)
+    if not is_main_process():
+        return
+    summary = result.summary
+    click.echo("")
+    click.echo(
+        f"{summary['backbone']} + {summary['method']} + {summary['head']} on {summary['data']}: "
+        f"{summary['folds']}-fold cross-validation (stratified, seed {summary['seed']}), {summary['reviews']} reviews"
+    )
+    click.echo("")
+    click.echo(format_summary(summary))
+    click.echo("")
+    click.echo("  ".join(f"{title} {plus_minus(summary['metrics'].get(key))}" for key, title in SHOWN_METRICS))
+    refit = f", {summary['refit']}/" if summary["refit"] else ""
+    click.echo(
+        f"runs saved to {result.directory} (fold-1..{summary['folds']}/{refit}, cv.json, oof_predictions.csv)"
+    )
 
 
 @click.command(cls=_SectionedCommand)
@@ -201,6 +241,9 @@ def _print_summary(result: Any) -> None:
     click.echo(f"test split: {info['data']['sizes']['test']} reviews")
     click.echo("")
     click.echo(result.report)
-    auc = f"{metrics['roc_auc']:.4f}" if metrics.get("roc_auc") is not None else "n/a"
-    click.echo(f"macro F1 {metrics['f1_macro']:.4f}  accuracy {metrics['accuracy']:.4f}  ROC AUC {auc}")
+    if metrics.get("f1_macro") is None:
+        click.echo(metrics.get("note", "no test metrics"))
+    else:
+        auc = f"{metrics['roc_auc']:.4f}" if metrics.get("roc_auc") is not None else "n/a"
+        click.echo(f"macro F1 {metrics['f1_macro']:.4f}  accuracy {metrics['accuracy']:.4f}  ROC AUC {auc}")
     click.echo(f"trained in {info['training_seconds']:.1f} s; run saved to {result.run_dir}")

@@ -30,6 +30,9 @@ from review_toolkit.data.splits import (
     SPLIT_NAMES,
     ReviewSplits,
     carve,
+    check_folds,
+    fold_splits,
+    refit_splits,
     normalise_split_names,
     review_columns,
     split_reviews,
@@ -255,7 +258,22 @@ def _splits_from_files(
 
 
 def load_splits_for(config: Any) -> ReviewSplits:
-    """The splits a training configuration (``TrainConfig`` or a run's config) describes."""
+    """The splits a training configuration (``TrainConfig`` or a run's config) describes.
+
+    A fold of a cross-validation (``folds`` and ``fold`` set) is tested on that fold; fold 0, its
+    refit, trains on all the data with no test split.
+    """
+    if getattr(config, "folds", None) and getattr(config, "fold", None) is not None:
+        reviews = load_reviews(
+            config.data, text_column=config.text_column, label_column=config.label_column, label_map=config.label_map
+        )
+        if config.fold == 0:  # the refit of a cross-validation: every review trains or validates
+            splits = refit_splits(reviews, seed=config.seed)
+        else:
+            splits = fold_splits(reviews, config.folds, config.fold, seed=config.seed)
+        splits.source = _describe_source(config.data)
+        warn_about_leakage(splits, dict.fromkeys(SPLIT_NAMES, _resolve_path(config.data)[1]))
+        return splits
     return load_splits(
         config.data,
         text_column=config.text_column,

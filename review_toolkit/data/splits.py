@@ -89,6 +89,70 @@ def split_reviews(
     )
 
 
+#: Each fold's validation share of its training folds: the default split's (8 of 72 + 8).
+FOLD_VALIDATION_FRACTION = DEFAULT_FRACTIONS[1] / (DEFAULT_FRACTIONS[0] + DEFAULT_FRACTIONS[1])
+
+
+def check_folds(df: pd.DataFrame, folds: int, *, source: str) -> None:
+    """Refuse ``folds`` that would leave a fold without both classes (fewer reviews of a class than folds)."""
+    smallest = int(df["label"].value_counts().reindex([FAKE, REAL], fill_value=0).min())
+    if folds > smallest:
+        raise ConfigError(
+            f"--folds {folds}: {source} has {_class_counts(df)}; stratified folds need at least as many reviews of "
+            f"each class as folds, so that every fold holds both. Use --folds {max(smallest, 2)} or fewer, or more data."
+        )
+
+
+def fold_splits(df: pd.DataFrame, folds: int, fold: int, *, seed: int | None = DEFAULT_SEED) -> ReviewSplits:
+    """The splits of fold ``fold`` (1..folds) of a stratified, seeded K-fold cross-validation.
+
+    Test is the fold itself; validation (10 %, stratified, as in the default split) is carved from
+    the other folds, and the rest trains. Every review is in exactly one fold's test split.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    seed = DEFAULT_SEED if seed is None else seed
+    source = str(df.attrs.get("source", "the data"))
+    df = review_columns(df)
+    check_folds(df, folds, source=source)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    train_rows, test_rows = list(splitter.split(np.zeros(len(df)), df["label"].to_numpy()))[fold - 1]
+    test = df.iloc[test_rows].reset_index(drop=True)
+    train, validation = carve(
+        df.iloc[train_rows].reset_index(drop=True), FOLD_VALIDATION_FRACTION, seed,
+        part="validation", source=f"{source} (training folds of fold {fold})",
+    )
+    return ReviewSplits(
+        train=train,
+        validation=validation,
+        test=test,
+        source=source,
+        method=(
+            f"fold {fold} of {folds}: stratified {folds}-fold cross-validation (seed {seed}); validation carved "
+            f"from the other folds ({FOLD_VALIDATION_FRACTION:.0%})"
+        ),
+    )
+
+
+def refit_splits(df: pd.DataFrame, *, seed: int | None = DEFAULT_SEED) -> ReviewSplits:
+    """All the reviews of a cross-validation for its deployable run: train and a stratified 10 %
+    validation split (threshold, calibration, early stopping), no test split: the folds measured it."""
+    seed = DEFAULT_SEED if seed is None else seed
+    source = str(df.attrs.get("source", "the data"))
+    df = review_columns(df)
+    train, validation = carve(df, FOLD_VALIDATION_FRACTION, seed, part="validation", source=source)
+    return ReviewSplits(
+        train=train,
+        validation=validation,
+        test=df.iloc[0:0].reset_index(drop=True),
+        source=source,
+        method=(
+            f"all the data, validation carved ({FOLD_VALIDATION_FRACTION:.0%}, seed {seed}); no test split: "
+            "the cross-validation's folds are its estimate"
+        ),
+    )
+
+
 def _check_fractions(fractions: Iterable[float]) -> tuple[float, float, float]:
     values = tuple(float(f) for f in fractions)
     if len(values) != 3 or any(not 0 < f < 1 for f in values) or not math.isclose(sum(values), 1.0, abs_tol=1e-6):

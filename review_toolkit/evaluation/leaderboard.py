@@ -17,7 +17,16 @@ from typing import Any, Iterable
 
 from review_toolkit.errors import RunDirectoryError
 from review_toolkit.runtime.os_errors import require_creatable_directory
-from review_toolkit.runs.layout import CHECKPOINT_DIRECTORY, CONFIG_FILE, METRICS_FILE, PARTIAL_SUFFIX, RUN_FILE, read_json
+from review_toolkit.runs.layout import (
+    CHECKPOINT_DIRECTORY,
+    CONFIG_FILE,
+    CROSS_VALIDATION_FILE,
+    FOLD_PREFIX,
+    METRICS_FILE,
+    PARTIAL_SUFFIX,
+    RUN_FILE,
+    read_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +148,70 @@ def _is_number_or_missing(value: Any) -> bool:
 
 
 def leaderboard_rows(runs: list[Path]) -> list[dict[str, Any]]:
-    """One row per run whose records are readable; runs with damaged records are skipped with a warning."""
+    """One row per run whose records are readable; runs with damaged records are skipped with a warning.
+
+    The fold runs of a cross-validation (``train --folds``), when all of them are compared, make one
+    row: the mean of each score, with its standard deviation over the folds.
+    """
+    singles, groups = _cross_validations(runs)
+    rows = _run_rows(singles, runs)
+    for directory, folds in groups.items():
+        fold_rows = _run_rows(folds, folds)
+        if len(fold_rows) == len(folds):
+            rows.append(_cross_validation_row(directory, fold_rows))
+        else:  # a fold's records are damaged (warned above): show the readable folds one by one
+            rows.extend(_run_rows(folds, runs))
+    rows.sort(key=lambda row: (-(row["f1_macro"] or 0.0), -(row["accuracy"] or 0.0), row["run"]))
+    return rows
+
+
+def _cross_validations(runs: list[Path]) -> tuple[list[Path], dict[Path, list[Path]]]:
+    """Runs on their own, and the complete sets of fold runs by their cross-validation directory."""
+    by_directory: dict[Path, list[Path]] = {}
+    for run in runs:
+        if run.name.startswith(FOLD_PREFIX) and (run.parent / CROSS_VALIDATION_FILE).is_file():
+            by_directory.setdefault(run.parent, []).append(run)
+    groups = {}
+    for directory, folds in by_directory.items():
+        try:
+            expected = int(read_json(directory / CROSS_VALIDATION_FILE)["folds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if len(folds) == expected:
+            groups[directory] = sorted(folds, key=lambda run: run.name)
+    grouped = {run for folds in groups.values() for run in folds}
+    return [run for run in runs if run not in grouped], groups
+
+
+def _cross_validation_row(directory: Path, fold_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One leaderboard row for a cross-validation: means (± std) of scores, totals of costs."""
+    import numpy as np
+
+    first = fold_rows[0]
+    row = {key: first.get(key) for key in ("model", "method", "head", "data", "seed", "memory", "device",
+                                           "trainable_parameters")}
+    for key in ("f1_macro", "accuracy"):
+        values = [fold[key] for fold in fold_rows if fold.get(key) is not None]
+        row[key] = float(np.mean(values)) if values else None
+        row[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    sizes = [fold.get("test_size") for fold in fold_rows]
+    memory = [fold["peak_memory_gib"] for fold in fold_rows if fold.get("peak_memory_gib") is not None]
+    seconds = [fold["training_seconds"] for fold in fold_rows if fold.get("training_seconds") is not None]
+    row.update({
+        "run": f"{directory.name} ({len(fold_rows)} folds)",
+        "path": str(directory),
+        "threshold": None,  # one per fold
+        "test_size": sum(sizes) if all(isinstance(size, int) for size in sizes) else None,
+        "training_seconds": sum(seconds) if seconds else None,
+        "peak_memory_gib": max(memory) if memory else None,
+        "size_mib": round(sum(fold["size_mib"] for fold in fold_rows), 2),
+        "embeddings_cached": all(bool(fold.get("embeddings_cached")) for fold in fold_rows),
+        "folds": len(fold_rows),
+    })
+    return row
+
+
+def _run_rows(runs: list[Path], all_runs: list[Path]) -> list[dict[str, Any]]:
     rows = []
     for run in runs:
         records = _records(run)
@@ -152,7 +224,7 @@ def leaderboard_rows(runs: list[Path]) -> list[dict[str, Any]]:
         used_gpu = gpu is not None and gpu > 0
         rows.append(
             {
-                "run": _run_name(run, runs),
+                "run": _run_name(run, all_runs),
                 "path": str(run),
                 "model": info.get("backbone"),
                 "method": info.get("method"),
@@ -173,7 +245,6 @@ def leaderboard_rows(runs: list[Path]) -> list[dict[str, Any]]:
                 "device": info.get("device"),
             }
         )
-    rows.sort(key=lambda row: (-(row["f1_macro"] or 0.0), -(row["accuracy"] or 0.0), row["run"]))
     return rows
 
 
@@ -191,6 +262,7 @@ def _seed_of(run: Path) -> int | None:
 
 def mixed_test_data(rows: list[dict[str, Any]]) -> str | None:
     """A warning when the runs were not tested on the same reviews (data file, test size or seed differ)."""
+    rows = [row for row in rows if row.get("test_size") != 0]  # a refit has no test split to compare
     settings = {(row.get("data"), row.get("test_size"), row.get("seed")) for row in rows}
     if len(settings) <= 1:
         return None
@@ -200,6 +272,13 @@ def mixed_test_data(rows: list[dict[str, Any]]) -> str | None:
         f"({listed}). Compare runs trained on the same data and seed, or score them all on one file with "
         "`evaluate --data`."
     )
+
+
+def _cell(key: str, row: dict[str, Any]) -> str:
+    """A table cell; a cross-validation's score shows its standard deviation over the folds."""
+    text = _format(key, row.get(key))
+    std = row.get(f"{key}_std")
+    return f"{text} ± {std:.4f}" if std is not None and row.get(key) is not None else text
 
 
 def _format(key: str, value: Any) -> str:
@@ -227,13 +306,13 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     rule = "|" + "|".join("---:" if key not in ("run", "model", "method", "head", "memory", "data") else "---" for key, _ in COLUMNS) + "|"
     lines = [header, rule]
     for row in rows:
-        lines.append("| " + " | ".join(_format(key, row.get(key)) for key, _ in COLUMNS) + " |")
+        lines.append("| " + " | ".join(_cell(key, row) for key, _ in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
 
 
 def csv_text(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    fields = [key for key, _ in COLUMNS] + ["device", "path"]
+    fields = [key for key, _ in COLUMNS] + ["f1_macro_std", "accuracy_std", "folds", "device", "path"]
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)

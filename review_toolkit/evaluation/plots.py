@@ -142,13 +142,14 @@ def leaderboard_plot(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """Macro F1 and training time per run, best run on top."""
     plt = _pyplot()
     names = [row["run"] for row in rows][::-1]
-    f1 = [row["f1_macro"] for row in rows][::-1]
+    scored = [row["f1_macro"] for row in rows][::-1]  # None: a run without a test split (a refit)
+    f1 = [value or 0.0 for value in scored]
     seconds = [row["training_seconds"] or 0.0 for row in rows][::-1]
     height = max(2.6, 0.55 * len(rows) + 1.4)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, height), sharey=True, gridspec_kw={"width_ratios": [3, 2]})
     bars = left.barh(names, f1, color="tab:blue")
-    left.bar_label(bars, labels=[f"{value:.4f}" for value in f1], padding=3, fontsize=9)
-    low = min(f1) if f1 else 0.0
+    left.bar_label(bars, labels=["no test split" if value is None else f"{value:.4f}" for value in scored], padding=3, fontsize=9)
+    low = min((value for value in scored if value is not None), default=0.0)
     start = max(0.0, low - 0.1)
     left.set_xlim(start, 1.0 + (1.0 - start) * 0.12)
     # A bar chart whose axis does not start at 0 exaggerates differences: the label says so.

@@ -77,8 +77,9 @@ def calibrate_after_training(
     test_labels = splits.test.label.to_numpy()
     calibration = fit_calibration(validation_p_fake, validation_labels, DEFAULT_CALIBRATION)
     calibrated_test = calibration.apply(test_p_fake)
-    calibration.details["test_ece_before"] = expected_calibration_error(test_labels, test_p_fake)
-    calibration.details["test_ece_after"] = expected_calibration_error(test_labels, calibrated_test)
+    if len(test_labels):  # a cross-validation's refit has no test split
+        calibration.details["test_ece_before"] = expected_calibration_error(test_labels, test_p_fake)
+        calibration.details["test_ece_after"] = expected_calibration_error(test_labels, calibrated_test)
     classifier.calibration = calibration
     if staging is not None:
         save_split_predictions(
@@ -235,6 +236,11 @@ def evaluate_run(
         scores["validation"], calibration, threshold=threshold, threshold_for=threshold_for,
         target_precision=target_precision, refit=changes_requested,
     )
+    if data is None and not len(scores["test"].labels):
+        raise ConfigError(
+            f"{run} has no test split: it was trained on all the data (the refit of a cross-validation, whose "
+            "folds measured it). Score it on labelled reviews it was not trained on with --data FILE."
+        )
     if data is None:
         source = evaluation.info.get("data", {}).get("source", evaluation.config.data or "the bundled data")
         evaluated, name = replace(scores["test"], description=f"test split of {source}"), "test"

@@ -20,6 +20,7 @@ from review_toolkit.errors import ConfigError
 from review_toolkit.plugin_api.contracts import Backbone
 from review_toolkit.plugin_api.options import PluginOption
 from review_toolkit.plugin_api.search import Search
+from review_toolkit.runtime.hub import is_hub_id, portable_checkpoint_name
 
 ADAPTER_DIRECTORY = "adapter"
 
@@ -132,8 +133,40 @@ def _checkpoint_activations(transformer: nn.Module) -> None:
 
 
 def save_adapter(encoder: nn.Module, directory: Path) -> None:
-    """Adapters in PEFT's own format (adapter_config.json + adapter_model.safetensors)."""
-    encoder.transformer.save_pretrained(directory / ADAPTER_DIRECTORY)
+    """Adapters in PEFT's own format (adapter_config.json + adapter_model.safetensors) and a short README.
+
+    ``base_model_name_or_path`` names the base by its Hub id, or, for a local checkpoint, by a path
+    relative to the adapter folder: PEFT would record the absolute path it was loaded from (a
+    home or site-packages folder of this machine). Loading the run never reads that field.
+    """
+    import json
+
+    folder = directory / ADAPTER_DIRECTORY
+    encoder.transformer.save_pretrained(folder)
+    config_file = folder / "adapter_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    base = getattr(encoder, "base_model", "") or config.get("base_model_name_or_path") or ""
+    portable = portable_checkpoint_name(base, folder) if base else None
+    # Rewritten after PEFT's save, which looks the base up by this name (relative to no folder of its own).
+    config["base_model_name_or_path"] = portable
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    # PEFT writes its empty model-card template here; the run's own README.md is the model card.
+    (folder / "README.md").write_text(_adapter_readme(portable), encoding="utf-8")
+
+
+def _adapter_readme(base: str | None) -> str:
+    base_line = f"Base model: `{base}`" + ("" if base is None or is_hub_id(base) else " (relative to this folder)")
+    return (
+        "# LoRA adapter\n\n"
+        f"The LoRA adapter (PEFT format) of a review_toolkit run; the run's model card is `../README.md`. {base_line}.\n\n"
+        "```python\n"
+        "from peft import PeftModel\n"
+        "from transformers import AutoModel\n\n"
+        "model = PeftModel.from_pretrained(AutoModel.from_pretrained(BASE), \"RUN/adapter\")\n"
+        "```\n\n"
+        "Vectors are the mean of the last hidden states over the non-padding tokens; the run's head "
+        "(`../head.safetensors`) scores them. `review_toolkit.load_run(\"RUN\")` rebuilds the whole classifier.\n"
+    )
 
 
 def load_adapter(encoder: nn.Module, directory: Path) -> nn.Module:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from review_toolkit.errors import PluginError
 from review_toolkit.plugin_api.options import PluginOption, resolve_options
+from review_toolkit.runtime.hub import is_hub_id
 
 if TYPE_CHECKING:  # heavy imports only for type checkers
     import numpy as np
@@ -114,6 +115,14 @@ class Backbone(Plugin):
     def resolve_checkpoint(self, checkpoint: str | None) -> str:
         """The checkpoint to load: the user's ``--model`` or the default."""
         return checkpoint or self.default_checkpoint
+
+    def hub_id(self, checkpoint: str) -> str | None:
+        """The Hugging Face Hub id of ``checkpoint`` (a ``resolve_checkpoint`` result), None when it has none.
+
+        A run names its base model by it (adapter configs, the model card) instead of a local path.
+        A backbone that resolves its default to a bundled local copy returns the id of the original.
+        """
+        return checkpoint if is_hub_id(checkpoint) else None
 
     @abstractmethod
     def load_tokenizer(self, checkpoint: str) -> Any:

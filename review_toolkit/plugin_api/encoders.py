@@ -26,11 +26,16 @@ class PooledEncoder(nn.Module):
     (LoRA) or quantize it (QLoRA) while the projection stays in full precision.
     """
 
-    def __init__(self, transformer: nn.Module, embedding_size: int, projection: nn.Module | None = None):
+    def __init__(
+        self, transformer: nn.Module, embedding_size: int, projection: nn.Module | None = None, *, base_model: str = ""
+    ):
         super().__init__()
         self.transformer = transformer
         self.projection = projection
         self.embedding_size = embedding_size
+        #: The checkpoint it was built from, by its Hub id where it has one (``Backbone.hub_id``):
+        #: what saved adapters and encoders name as their base.
+        self.base_model = base_model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled embeddings ``[batch, embedding_size]`` of padded reviews ``[batch, length]`` and their mask."""
@@ -119,4 +124,106 @@ class TransformerBackbone(Backbone):
         if device_map is not None:
             kwargs["device_map"] = device_map
         transformer = self.load_transformer(checkpoint, **kwargs)
-        return PooledEncoder(transformer, transformer.config.hidden_size)
+        return PooledEncoder(
+            transformer, transformer.config.hidden_size, base_model=self.hub_id(checkpoint) or checkpoint
+        )
+
+
+# ----------------------------------------------------------------- a fine-tuned encoder as a model folder
+
+MODULES_FILE = "modules.json"
+POOLING_DIRECTORY = "1_Pooling"
+DENSE_DIRECTORY = "2_Dense"
+_ACTIVATION_PATHS = {"identity": "torch.nn.modules.linear.Identity", "tanh": "torch.nn.modules.activation.Tanh"}
+
+
+def can_save_pretrained(encoder: nn.Module) -> bool:
+    """True when ``save_pretrained_encoder`` can describe ``encoder``: a Hugging Face model, pooled by
+    mean, with no projection or a linear one (sentence-transformers' ``Dense``)."""
+    projection = getattr(encoder, "projection", None)
+    linear = projection is None or (
+        isinstance(projection, nn.Linear) and getattr(projection, "activation_name", "identity") in _ACTIVATION_PATHS
+    )
+    return hasattr(getattr(encoder, "transformer", None), "save_pretrained") and linear
+
+
+def save_pretrained_encoder(encoder: nn.Module, folder: Path, tokenizer_directory: Path | None = None) -> None:
+    """Write a pooled encoder as a model folder Hugging Face libraries load without this toolkit.
+
+    ``folder`` gets the transformer's ``save_pretrained`` files (config.json, model.safetensors),
+    the tokenizer's files copied from ``tokenizer_directory``, and the pooling as
+    sentence-transformers describes it: ``modules.json``, ``1_Pooling/config.json`` (mean) and,
+    when the encoder projects its vectors, ``2_Dense/`` (config.json, model.safetensors).
+    ``TransformerBackbone.load_encoder(folder)`` builds the same encoder back.
+    """
+    import shutil
+
+    from safetensors.torch import save_file
+
+    transformer = encoder.transformer
+    folder.mkdir(parents=True, exist_ok=True)
+    # A checkpoint's own code (--trust-remote-code) is not copied into the run: its config names the
+    # repository that code comes from, and a run never ships code that loading it would execute.
+    auto_class = transformer.__dict__.get("_auto_class")
+    transformer._auto_class = None
+    try:
+        transformer.save_pretrained(folder)
+    finally:
+        if auto_class is None:
+            transformer.__dict__.pop("_auto_class", None)
+        else:
+            transformer._auto_class = auto_class
+    if tokenizer_directory is not None:
+        for path in sorted(tokenizer_directory.iterdir()):
+            if path.is_file():
+                shutil.copyfile(path, folder / path.name)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": POOLING_DIRECTORY, "type": "sentence_transformers.models.Pooling"},
+    ]
+    hidden = int(transformer.config.hidden_size)
+    pooling = {
+        "word_embedding_dimension": hidden, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False,
+    }
+    _write_json(folder / POOLING_DIRECTORY / "config.json", pooling)
+    projection = getattr(encoder, "projection", None)
+    if projection is not None:
+        modules.append({"idx": 2, "name": "2", "path": DENSE_DIRECTORY, "type": "sentence_transformers.models.Dense"})
+        dense = {
+            "in_features": projection.in_features, "out_features": projection.out_features,
+            "bias": projection.bias is not None,
+            "activation_function": _ACTIVATION_PATHS[getattr(projection, "activation_name", "identity")],
+        }
+        _write_json(folder / DENSE_DIRECTORY / "config.json", dense)
+        state = {f"linear.{name}": value.detach().cpu().contiguous() for name, value in projection.state_dict().items()}
+        save_file(state, str(folder / DENSE_DIRECTORY / "model.safetensors"), metadata={"format": "pt"})
+    _write_json(folder / MODULES_FILE, modules)
+
+
+def load_projection_weights(encoder: nn.Module, folder: Path) -> None:
+    """Put ``folder``'s ``2_Dense`` weights into ``encoder.projection``; refuse a mismatch of the two.
+
+    A backbone builds its projection from a checkpoint its own way; whatever it built from the
+    saved folder must be the projection the folder holds, or the vectors would silently differ.
+    """
+    from safetensors.torch import load_file
+
+    saved = folder / DENSE_DIRECTORY / "model.safetensors"
+    projection = getattr(encoder, "projection", None)
+    if saved.is_file() != (projection is not None):
+        held = "holds a projection (2_Dense)" if saved.is_file() else "holds no projection"
+        built = "built none" if projection is None else "built one"
+        raise PluginError(
+            f"{folder} {held} but the backbone {built} from it; the encoder cannot be rebuilt as it was trained."
+        )
+    if projection is not None:
+        state = {key.removeprefix("linear."): value for key, value in load_file(str(saved)).items()}
+        projection.load_state_dict(state, strict=True)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")

@@ -76,3 +76,37 @@ def incomplete_checkpoints_in(directory: str | Path) -> list[tuple[Path, str]]:
         if problem is not None:
             found.append((path, problem))
     return found
+
+
+def relocate_checkpoint_states(staging: str | Path, run: str | Path) -> None:
+    """Rewrite paths into ``staging`` in each checkpoint's ``trainer_state.json`` as paths relative to ``run``.
+
+    Trainer records where it saved (``best_model_checkpoint``) as a path into the staging folder,
+    which no longer exists once the run is renamed into place; relative to the run directory the
+    path stays true wherever the run is moved.
+    """
+    staging, run = Path(staging), Path(run)
+    prefixes = sorted({str(staging), str(staging.expanduser().absolute()), str(staging.resolve())}, key=len, reverse=True)
+
+    def relocated(value):
+        if isinstance(value, dict):
+            return {key: relocated(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [relocated(item) for item in value]
+        if isinstance(value, str):
+            for prefix in prefixes:
+                if value == prefix or value.startswith(prefix + "/"):
+                    return value[len(prefix):].lstrip("/") or "."
+        return value
+
+    for checkpoint in checkpoint_folders(staging):
+        state_file = checkpoint / STATE_FILE
+        try:
+            state = json.loads(state_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue  # an incomplete checkpoint: nothing resumes from it
+        fixed = relocated(state)
+        if fixed != state:
+            temporary = state_file.with_name(f".{STATE_FILE}.tmp")
+            temporary.write_text(json.dumps(fixed, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            temporary.replace(state_file)

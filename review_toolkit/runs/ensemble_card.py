@@ -39,7 +39,7 @@ def ensemble_card(
         "combination": combination.get("method", "n/a"),
         "toolkit_version": info.get("toolkit_version", ""),
         "member_rows": "\n".join(
-            f"| {m.get('name')} | {m.get('backbone')} | {m.get('method')} | {m.get('head')} | `{m.get('checkpoint')}` | "
+            f"| {m.get('name')} | {m.get('backbone')} | {m.get('method')} | {m.get('head')} | `{m.get('base_model') or m.get('checkpoint')}` | "
             f"{cards.fmt(m.get('validation_f1_macro'))} | {cards.fmt(m.get('test_f1_macro'))} |"
             for m in members
         ),

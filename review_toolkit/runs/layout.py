@@ -10,8 +10,11 @@ Layout::
       tokenizer/       the tokenizer used in training
       featurizer/      instead of tokenizer/: a FeaturizerBackbone's fitted state (JSON / safetensors)
       head.safetensors torch head weights, or a fitted head's arrays (+ head.json)
-      adapter/         lora, qlora: PEFT adapters        | encoder.safetensors: full
-      checkpoints/     the last Trainer checkpoint, for --resume-from
+      adapter/         lora, qlora: PEFT adapters (adapter_config.json names the base by Hub id
+                       or relative to adapter/) | encoder/: full, a save_pretrained model folder
+                       (config.json, model.safetensors, tokenizer files, 1_Pooling/, 2_Dense/)
+      checkpoints/     the last Trainer checkpoint, for --resume-from (trainer_state.json's paths
+                       are relative to the run once it is in place)
       members/         an ensemble only: a complete copy of each member run (see runs.ensemble_run)
       README.md        the model card
       manifest.json    SHA-256 and size of every file above except checkpoints/
@@ -49,7 +52,12 @@ from typing import Any
 
 from review_toolkit.config import read_yaml_mapping
 from review_toolkit.errors import PluginError, ReviewToolkitError, RunDirectoryError
-from review_toolkit.runs.checkpoints import CHECKPOINT_DIRECTORY, checkpoints_in, incomplete_checkpoints_in
+from review_toolkit.runs.checkpoints import (
+    CHECKPOINT_DIRECTORY,
+    checkpoints_in,
+    incomplete_checkpoints_in,
+    relocate_checkpoint_states,
+)
 from review_toolkit.runs.lock import DirectoryLock
 from review_toolkit.runs.manifest import MANIFEST_FILE, write_manifest
 from review_toolkit.runs.model_card import MODEL_CARD_FILE
@@ -69,6 +77,13 @@ EVALUATION_DIRECTORY = "evaluation"
 TRAINING_LOG_FILE = "training_log.jsonl"  # the run's training history (review_toolkit.train.tracking)
 MEMBERS_DIRECTORY = "members"  # an ensemble's copies of its member runs (review_toolkit.runs.ensemble_run)
 PARTIAL_SUFFIX = ".partial"
+# A cross-validation directory (``train --folds K``): fold-1..K (each a run), final/ (--refit),
+# cv.json (per-fold metrics, mean, std: written last, it marks the whole as complete) and the
+# out-of-fold predictions. Staged and renamed like a run.
+CROSS_VALIDATION_FILE = "cv.json"
+OUT_OF_FOLD_FILE = "oof_predictions.csv"
+FOLD_PREFIX = "fold-"
+REFIT_DIRECTORY = "final"
 
 #: Names the toolkit writes at the top of a run directory; no plugin may declare or write them.
 #: (``head.safetensors`` is the head's: the toolkit writes a torch head's weights there, a
@@ -223,12 +238,15 @@ class RunWriter:
         self.partial.mkdir(parents=True, exist_ok=True)
         return self.partial
 
-    def commit(self) -> Path:
+    def commit(self, *, manifest: bool = True) -> Path:
         """Seal the run with its manifest and move it into place, then give the lock up.
 
         An overwritten run is moved aside first and removed only once the new one is in place.
+        ``manifest=False`` for a folder of runs (a cross-validation), whose runs carry their own.
         """
-        write_manifest(self.partial)
+        relocate_checkpoint_states(self.partial, self.final)  # Trainer's state names the staging folder
+        if manifest:
+            write_manifest(self.partial)
         previous = None
         with _signals_deferred():  # Ctrl-C between the two renames would hide the previous run
             if self.final.exists():

@@ -23,6 +23,7 @@ from review_toolkit.runs.card_parts import (
     latest_evaluation,
     threshold_rule,
 )
+from review_toolkit.runtime.hub import is_hub_id
 
 MODEL_CARD_FILE = "README.md"
 MODEL_CARD_TEMPLATE = "model_card.md"
@@ -97,8 +98,8 @@ def _front_matter(info: dict[str, Any], metrics: dict[str, Any]) -> str:
         *(f"- {tag}" for tag in ("review_toolkit", "fake-review-detection", "text-classification",
                                   f"backbone-{info.get('backbone')}", f"method-{info.get('method')}", f"head-{info.get('head')}")),
     ]
-    checkpoint = str(info.get("checkpoint") or "")
-    if _is_hub_id(checkpoint):  # a local path names nothing on the Hub
+    checkpoint = _base_model(info)
+    if is_hub_id(checkpoint):  # a local path names nothing on the Hub
         lines.append(f"base_model: {checkpoint}")
     lines += ["metrics:", "- f1", "- accuracy"]
     if metrics.get("f1_macro") is not None:
@@ -114,9 +115,9 @@ def _front_matter(info: dict[str, Any], metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _is_hub_id(checkpoint: str) -> bool:
-    parts = checkpoint.split("/")
-    return len(parts) == 2 and all(parts) and not checkpoint.startswith((".", "~")) and not Path(checkpoint).exists()
+def _base_model(info: dict[str, Any]) -> str:
+    """The base checkpoint by Hub id or relative to the run (runs before ``base_model``: as recorded)."""
+    return str(info.get("base_model") or info.get("checkpoint") or "")
 
 
 @functools.cache
@@ -142,8 +143,10 @@ def _configuration_rows(config: dict[str, Any], info: dict[str, Any]) -> list[st
     for key in shown:
         if key in config:
             value = config[key] if config[key] is not None else resolved.get(key)
+            if key == "model" and value is not None and not is_hub_id(str(value)) and info.get("base_model"):
+                value = info["base_model"]  # a local path as the checkpoint row names it, not this machine's
             rows.append(f"| {key} | {'(default)' if value is None else f'`{value}`'} |")
-    rows.append(f"| checkpoint | `{info.get('checkpoint')}` |")
+    rows.append(f"| checkpoint | `{_base_model(info)}` |")
     return rows
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+from pathlib import Path
 from urllib.parse import urlsplit
 
 PROBE_SECONDS = 3.0
@@ -36,3 +37,27 @@ def hub_reachable() -> bool:
     if not endpoint.hostname:
         return False
     return _endpoint_answers(endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80))
+
+
+def is_hub_id(name: str) -> bool:
+    """``owner/name`` (or a legacy ``name`` such as ``bert-base-uncased``) that is no local path:
+    what the Hub, and its cache, know a model by."""
+    text = str(name)
+    parts = text.split("/")
+    return (
+        1 <= len(parts) <= 2 and all(parts) and not any(part.startswith((".", "~")) for part in parts)
+        and "\\" not in text and not Path(text).expanduser().exists()
+    )
+
+
+def portable_checkpoint_name(checkpoint: str, relative_to: str | Path) -> str:
+    """How a run names the checkpoint it was built on, without this machine's absolute paths.
+
+    A Hub id stays as it is. A local directory becomes a path relative to ``relative_to`` (a
+    folder of the run), which still holds when the run and the checkpoint are moved together;
+    an absolute path would name this machine's home or site-packages.
+    """
+    if is_hub_id(checkpoint):
+        return str(checkpoint)
+    target = Path(checkpoint).expanduser().absolute()
+    return Path(os.path.relpath(target, Path(relative_to).expanduser().absolute())).as_posix()

@@ -394,6 +394,8 @@ def _ensemble_info(
                 "path": f"{MEMBERS_DIRECTORY}/{member.name}",
                 "built_from": str(member.path.resolve()),
                 **{key: member.info.get(key) for key in ("backbone", "method", "head", "checkpoint", "max_length")},
+                # A Hub id, or a path relative to the member's run directory, as the member records it.
+                "base_model": member.info.get("base_model"),
                 "threshold": threshold,
                 "validation_f1_macro": float(classification_metrics(labels, predictions)["f1_macro"]),
                 "test_f1_macro": member.metrics.get("f1_macro"),

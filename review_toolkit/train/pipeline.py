@@ -24,6 +24,7 @@ from review_toolkit.runtime import distributed
 from review_toolkit.inference.classifier import Classifier, featurize
 from review_toolkit.runtime.os_errors import naming_path
 from review_toolkit.runtime.quiet import quiet_call
+from review_toolkit.runtime.hub import portable_checkpoint_name
 from review_toolkit.accel.plan import AccelerationPlan
 from review_toolkit.config import TrainConfig
 from review_toolkit.data import LABEL_NAMES, ReviewSplits, load_splits_for
@@ -266,11 +267,8 @@ def _train(config: TrainConfig, *, progress: bool, callbacks: Sequence[Any]) -> 
             staging if writes else None, classifier, inputs.splits, trained.validation_p_fake, trained.test_p_fake
         )
         training_seconds = time.perf_counter() - started
-        labels = inputs.splits.test.label.to_numpy()
-        predictions = (test_p_fake >= classifier.threshold).astype(int)
-        metrics = classification_metrics(labels, predictions, test_p_fake)
-        report = classification_report(labels, predictions)
-        info = _run_info(inputs, classifier, calibration_info, _resources(training_seconds), trained.info)
+        metrics, report = _test_metrics(inputs.splits, test_p_fake, classifier.threshold)
+        info = _run_info(inputs, classifier, calibration_info, _resources(training_seconds), trained.info, writer.final)
         info["learning_rate"] = config.learning_rate  # the one used: the method's default when none was given
         classifier.info = info
         if writes:
@@ -284,6 +282,16 @@ def _train(config: TrainConfig, *, progress: bool, callbacks: Sequence[Any]) -> 
             writer.abandon(error)
         raise
     return TrainResult(writer.final, metrics, report, classifier, info)
+
+
+def _test_metrics(splits: ReviewSplits, test_p_fake: np.ndarray, threshold: float) -> tuple[dict[str, Any], str]:
+    """Metrics and report on the test split; a run without one (a cross-validation's refit) says so."""
+    labels = splits.test.label.to_numpy()
+    if not len(labels):
+        note = "no test split: trained on all the data; the cross-validation's folds are its estimate (../cv.json)"
+        return {"n_examples": 0, "note": note}, f"No test metrics: {note}.\n"
+    predictions = (test_p_fake >= threshold).astype(int)
+    return classification_metrics(labels, predictions, test_p_fake), classification_report(labels, predictions)
 
 
 def _run_writer(config: TrainConfig) -> RunWriter:
@@ -315,15 +323,19 @@ def _run_info(
     calibration: dict[str, Any],
     resources: dict[str, Any],
     training: dict[str, Any],
+    run_dir: Path,
 ) -> dict[str, Any]:
     """run.json: what was trained, on what data, calibrated how, at what cost, and how training went."""
     composition, splits = inputs.composition, inputs.splits
+    hub_id = composition.backbone.hub_id(inputs.checkpoint)
     return {
         "toolkit_version": __version__,
         "backbone": composition.backbone.name,
         "method": composition.method.name,
         "head": composition.head.name,
         "checkpoint": inputs.checkpoint,
+        # The base by its Hub id, else relative to the run: what the model card shows (no home folder).
+        "base_model": hub_id or portable_checkpoint_name(inputs.checkpoint, run_dir),
         "max_length": inputs.max_length,
         "embedding_size": classifier.embedding_size,
         "label_names": list(LABEL_NAMES),
@@ -498,7 +510,8 @@ def _train_on_frozen(
         backbone=backbone, tokenizer=tokenizer, encoder=encoder, head=scorer, max_length=max_length, featurizer=featurizer,
         head_description=registry.describe(head),
     )
-    return Trained(classifier, info, classifier.p_fake_from_embeddings(test_x), classifier.p_fake_from_embeddings(val_x))
+    test_p_fake = classifier.p_fake_from_embeddings(test_x) if len(test_x) else np.zeros(0)  # no test split: a refit
+    return Trained(classifier, info, test_p_fake, classifier.p_fake_from_embeddings(val_x))
 
 
 def _write_run(

@@ -246,7 +246,7 @@ def test_full_fine_tuning_sharded_with_fsdp(tiny_bert, odd_reviews, tmp_path):
 
     # What the run holds: the trained weights, gathered whole (as the checkpoint holds them).
     saved = {
-        **{f"encoder.{name}": weight for name, weight in load_file(run / "encoder.safetensors").items()},
+        **{f"encoder.transformer.{name}": weight for name, weight in load_file(run / "encoder" / "model.safetensors").items()},
         **{f"head.{name}": weight for name, weight in load_file(run / "head.safetensors").items()},
     }
     checkpointed = load_file(checkpoint / "model.safetensors")

@@ -497,6 +497,31 @@ def test_train_save_reload_gives_the_same_probabilities(
             assert torch.equal(transformer.shared.weight.cpu(), trained_shared.cpu())
 
 
+def test_full_stella_run_loads_with_transformers_and_its_2_dense(stella_dir, data_csv, workspace, reviews):
+    """The run's encoder/ is a native gte folder: AutoModel, mean pooling, then 2_Dense give the vectors."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    run = workspace / "run-stella-full-native"
+    result = CliRunner().invoke(cli, [
+        "train", "--backbone", "stella", "--model", str(stella_dir), "--method", "full", "--head", "linear",
+        "--data", data_csv, "--output-dir", str(run), "--max-length", str(MAX_LENGTH), "--epochs", "1", "--quiet",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    texts = reviews[200:203]
+    model = AutoModel.from_pretrained(run / "encoder").eval()
+    tokenizer = AutoTokenizer.from_pretrained(run / "encoder")
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch)[0]
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1)
+    dense = load_file(str(run / "encoder" / "2_Dense" / "model.safetensors"))
+    vectors = (pooled @ dense["linear.weight"].T + dense["linear.bias"]).numpy()
+    assert json.loads((run / "encoder" / "config.json").read_text())["model_type"] == "gte"
+    np.testing.assert_allclose(vectors, load_run(run).embed(texts), rtol=0, atol=1e-5)
+
+
 def test_packed_batches_asked_of_t5_are_refused_by_name_and_nothing_is_left(t5_dir, data_csv, workspace):
     """T5's relative attention bias does not go through transformers' attention interface: no packing."""
     from review_toolkit.errors import ConfigError

@@ -131,7 +131,7 @@ def test_sigterm_mid_epoch_then_resume_gives_the_same_metrics(tmp_path: Path, ti
     expected = json.loads((reference / "metrics.json").read_text())
     assert json.loads((interrupted / "metrics.json").read_text()) == expected
     # Not only the metrics: the trained weights are the same.
-    for name in ("head.safetensors", "encoder.safetensors"):
+    for name in ("head.safetensors", "encoder/model.safetensors"):
         assert (interrupted / name).read_bytes() == (reference / name).read_bytes(), name
 
 

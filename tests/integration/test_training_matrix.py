@@ -75,10 +75,10 @@ def test_full_fine_tuning_changes_the_encoder_and_reloads_it(tiny_bert, small_re
     from transformers import BertModel
 
     result = train(tiny_config(tiny_bert, small_reviews, tmp_path / "run", method="full"), progress=False)
-    saved = load_file(str(result.run_dir / "encoder.safetensors"))
+    saved = load_file(str(result.run_dir / "encoder" / "model.safetensors"))
     original = BertModel.from_pretrained(tiny_bert).state_dict()
-    key = "transformer.encoder.layer.0.attention.self.query.weight"
-    assert not torch.equal(saved[key], original["encoder.layer.0.attention.self.query.weight"])
+    key = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(saved[key], original[key])
 
 
 def test_qlora_quantizes_the_backbone_but_not_the_head(tiny_bert, small_reviews, tmp_path):

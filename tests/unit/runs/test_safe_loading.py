@@ -100,7 +100,7 @@ def test_manifest_covers_everything_but_checkpoints(trained_runs: dict[str, Path
         if path.is_file() and path.name != MANIFEST_FILE and not path.relative_to(run).as_posix().startswith("checkpoints/")
     }
     assert set(manifest["files"]) == on_disk
-    assert {"encoder.safetensors", "head.safetensors", "run.json", "config.yaml", "tokenizer/tokenizer.json"} <= on_disk
+    assert {"encoder/model.safetensors", "head.safetensors", "run.json", "config.yaml", "tokenizer/tokenizer.json"} <= on_disk
     assert (run / "checkpoints").is_dir() and manifest["not_covered"] == ["checkpoints/"]
     assert check_run_integrity(run) == []
 
@@ -116,7 +116,7 @@ def test_checkpoints_are_not_covered(run_copy) -> None:
     "tamper, expected",
     [
         (lambda run: (run / "config.yaml").unlink(), "config.yaml: missing"),
-        (lambda run: _flip_last_byte(run / "encoder.safetensors"), "encoder.safetensors: changed (its SHA-256 differs)"),
+        (lambda run: _flip_last_byte(run / "encoder" / "model.safetensors"), "encoder/model.safetensors: changed (its SHA-256 differs)"),
         (lambda run: _truncate(run / "head.safetensors"), "head.safetensors: truncated"),
         (lambda run: (run / "run.json").write_text(json.dumps({"backbone": "bert"})), "run.json: truncated"),
         (lambda run: (run / "tokenizer" / "extra.txt").write_text("hi"), "tokenizer/extra.txt: not part of the run"),
