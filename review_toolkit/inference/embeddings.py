@@ -9,32 +9,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from review_toolkit.accel.batching import token_budget_ranges
+from review_toolkit.inference.cpu_batches import CPU_ACTIVATION_BYTES, cpu_token_budget_batches  # noqa: F401
 
 
 def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length, so little padding is computed."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-
-
-# glibc's malloc returns blocks of 32 MiB and more to the kernel when they are freed, and the next
-# op page-faults them back in: CPU batches whose widest activation stays under that size run
-# faster (benchmarks/README.md, "CPU embedding").
-CPU_ACTIVATION_BYTES = 30 << 20
-
-
-def cpu_token_budget_batches(lengths: list[int], batch_size: int, feed_forward_width: int) -> list[list[int]]:
-    """Length-sorted batches for CPUs, bounded by padded tokens rather than by reviews.
-
-    A batch holds up to ``batch_size`` x 128 padded tokens, and few enough that its widest
-    activation (tokens x feed-forward width, float32) stays under ``CPU_ACTIVATION_BYTES``:
-    short reviews share larger batches, long ones smaller (benchmarks/README.md, "CPU embedding").
-    """
-    budget = max(1, min(batch_size * 128, CPU_ACTIVATION_BYTES // (4 * feed_forward_width)))
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    ranges = token_budget_ranges([lengths[i] for i in order], max_tokens=budget, max_batch_size=budget)
-    return [order[start:end] for start, end in ranges]
 
 
 def feed_forward_width(encoder: torch.nn.Module) -> int:
