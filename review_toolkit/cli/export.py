@@ -37,10 +37,11 @@ def export(run_dir: str, export_format: str, quantize: str | None, skip_test_spl
     if skip_test_split:
         return
     from review_toolkit.evaluation.backend_parity import test_split_parity
+    from review_toolkit.runs.layout import require_run_directory
     from review_toolkit.runs.loader import load_run
 
     classifier = load_run(run_dir, device="cpu", backend="onnx")
-    result = test_split_parity(classifier_run(run_dir), classifier, progress=not quiet)
+    result = test_split_parity(require_run_directory(run_dir), classifier, progress=not quiet)
     record_test_parity(run_dir, result)
     if not result["measured"]:
         click.echo(f"Test split not scored: {result['reason']}.", err=True)
@@ -51,8 +52,3 @@ def export(run_dir: str, export_format: str, quantize: str | None, skip_test_spl
         f"{result['labels_changed']} labels changed, max |p_fake difference| {result['max_abs_p_fake_difference']:.2g}."
     )
 
-
-def classifier_run(run_dir: str):
-    from review_toolkit.runs.layout import require_run_directory
-
-    return require_run_directory(run_dir)

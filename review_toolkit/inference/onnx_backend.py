@@ -77,10 +77,12 @@ class TokenIds:
 
             self._slow = AutoTokenizer.from_pretrained(str(directory))
 
-    def __call__(self, texts: list[str]) -> list[list[int]]:
+    def __call__(self, texts: list[str], *, truncation: bool = True, max_length: int | None = None, **_: Any) -> dict[str, list[list[int]]]:
+        """``{"input_ids": [...]}`` as a Hugging Face tokenizer returns it (what the server counts tokens
+        with), always truncated to the run's ``max_length``, the only length the graph was checked at."""
         if self.library == "tokenizers":
-            return [encoding.ids for encoding in self._fast.encode_batch(list(texts))]
-        return self._slow(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+            return {"input_ids": [encoding.ids for encoding in self._fast.encode_batch(list(texts))]}
+        return {"input_ids": self._slow(list(texts), truncation=True, max_length=self.max_length)["input_ids"]}
 
 
 class OnnxEncoder:
@@ -146,7 +148,7 @@ def embed_texts_onnx(
 
     if not texts:
         raise ValueError("embed_texts_onnx needs at least one text")
-    encoded = token_ids(list(texts))
+    encoded = token_ids(list(texts))["input_ids"]
     result = np.empty((len(texts), encoder.embedding_size), dtype=np.float32)
     batches = cpu_token_budget_batches([len(ids) for ids in encoded], batch_size, encoder.feed_forward_width)
     for batch in tqdm(batches, desc=description, disable=not progress, unit="batch"):

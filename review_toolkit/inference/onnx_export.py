@@ -11,9 +11,10 @@ Three steps, each measured in benchmarks/README.md ("Fast CPU scoring"):
   dynamic batch and sequence axes);
 * ONNX Runtime's transformer optimizer for BERT-style graphs: attention, LayerNorm and GELU fused
   into single kernels (other graphs are saved as exported; ORT_ENABLE_ALL still applies at load);
-* for ``int8``: ONNX Runtime's dynamic quantization of the MatMul weights alone, per output
-  channel, with 7-bit ranges (``reduce_range``): CPUs without VNNI saturate the 8-bit
-  multiply-adds, which costs accuracy. The fused attention keeps float weights.
+* for ``int8``: ONNX Runtime's dynamic quantization of the weights of the MatMuls and the fused
+  attention, per output channel, with 7-bit ranges (``reduce_range``: CPUs without VNNI saturate
+  8-bit multiply-adds), except the feed-forward output projections: their inputs, after GELU,
+  have the outliers that cost the most accuracy when quantized.
 
 Whether the result scores as the PyTorch model does is measured at export on sample texts
 (:func:`parity`) and recorded in ``export.json`` beside the model.
@@ -26,6 +27,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +67,26 @@ def _bert_shape(encoder: Any) -> tuple[int, int] | None:
     return int(config.num_attention_heads), int(config.hidden_size)
 
 
+def _eager_attention(encoder: Any) -> None:
+    """Trace attention as plain matrix products and softmax: the pattern ORT's optimizer fuses into
+    one Attention kernel (PyTorch's fused attention exports as a graph it does not recognise)."""
+    transformer = getattr(encoder, "transformer", None)
+    if hasattr(transformer, "set_attn_implementation"):
+        try:
+            transformer.set_attn_implementation("eager")
+        except (ValueError, NotImplementedError):  # a model without an eager path exports as it is
+            pass
+
+
 def _export_graph(encoder: Any, tokenizer: Any, path: Path) -> None:
     import torch
 
     sample = tokenizer(list(TRACE_TEXTS), padding=True, return_tensors="pt")
     encoder = encoder.float().cpu().eval()
-    with torch.inference_mode(False), torch.no_grad():
+    _eager_attention(encoder)
+    # The tracer warns about every Python-side shape check it freezes; the axes that matter are dynamic.
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             encoder,
             (sample["input_ids"], sample["attention_mask"]),
@@ -98,21 +114,39 @@ def _optimize(encoder: Any, exported: Path, target: Path) -> bool:
     return True
 
 
-def _quantize(source: Path, target: Path) -> None:
+def feed_forward_outputs(model_path: Path, feed_forward_width: int) -> list[str]:
+    """Names of the MatMuls that project the feed-forward layer back (their weight has
+    ``feed_forward_width`` input rows): the inputs of those come after GELU, with outliers that
+    8-bit activations lose most to, so they keep float weights."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    shapes = {tensor.name: tuple(tensor.dims) for tensor in model.graph.initializer}
+    return [
+        node.name for node in model.graph.node
+        if node.op_type == "MatMul" and len(shapes.get(node.input[1], ())) == 2 and shapes[node.input[1]][0] == feed_forward_width
+    ]
+
+
+def _quantize(source: Path, target: Path, feed_forward_width: int) -> list[str]:
+    """int8 weights for every MatMul and fused Attention but the feed-forward outputs; returns those kept float."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    excluded = feed_forward_outputs(source, feed_forward_width)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # its advice (on the root logger) to pre-process is for static quantization
     try:
         quantize_dynamic(
             str(source), str(target), per_channel=True, reduce_range=True, weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded,
             # The fused graph's contrib ops have no ONNX type inference: their outputs are float.
             extra_options={"DefaultTensorType": TensorProto.FLOAT},
         )
     finally:
         root.setLevel(level)
+    return excluded
 
 
 def torch_embeddings(encoder: Any, tokenizer: Any, texts: list[str], max_length: int) -> np.ndarray:
@@ -158,8 +192,9 @@ def export_encoder(
         fused = _optimize(encoder, exported, optimized)
         source = optimized if fused else exported
         model_path = destination / model_file_name(precision)
+        kept_float: list[str] = []
         if precision == "int8":
-            _quantize(source, model_path)
+            kept_float = _quantize(source, model_path, feed_forward_width)
         else:
             shutil.copyfile(source, model_path)
     onnx.checker.check_model(str(model_path))
@@ -171,7 +206,7 @@ def export_encoder(
         "embedding_size": int(encoder.embedding_size),
         "feed_forward_width": int(feed_forward_width),
         "fused": fused,
-        "quantization": QUANTIZATION if precision == "int8" else None,
+        "quantization": {**QUANTIZATION, "float_matmuls": len(kept_float)} if precision == "int8" else None,
         "tokenizer_directory": tokenizer_directory.name,
         "tokenizer": _tokenizer_library(tokenizer, tokenizer_directory, parity_texts, max_length),
         "pad_token_id": int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0),
@@ -187,7 +222,7 @@ def export_encoder(
 
 QUANTIZATION = {
     "method": "dynamic", "weights": "int8", "per_channel": True, "reduce_range": True,
-    "op_types": "MatMul and the fused Attention",
+    "quantized": "MatMul and fused Attention weights, except the feed-forward output projections",
 }
 
 
@@ -198,7 +233,7 @@ def _tokenizer_library(tokenizer: Any, directory: Path, texts: list[str], max_le
     try:
         fast = TokenIds(directory, max_length=max_length, pad_id=0, library="tokenizers")
         expected = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-        return "tokenizers" if fast(list(texts)) == [list(ids) for ids in expected] else "transformers"
+        return "tokenizers" if fast(list(texts))["input_ids"] == [list(ids) for ids in expected] else "transformers"
     except Exception:  # any tokenizer.json the Rust library cannot read: transformers will
         return "transformers"
 

@@ -12,6 +12,7 @@ Layout::
       head.safetensors torch head weights, or a fitted head's arrays (+ head.json)
       adapter/         lora, qlora: PEFT adapters        | encoder.safetensors: full
       checkpoints/     the last Trainer checkpoint, for --resume-from
+      onnx/            written by `export --format onnx`: the encoder as ONNX, and export.json
       README.md        the model card
       manifest.json    SHA-256 and size of every file above except checkpoints/
 
@@ -48,6 +49,7 @@ from typing import Any
 
 from review_toolkit.config import read_yaml_mapping
 from review_toolkit.errors import PluginError, ReviewToolkitError, RunDirectoryError
+from review_toolkit.inference.onnx_backend import ONNX_DIRECTORY
 from review_toolkit.runs.checkpoints import CHECKPOINT_DIRECTORY, checkpoints_in, incomplete_checkpoints_in
 from review_toolkit.runs.lock import DirectoryLock
 from review_toolkit.runs.manifest import MANIFEST_FILE, write_manifest
@@ -74,6 +76,7 @@ PARTIAL_SUFFIX = ".partial"
 RESERVED_NAMES: frozenset[str] = frozenset({
     RUN_FILE, CONFIG_FILE, METRICS_FILE, REPORT_FILE, MODEL_CARD_FILE, MANIFEST_FILE, TOKENIZER_DIRECTORY,
     FEATURIZER_DIRECTORY, CHECKPOINT_DIRECTORY, SPLIT_PREDICTIONS_FILE, EVALUATION_DIRECTORY, TRAINING_LOG_FILE,
+    ONNX_DIRECTORY,
 })
 
 #: The formats a plugin may store in a run: tensors as safetensors, everything else as JSON, YAML or text.

@@ -50,7 +50,10 @@ class ModelState:
             def load_run_directory() -> Any:
                 from review_toolkit.runs.loader import load_run
 
-                return load_run(source, device=self.settings.device, allow_unverified=self.settings.allow_unverified)
+                return load_run(
+                    source, device=self.settings.device, allow_unverified=self.settings.allow_unverified,
+                    backend=self.settings.backend,
+                )
 
             return load_run_directory
         if hasattr(source, "predict_proba"):
