@@ -115,6 +115,10 @@ class Classifier:
                 return f"torch {floating} weights, bfloat16 autocast (cuda){quantized}"
         return f"torch {floating} ({device.type if device is not None else 'cpu'}){quantized}"
 
+    @property
+    def embedding_size(self) -> int:
+        return (self.featurizer if self.featurizer is not None else self.encoder).embedding_size
+
     def embed(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         if self.featurizer is not None:
             return featurize(self.featurizer, self.backbone.prepare_texts(list(texts)))
