@@ -184,9 +184,10 @@ def _load_verified_run(
         from transformers import AutoTokenizer
 
         target = _target_device(device)
-        tokenizer = AutoTokenizer.from_pretrained(steps.file(TOKENIZER_DIRECTORY), trust_remote_code=trust_remote_code)
-        steps.step(f"the checkpoint {checkpoint!r} named in {run / CONFIG_FILE}, with the run's {method.name} weights")
-        encoder = method.load_trained(backbone, checkpoint, run, config)
+        with quiet_call():  # transformers is imported now: its weight-loading bars can be turned off
+            tokenizer = AutoTokenizer.from_pretrained(steps.file(TOKENIZER_DIRECTORY), trust_remote_code=trust_remote_code)
+            steps.step(f"the checkpoint {checkpoint!r} named in {run / CONFIG_FILE}, with the run's {method.name} weights")
+            encoder = method.load_trained(backbone, checkpoint, run, config)
         if not method.quantized:  # a quantized encoder is placed by its device map
             encoder.to(target)
         encoder.eval()

@@ -73,22 +73,15 @@ def quiet_call(*, progress: bool = False) -> Iterator[None]:
 
 
 def _quiet_import(progress: bool) -> Iterator[None]:
-    """Quiet for a block before transformers is imported: its settings at import come from the
-    environment, and are undone afterwards where they would outlive the block."""
-    names = ["TRANSFORMERS_VERBOSITY"] + ([] if progress else ["HF_HUB_DISABLE_PROGRESS_BARS"])
-    saved = {name: os.environ.get(name) for name in names}
+    """Quiet for a block before transformers is imported: its verbosity at import comes from the
+    environment. Its progress bars cannot be set that way without outliving the block, so code
+    that imports transformers inside the block quiets them itself with a nested ``quiet_call``."""
+    saved = os.environ.get("TRANSFORMERS_VERBOSITY")
     os.environ["TRANSFORMERS_VERBOSITY"] = "error"
-    if not progress:
-        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     try:
         yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        if not progress and saved.get("HF_HUB_DISABLE_PROGRESS_BARS") is None and "transformers" in sys.modules:
-            from transformers.utils import logging as transformers_logging
-
-            transformers_logging.enable_progress_bar()  # imported in the block with bars off: on again
+        if saved is None:
+            os.environ.pop("TRANSFORMERS_VERBOSITY", None)
+        else:
+            os.environ["TRANSFORMERS_VERBOSITY"] = saved
