@@ -117,7 +117,10 @@ def _on_cpu(device: Any) -> bool:
         nvidia = Path("/proc/driver/nvidia/gpus")
         if not (nvidia.is_dir() and any(nvidia.iterdir())) and not Path("/dev/kfd").exists():
             return True
-    return distributed.device().type == "cpu"
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return not torch.cuda.is_available() and not (mps is not None and mps.is_available())
 
 
 def choose_backend(run: Path, requested: str, device: Any, export: dict[str, Any] | None) -> str:
