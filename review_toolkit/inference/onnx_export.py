@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import warnings
@@ -36,9 +35,7 @@ import numpy as np
 from review_toolkit.errors import ConfigError
 from review_toolkit.inference.onnx_backend import (
     EXPORT_FILE,
-    ONNX_DIRECTORY,
     PRECISIONS,
-    OnnxEncoder,
     TokenIds,
     embed_texts_onnx,
     onnx_scorer,
@@ -49,10 +46,6 @@ from review_toolkit.inference.onnx_backend import (
 OPSET = 17
 # Texts the exported graph is traced with and compared on; long enough for several tokens.
 TRACE_TEXTS = ("A sturdy kettle that boils fast.", "Terrible. It broke after two days and support never answered me.")
-
-
-class ExportRefused(ConfigError):
-    """The run's encoder cannot be exported (a featurizer, model code from a checkpoint, ...)."""
 
 
 def _encoder_config(encoder: Any) -> Any:
@@ -255,15 +248,4 @@ def parity(reference: np.ndarray, exported: np.ndarray, p_fake_of: Any, threshol
     }
 
 
-def replace_directory(staged: Path, target: Path) -> None:
-    """Put ``staged`` at ``target`` by renames, so ``target`` is always a whole export or absent."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.{os.getpid()}.old")
-        os.replace(target, old)
-        os.replace(staged, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staged, target)
-
-
-__all__ = ["ONNX_DIRECTORY", "OPSET", "ExportRefused", "export_encoder", "parity", "replace_directory"]
+__all__ = ["OPSET", "export_encoder", "feed_forward_outputs", "parity", "torch_embeddings"]
