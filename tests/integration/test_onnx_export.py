@@ -123,3 +123,15 @@ def test_predict_text_imports_no_training_library(exported_fp32, tiny_frozen_run
     on_onnx = _imported("predict", "--run", str(exported_fp32), "--text", "fine", "--quiet")
     assert not on_onnx & (training | {"transformers", "transformers.modeling_utils", "accelerate"})
     assert "onnxruntime" in on_onnx
+
+
+def test_evaluate_data_records_what_scored(exported_fp32, small_reviews, tmp_path) -> None:
+    for backend, expected in (("onnx", "onnx fp32"), ("torch", "torch float32 (cpu)")):
+        target = tmp_path / backend
+        result = CliRunner().invoke(cli, [
+            "evaluate", "--run", str(exported_fp32), "--data", str(small_reviews), "--backend", backend,
+            "--output-dir", str(target), "--quiet",
+        ])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert json.loads((target / "metrics.json").read_text())["scored_with"] == expected
+        assert f"scored with: {expected}" in result.output
