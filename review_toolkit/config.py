@@ -428,6 +428,10 @@ def _allowed(name: str, kind: type) -> str:
 
 
 def _check_choice(name: str, value: str, where: str) -> None:
+    if value == config_fields()[name].default:
+        # The default is one of the choices; some choices lists import transformers (seconds),
+        # which loading a run for prediction never needs otherwise.
+        return
     choices = choices_of(name)
     if choices is not None and value not in choices:
         close = difflib.get_close_matches(value, choices, n=1)

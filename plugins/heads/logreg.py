@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score
 
 from review_toolkit.plugin_api import (
     FittedHead,
@@ -50,6 +48,10 @@ class LogregHead(FittedHead):
     )
 
     def fit(self, train_features, train_labels, validation_features, validation_labels, *, seed, class_weight=None):
+        # Lazy: scikit-learn takes seconds to import, and loading a fitted head needs only NumPy.
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import f1_score
+
         standardizer = Standardizer.fit(np.asarray(train_features, dtype=np.float64))
         x_train, x_val = standardizer(train_features), standardizer(validation_features)
         best = None

@@ -6,9 +6,6 @@ from itertools import product
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score
-from sklearn.svm import SVC
 
 from review_toolkit.plugin_api import (
     FittedHead,
@@ -88,6 +85,11 @@ class SvmHead(FittedHead):
     )
 
     def fit(self, train_features, train_labels, validation_features, validation_labels, *, seed, class_weight=None):
+        # Lazy: scikit-learn takes seconds to import, and loading a fitted head needs only NumPy.
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import f1_score
+        from sklearn.svm import SVC
+
         standardizer = Standardizer.fit(np.asarray(train_features, dtype=np.float64))
         x_train, x_val = standardizer(train_features), standardizer(validation_features)
         base_gamma = 1.0 / x_train.shape[1]

@@ -19,10 +19,12 @@ lengths the examples are reshuffled every epoch, so batch contents vary.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from review_toolkit.accel.packing import StaticRowLayout, packed_row_length
+if TYPE_CHECKING:  # packing imports torch; padded CPU batches (the ONNX backend) need neither
+    from review_toolkit.accel.packing import StaticRowLayout
 
 
 def token_budget_ranges(
@@ -45,6 +47,8 @@ def token_budget_ranges(
         if layout is not None:
             tokens = layout.row_tokens(total, size)
         elif packed:
+            from review_toolkit.accel.packing import packed_row_length
+
             tokens = packed_row_length(total)
         else:
             tokens = size * sorted_lengths[end - 1]

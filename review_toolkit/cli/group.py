@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "tune": "review_toolkit.cli.tune:tune",
     "serve": "review_toolkit.cli.serve:serve",
     "push": "review_toolkit.cli.push:push",
+    "export": "review_toolkit.cli.export:export",
 }
 
 
@@ -95,7 +96,7 @@ def stops_on_interrupt(explain: Callable[..., str]) -> Callable[[Function], Func
 
         @functools.wraps(function)
         def run(*args: Any, **kwargs: Any) -> Any:
-            from review_toolkit.runtime.interrupts import graceful_interruption  # lazy: imports transformers
+            from review_toolkit.runtime.interrupts import graceful_interruption
 
             try:
                 with graceful_interruption():

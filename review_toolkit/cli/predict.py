@@ -38,6 +38,7 @@ def _interrupted(interrupt: KeyboardInterrupt, output_path: str | None, **_: obj
 @click.option("--input-format", type=LazyChoice(_input_formats), help="Format of --input (default: its extension; guessed on standard input).")
 @click.option("--output-format", type=LazyChoice(_output_formats), help="Format of the output (default: --output's extension, else the input's).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Reviews per forward pass (default: 64 on GPU, 16 on CPU).")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True, help="What embeds: the PyTorch model, the run's ONNX export (review-toolkit export), or auto: the export on a CPU when the run has one.")
 @click.option("--allow-unverified", is_flag=True, help="Load a run that does not match its manifest (still never unpickles).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code that comes with the run's checkpoint to run.")
 @click.option("--compile", "compile_encoder", is_flag=True, help="Compile the encoder's layers first (GPUs only): faster scoring of large inputs, after 10-30 s of compiling.")
@@ -53,6 +54,7 @@ def predict(
     input_format: str | None,
     output_format: str | None,
     batch_size: int | None,
+    backend: str,
     allow_unverified: bool,
     trust_remote_code: bool,
     compile_encoder: bool,
@@ -93,12 +95,15 @@ def predict(
     if reader.note and is_main_process():
         click.echo(reader.note, err=True)
 
+    loaded: list[object] = []
+
     def load() -> object:
         from review_toolkit.runs.loader import load_run
 
-        classifier = load_run(run_dir, allow_unverified=allow_unverified, trust_remote_code=trust_remote_code)
+        classifier = load_run(run_dir, allow_unverified=allow_unverified, trust_remote_code=trust_remote_code, backend=backend)
         if compile_encoder:
             classifier.compile_encoder()
+        loaded.append(classifier)
         return classifier
 
     return_freed_memory_promptly()  # constant memory over any number of rows
@@ -117,4 +122,4 @@ def predict(
     for note in summary.notes:
         click.echo(note, err=True)
     if output_path not in (None, STDIO):
-        click.echo(f"{summary.rows} reviews scored -> {summary.output}", err=True)
+        click.echo(f"{summary.rows} reviews scored with {loaded[0].scored_with} -> {summary.output}", err=True)

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from review_toolkit.data.formats import describe_rows
 from review_toolkit.data.labels import FAKE, REAL
@@ -186,6 +185,8 @@ def carve(
         f"every split: {len(df)} reviews to split ({counts}). Each of train, validation and test needs "
         "fake and real examples; use more data or give the splits as separate files."
     )
+    from sklearn.model_selection import train_test_split  # lazy: scikit-learn takes seconds to import
+
     try:
         rest, carved = train_test_split(df, test_size=fraction, stratify=df["label"], random_state=seed)
     except ValueError:  # sklearn: "least populated class has only 1 member" and the like

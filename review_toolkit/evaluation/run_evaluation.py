@@ -206,6 +206,7 @@ def evaluate_run(
     batch_size: int | None = None,
     progress: bool = False,
     allow_unverified: bool = False,
+    backend: str = "auto",
 ) -> EvaluationResult:
     """Metrics and plots for a run on its test split (``data=None``) or on a labelled file.
 
@@ -229,7 +230,7 @@ def evaluate_run(
     # Where the outputs go must be writable before anything is scored (the default is inside the run).
     require_creatable_directory(Path(output_dir) if output_dir else run / EVALUATION_DIRECTORY / "test", "--output-dir")
     sealed = not verify_run_directory(run, allow_unverified=allow_unverified)
-    evaluation = _RunUnderEvaluation(run, batch_size, progress, allow_unverified)
+    evaluation = _RunUnderEvaluation(run, batch_size, progress, allow_unverified, backend)
     scores = evaluation.split_scores()
     changes_requested = any(option is not None for option in (calibration, threshold_for, target_precision, threshold))
     active_calibration, choice = evaluation.calibration_and_threshold(
@@ -250,6 +251,10 @@ def evaluate_run(
     p_fake = active_calibration.apply(evaluated.p_raw)
     predictions = (p_fake >= choice.threshold).astype(int)
     metrics = _evaluation_metrics(run, evaluated, p_fake, predictions, scores["validation"], active_calibration, choice)
+    # What computed these scores: the stored split predictions come from training.
+    metrics["scored_with"] = (
+        evaluation.classifier().scored_with if evaluation.loaded else evaluation.info.get("scored_with", "torch")
+    )
     report = classification_report(evaluated.labels, predictions)
 
     target = Path(output_dir) if output_dir else run / EVALUATION_DIRECTORY / name
@@ -274,8 +279,9 @@ def evaluate_run(
 class _RunUnderEvaluation:
     """A run's records, its split scores and (loaded only if needed) its classifier."""
 
-    def __init__(self, run: Path, batch_size: int, progress: bool, allow_unverified: bool) -> None:
+    def __init__(self, run: Path, batch_size: int, progress: bool, allow_unverified: bool, backend: str = "auto") -> None:
         self.run = run
+        self.backend = backend
         self.batch_size = batch_size
         self.progress = progress
         self.allow_unverified = allow_unverified
@@ -284,11 +290,15 @@ class _RunUnderEvaluation:
         self.notes: list[str] = []
         self._classifier: Any = None
 
+    @property
+    def loaded(self) -> bool:
+        return self._classifier is not None
+
     def classifier(self) -> Any:
         if self._classifier is None:
             from review_toolkit.runs.loader import load_run
 
-            self._classifier = load_run(self.run, allow_unverified=self.allow_unverified)
+            self._classifier = load_run(self.run, allow_unverified=self.allow_unverified, backend=self.backend)
         return self._classifier
 
     def split_scores(self) -> dict[str, SplitScores]:
@@ -542,6 +552,8 @@ def summary_lines(result: EvaluationResult) -> list[str]:
             f"with recall {selection['validation_recall']:.4f} on validation"
         )
     lines += result.notes
+    if m.get("scored_with"):
+        lines.append(f"scored with: {m['scored_with']}")
     lines.append(f"evaluation written to {result.output_dir}")
     if result.run_updated:
         lines.append(

@@ -6,19 +6,26 @@ predictions after ``load_run``, so what was measured is what is served.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from review_toolkit.inference.calibration import Calibration
 from review_toolkit.data import LABEL_NAMES
-from review_toolkit.inference.embeddings import embed_texts
 from review_toolkit.inference.head_outputs import check_logits, checked_probabilities, require_scores
 from review_toolkit.errors import ConfigError, PluginError
 from review_toolkit.plugin_api.contracts import Backbone, Featurizer, FittedModel
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def _is_torch_module(value: Any) -> bool:
+    """Whether ``value`` is a torch module, without importing torch (an ONNX-scored run never does)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.nn.Module)
 
 
 def featurize(featurizer: Featurizer, texts: list[str]) -> np.ndarray:
@@ -47,6 +54,10 @@ class Classifier:
     ``calibration`` (fitted on the validation split, stored in run.json) maps the head's
     probabilities to calibrated ones (it defaults to what ``info``, i.e. run.json, records);
     ``threshold`` applies to the calibrated P(fake).
+
+    ``encoder`` is a torch module (with its Hugging Face tokenizer) or, on the ONNX backend, an
+    :class:`~review_toolkit.inference.onnx_backend.OnnxEncoder` with its ``TokenIds``;
+    ``scored_with`` says which, and in what precision ("torch float32", "onnx int8").
     """
 
     def __init__(
@@ -54,7 +65,7 @@ class Classifier:
         *,
         backbone: Backbone,
         tokenizer: Any = None,
-        encoder: nn.Module | None = None,
+        encoder: nn.Module | Any | None = None,
         head: nn.Module | FittedModel,
         max_length: int,
         threshold: float = 0.5,
@@ -79,6 +90,32 @@ class Classifier:
         self.calibration = calibration if isinstance(calibration, Calibration) else Calibration.from_dict(calibration)
 
     @property
+    def backend(self) -> str:
+        """"onnx" when an ONNX Runtime session embeds, "torch" for a torch encoder, else the featurizer's."""
+        if self.featurizer is not None:
+            return "featurizer"
+        return getattr(self.encoder, "backend", "torch")
+
+    @property
+    def scored_with(self) -> str:
+        """Backend and precision of the encoder, as reports and model cards name them."""
+        if self.featurizer is not None:
+            return f"featurizer ({type(self.featurizer).__name__})"
+        if self.backend == "onnx":
+            return f"onnx {self.encoder.precision}"
+        parameters = list(self.encoder.parameters())
+        dtypes = {str(parameter.dtype).replace("torch.", "") for parameter in parameters}
+        floating = "/".join(sorted(d for d in dtypes if d.startswith(("float", "bfloat")))) or "float32"
+        quantized = ", 4-bit base weights" if any(d.startswith(("int", "uint")) for d in dtypes) else ""
+        device = parameters[0].device if parameters else None
+        if device is not None and device.type == "cuda":
+            import torch
+
+            if torch.cuda.is_bf16_supported():  # embed_texts runs under bf16 autocast there
+                return f"torch {floating} weights, bfloat16 autocast (cuda){quantized}"
+        return f"torch {floating} ({device.type if device is not None else 'cpu'}){quantized}"
+
+    @property
     def embedding_size(self) -> int:
         return (self.featurizer if self.featurizer is not None else self.encoder).embedding_size
 
@@ -96,6 +133,14 @@ class Classifier:
     def embed(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         if self.featurizer is not None:
             return featurize(self.featurizer, self.backbone.prepare_texts(list(texts)))
+        if self.backend == "onnx":
+            from review_toolkit.inference.onnx_backend import embed_texts_onnx
+
+            return embed_texts_onnx(
+                self.encoder, self.tokenizer, self.backbone.prepare_texts(list(texts)), batch_size=batch_size, progress=progress
+            )
+        from review_toolkit.inference.embeddings import embed_texts
+
         return embed_texts(
             self.encoder,
             self.tokenizer,
@@ -114,7 +159,9 @@ class Classifier:
         return p_fake
 
     def _raw_p_fake(self, features: np.ndarray) -> np.ndarray:
-        if isinstance(self.head, nn.Module):
+        if _is_torch_module(self.head):
+            import torch
+
             self.head.eval()
             weight = next(self.head.parameters())
             with torch.inference_mode():

@@ -11,18 +11,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
 
 from review_toolkit import registry
 from review_toolkit.errors import PluginError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 PROBE_BATCH = 2
 
 
 def build_head(head: Any, in_features: int, num_labels: int) -> nn.Module:
     """``head.build(...)``, checked once on a probe batch before any training or loading."""
+    import torch
+    from torch import nn
+
     where = registry.describe(head)
     try:
         module = head.build(in_features, num_labels)
@@ -52,6 +58,8 @@ def build_head(head: Any, in_features: int, num_labels: int) -> nn.Module:
 
 def check_logits(logits: Any, batch: int, num_labels: int, where: str) -> None:
     """Refuse logits that are not a ``[batch, num_labels]`` tensor."""
+    import torch
+
     shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else None
     if shape != (batch, num_labels):
         got = f"shape {list(shape)}" if shape is not None else type(logits).__name__

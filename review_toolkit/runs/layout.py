@@ -16,6 +16,7 @@ Layout::
       checkpoints/     the last Trainer checkpoint, for --resume-from (trainer_state.json's paths
                        are relative to the run once it is in place)
       members/         an ensemble only: a complete copy of each member run (see runs.ensemble_run)
+      onnx/            written by `export --format onnx`: the encoder as ONNX, and export.json
       README.md        the model card
       manifest.json    SHA-256 and size of every file above except checkpoints/
 
@@ -52,6 +53,7 @@ from typing import Any
 
 from review_toolkit.config import read_yaml_mapping
 from review_toolkit.errors import PluginError, ReviewToolkitError, RunDirectoryError
+from review_toolkit.inference.onnx_backend import ONNX_DIRECTORY
 from review_toolkit.runs.checkpoints import (
     CHECKPOINT_DIRECTORY,
     checkpoints_in,
@@ -91,6 +93,7 @@ REFIT_DIRECTORY = "final"
 RESERVED_NAMES: frozenset[str] = frozenset({
     RUN_FILE, CONFIG_FILE, METRICS_FILE, REPORT_FILE, MODEL_CARD_FILE, MANIFEST_FILE, TOKENIZER_DIRECTORY,
     FEATURIZER_DIRECTORY, CHECKPOINT_DIRECTORY, SPLIT_PREDICTIONS_FILE, EVALUATION_DIRECTORY, TRAINING_LOG_FILE, MEMBERS_DIRECTORY,
+    ONNX_DIRECTORY,
 })
 
 #: The formats a plugin may store in a run: tensors as safetensors, everything else as JSON, YAML or text.

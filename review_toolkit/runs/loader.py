@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pickle
+import sys
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from review_toolkit import registry
 from review_toolkit.config import TrainConfig
@@ -14,6 +13,7 @@ from review_toolkit.errors import ReviewToolkitError, RunDirectoryError
 from review_toolkit.inference.classifier import Classifier
 from review_toolkit.inference.ensemble import EnsembleClassifier
 from review_toolkit.inference.head_outputs import build_head
+from review_toolkit.inference.onnx_backend import BACKENDS, load_onnx_encoder, onnxruntime_available, read_export, require_onnxruntime
 from review_toolkit.plugin_api.contracts import FeaturizerBackbone, FittedHead
 from review_toolkit.runs.layout import (
     CHECKPOINT_DIRECTORY,
@@ -30,6 +30,9 @@ from review_toolkit.runs.manifest import refuse_unpickling, safetensors_problem,
 from review_toolkit.runtime import distributed
 from review_toolkit.runtime.quiet import quiet_call
 
+if TYPE_CHECKING:
+    import torch
+
 
 def load_run(
     path: str | Path,
@@ -37,6 +40,7 @@ def load_run(
     device: str | torch.device | None = None,
     allow_unverified: bool = False,
     trust_remote_code: bool = False,
+    backend: str = "auto",
 ) -> Classifier | EnsembleClassifier:
     """The classifier a run directory describes, ready to ``predict``.
 
@@ -50,7 +54,14 @@ def load_run(
     file of the run is ever unpickled, and model code shipped with a checkpoint
     runs only when the caller passes ``trust_remote_code=True``; a run's own
     config cannot switch that on. See :mod:`review_toolkit.runs.manifest`.
+
+    ``backend`` chooses what embeds: "torch" (the PyTorch encoder), "onnx" (the run's ONNX
+    export, ``review-toolkit export --format onnx``, through ONNX Runtime on the CPU) or "auto":
+    the export when the run has one and scoring happens on the CPU, else torch. The classifier's
+    ``scored_with`` says which ran, in what precision.
     """
+    if backend not in BACKENDS:
+        raise ReviewToolkitError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}.")
     run = require_run_directory(path)
     verify_run_directory(run, allow_unverified=allow_unverified)
     ensemble = _ensemble_info(run)
@@ -59,14 +70,15 @@ def load_run(
             run,
             ensemble,
             lambda member: load_run(
-                member, device=device, allow_unverified=allow_unverified, trust_remote_code=trust_remote_code
+                member, device=device, allow_unverified=allow_unverified, trust_remote_code=trust_remote_code,
+                backend=backend,
             ),
             _threshold(run, ensemble),
         )
     steps = _LoadSteps(run)
     with refuse_unpickling(run), quiet_call():  # no weight-loading bars or hub notices from a library call
         try:
-            return _load_verified_run(run, steps, device=device, trust_remote_code=trust_remote_code)
+            return _load_verified_run(run, steps, device=device, trust_remote_code=trust_remote_code, backend=backend)
         except ReviewToolkitError:
             raise
         except OSError as error:
@@ -110,12 +122,45 @@ class _LoadSteps:
         self.current = description
 
 
-def _load_verified_run(
-    run: Path, steps: _LoadSteps, *, device: str | torch.device | None, trust_remote_code: bool
-) -> Classifier:
-    from safetensors.torch import load_file
-    from transformers import AutoTokenizer
+def _on_cpu(device: Any) -> bool:
+    """Whether scoring happens on the CPU, without importing torch where no GPU driver is present."""
+    if device is not None:
+        return str(device).split(":")[0] == "cpu"
+    if distributed.launched():
+        return False  # one device per process of a launch: the launcher's, through torch
+    if "torch" not in sys.modules and sys.platform.startswith("linux"):
+        # No NVIDIA or AMD driver: torch could not find a GPU either, so spare importing it.
+        nvidia = Path("/proc/driver/nvidia/gpus")
+        if not (nvidia.is_dir() and any(nvidia.iterdir())) and not Path("/dev/kfd").exists():
+            return True
+    import torch
 
+    mps = getattr(torch.backends, "mps", None)
+    return not torch.cuda.is_available() and not (mps is not None and mps.is_available())
+
+
+def choose_backend(run: Path, requested: str, device: Any, export: dict[str, Any] | None) -> str:
+    """"onnx" or "torch" for ``requested`` ("auto", "torch" or "onnx"); refuses an impossible "onnx"."""
+    if requested == "torch":
+        return "torch"
+    if requested == "onnx":
+        if export is None:
+            raise RunDirectoryError(
+                f"{run} has no ONNX export ({run / 'onnx' / 'export.json'}). Write one with "
+                f"'review-toolkit export --run {run} --format onnx', or score with --backend torch."
+            )
+        require_onnxruntime("--backend onnx")
+        if not _on_cpu(device):
+            raise ReviewToolkitError(
+                f"The ONNX backend scores on the CPU, not on {device}. Pass --device cpu, or --backend torch."
+            )
+        return "onnx"
+    return "onnx" if export is not None and onnxruntime_available() and _on_cpu(device) else "torch"
+
+
+def _load_verified_run(
+    run: Path, steps: _LoadSteps, *, device: str | torch.device | None, trust_remote_code: bool, backend: str = "auto"
+) -> Classifier:
     for path in sorted(run.rglob("*.safetensors")):  # a damaged or disguised one is named, not half-read
         if CHECKPOINT_DIRECTORY not in path.relative_to(run).parts[:1]:
             reason = safetensors_problem(path)
@@ -143,15 +188,25 @@ def _load_verified_run(
         backbone.trust_remote_code = trust_remote_code
     steps.step(f"the checkpoint {config.model!r} named in {run / CONFIG_FILE}")
     checkpoint = backbone.resolve_checkpoint(config.model)
-    target = torch.device(device) if device is not None else distributed.device()
     tokenizer, encoder, featurizer = None, None, None
+    export = None if isinstance(backbone, FeaturizerBackbone) else read_export(run)
     if isinstance(backbone, FeaturizerBackbone):
+        if backend == "onnx":
+            raise RunDirectoryError(f"{run} scores with a featurizer ({info['backbone']}), which has no ONNX export; use --backend torch.")
         featurizer = backbone.load_featurizer(steps.file(FEATURIZER_DIRECTORY), checkpoint=checkpoint)
-        head_device = target
+        head_device: Any = _target_device(device)
+    elif choose_backend(run, backend, device, export) == "onnx":
+        steps.step(f"the ONNX export in {steps.file('onnx')}")
+        encoder, tokenizer = load_onnx_encoder(run, export, int(info["max_length"]))
+        head_device = "cpu"
     else:
-        tokenizer = AutoTokenizer.from_pretrained(steps.file(TOKENIZER_DIRECTORY), trust_remote_code=trust_remote_code)
-        steps.step(f"the checkpoint {checkpoint!r} named in {run / CONFIG_FILE}, with the run's {method.name} weights")
-        encoder = method.load_trained(backbone, checkpoint, run, config)
+        from transformers import AutoTokenizer
+
+        target = _target_device(device)
+        with quiet_call():  # transformers is imported now: its weight-loading bars can be turned off
+            tokenizer = AutoTokenizer.from_pretrained(steps.file(TOKENIZER_DIRECTORY), trust_remote_code=trust_remote_code)
+            steps.step(f"the checkpoint {checkpoint!r} named in {run / CONFIG_FILE}, with the run's {method.name} weights")
+            encoder = method.load_trained(backbone, checkpoint, run, config)
         if not method.quantized:  # a quantized encoder is placed by its device map
             encoder.to(target)
         encoder.eval()
@@ -160,6 +215,8 @@ def _load_verified_run(
         steps.step(f"the fitted head's state in {run}")
         scorer: Any = head.load(run)
     else:
+        from safetensors.torch import load_file
+
         scorer = build_head(head, info["embedding_size"], len(info["label_names"]))
         scorer.load_state_dict(load_file(str(steps.file(TORCH_HEAD_FILE))))
         scorer.to(head_device).eval()
@@ -195,6 +252,12 @@ def _ensemble_info(run: Path) -> dict[str, Any] | None:
     except Exception:  # unreadable, not JSON, nested too deep: the usual path names the problem
         return None
     return info if is_ensemble(info) else None
+
+
+def _target_device(device: Any) -> Any:
+    import torch
+
+    return torch.device(device) if device is not None else distributed.device()
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

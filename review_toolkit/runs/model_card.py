@@ -40,10 +40,12 @@ def model_card(
     metrics: dict[str, Any],
     report: str,
     evaluation: dict[str, Any] | None = None,
+    export: dict[str, Any] | None = None,
 ) -> str:
     """The card's markdown text: ``templates/model_card.md`` filled from the run's records.
 
-    An ensemble's run.json gets the ensemble's card (:mod:`review_toolkit.runs.ensemble_card`).
+    ``export`` is the run's ONNX export record (``onnx/export.json``), if it has one. An ensemble's
+    run.json gets the ensemble's card (:mod:`review_toolkit.runs.ensemble_card`).
     """
     if info.get("kind") == "ensemble":
         return ensemble_card(config, info, metrics, report, evaluation)
@@ -70,6 +72,7 @@ def model_card(
         **{key: fmt(metrics.get(key)) for key in ("f1_macro", "accuracy", "precision_macro", "recall_macro", "roc_auc")},
         "report": report.rstrip(),
         "latest_evaluation": latest_evaluation(evaluation),
+        "scoring_lines": "\n".join(_scoring_lines(info, export)),
         "calibration_lines": "\n".join(calibration_lines(info.get("calibration") or {"method": "none"})),
         "threshold": fmt(float(info.get("threshold", 0.5)), 4),
         "threshold_rule": threshold_rule(info.get("threshold_selection") or {"rule": "default"}),
@@ -191,6 +194,33 @@ def _training_lines(info: dict[str, Any]) -> list[str]:
 
 
 
+def _scoring_lines(info: dict[str, Any], export: dict[str, Any] | None) -> list[str]:
+    """What computed the test metrics above, and what scores on a CPU when the run has an export."""
+    lines = [f"- Scored with: {info.get('scored_with', 'torch')} (the metrics above, at training time)."]
+    if not export:
+        return lines
+    precision = export.get("precision", "fp32")
+    parity = export.get("parity") or {}
+    lines.append(
+        f"- Scored with on a CPU: onnx {precision} (`onnx/{export.get('model_file')}`, ONNX Runtime"
+        + (", int8 dynamic quantization" if precision == "int8" else "")
+        + "): `predict`, `evaluate --data`, `serve` and `load_run` use it there; `--backend torch` uses the PyTorch model."
+    )
+    if parity:
+        lines.append(
+            f"- Parity at export on {parity.get('texts')} sample reviews: max |p_fake difference| "
+            f"{fmt(parity.get('max_abs_p_fake_difference'), 6)}, {parity.get('labels_changed')} labels changed."
+        )
+    test = export.get("test_split") or {}
+    if test.get("measured"):
+        lines.append(
+            f"- On the test split with onnx {precision}: macro F1 {fmt(test.get('f1_macro'))} "
+            f"(torch: {fmt(test.get('f1_macro_torch'))}, change {test.get('f1_macro_change', 0):+.4f}), "
+            f"{test.get('labels_changed')} of {test.get('n_examples')} labels changed."
+        )
+    elif test:
+        lines.append(f"- Test split not scored with the export: {test.get('reason')}.")
+    return lines
 
 
 
@@ -208,7 +238,9 @@ def write_model_card(
     """Write ``README.md`` into a run directory (atomically)."""
     from review_toolkit.runtime.files import write_text_atomic
 
+    from review_toolkit.inference.onnx_backend import read_export
+
     config_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     path = Path(directory) / MODEL_CARD_FILE
-    write_text_atomic(path, model_card(config_dict, info, metrics, report, evaluation))
+    write_text_atomic(path, model_card(config_dict, info, metrics, report, evaluation, export=read_export(Path(directory))))
     return path

@@ -11,15 +11,28 @@ function here is a no-op or a direct call.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Sequence, TypeVar
+import os
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 Item = TypeVar("Item")
 
 
+def launched() -> bool:
+    """True in a process that a launcher started among several (it sets WORLD_SIZE for each).
+
+    A single process answers the questions below without importing torch and accelerate, which
+    take seconds: scoring a few reviews on a CPU should not wait for them.
+    """
+    return int(os.environ.get("WORLD_SIZE", "1") or "1") > 1
+
+
 def _state():
+    import torch
     from accelerate import PartialState
 
     # A singleton: the first construction joins the process group the launcher described, and
@@ -29,11 +42,11 @@ def _state():
 
 
 def process_count() -> int:
-    return _state().num_processes
+    return _state().num_processes if launched() else 1
 
 
 def is_main_process() -> bool:
-    return _state().is_main_process
+    return _state().is_main_process if launched() else True
 
 
 def device() -> torch.device:
@@ -42,7 +55,8 @@ def device() -> torch.device:
 
 
 def wait_for_everyone() -> None:
-    _state().wait_for_everyone()
+    if launched():
+        _state().wait_for_everyone()
 
 
 @contextlib.contextmanager
@@ -55,6 +69,7 @@ def all_true(flag: bool) -> bool:
     """``flag`` and-ed over all processes (each process decides on the same answer)."""
     if process_count() == 1:
         return flag
+    import torch
     from accelerate.utils import gather
 
     flags = gather(torch.tensor([int(flag)], device=device()))
@@ -76,9 +91,12 @@ def map_in_shards(function: Callable[[list[Item]], np.ndarray], items: Sequence[
     (collective operations need equal sizes; a slice is never empty that way), and the slices
     are gathered in process order, so rows come back in the order of ``items``.
     """
-    state = _state()
-    if state.num_processes == 1 or len(items) == 0:
+    if not launched() or len(items) == 0:
         return function(list(items))
+    state = _state()
+    if state.num_processes == 1:
+        return function(list(items))
+    import torch
     from accelerate.utils import gather
 
     largest = -(-len(items) // state.num_processes)

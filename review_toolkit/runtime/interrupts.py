@@ -29,8 +29,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from transformers import TrainerCallback
-
 __all__ = ["TrainingInterrupted", "InterruptionCallback", "graceful_interruption", "stop_requested"]
 
 HANDLED_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
@@ -122,34 +120,48 @@ def _at_epoch_boundary(epoch: float | None) -> bool:
     return epoch is not None and float(epoch).is_integer()
 
 
-class InterruptionCallback(TrainerCallback):
-    """Checkpoint-then-stop when :func:`graceful_interruption` caught a signal.
+def _build_interruption_callback() -> type:
+    # transformers (and, through its trainer utilities, PEFT and bitsandbytes) takes seconds to
+    # import: the class is built when first asked for, so commands that never train skip it.
+    from transformers import TrainerCallback
 
-    The checkpoint is a normal Trainer checkpoint (weights, optimizer, scheduler, RNG states,
-    trainer state), written by Trainer itself, so ``--resume-from`` needs nothing special. The
-    stop is an exception raised after the save rather than ``control.should_training_stop``:
-    Trainer's normal ending would evaluate the half-finished epoch and then, with
-    ``save_total_limit=1``, delete every checkpoint but the best one, including the fresh one.
-    """
+    class InterruptionCallback(TrainerCallback):
+        """Checkpoint-then-stop when :func:`graceful_interruption` caught a signal.
 
-    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        _state.trainer_running = True
-        if stop_requested():  # the signal came while the model was loading: stop before any step
-            raise TrainingInterrupted(_state.requested or "signal")
-        return control
+        The checkpoint is a normal Trainer checkpoint (weights, optimizer, scheduler, RNG states,
+        trainer state), written by Trainer itself, so ``--resume-from`` needs nothing special. The
+        stop is an exception raised after the save rather than ``control.should_training_stop``:
+        Trainer's normal ending would evaluate the half-finished epoch and then, with
+        ``save_total_limit=1``, delete every checkpoint but the best one, including the fresh one.
+        """
 
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        if _agreed(args, stop_requested()) and not _at_epoch_boundary(state.epoch):
-            control.should_save = True  # the epoch-end save (after its evaluation) happens anyway
-        return control
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            _state.trainer_running = True
+            if stop_requested():  # the signal came while the model was loading: stop before any step
+                raise TrainingInterrupted(_state.requested or "signal")
+            return control
 
-    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        if _agreed(args, stop_requested()):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if _agreed(args, stop_requested()) and not _at_epoch_boundary(state.epoch):
+                control.should_save = True  # the epoch-end save (after its evaluation) happens anyway
+            return control
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if _agreed(args, stop_requested()):
+                _state.trainer_running = False
+                checkpoint = f"{args.output_dir}/checkpoint-{state.global_step}"
+                raise TrainingInterrupted(_state.requested or "SIGTERM on another process", checkpoint)
+            return control
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             _state.trainer_running = False
-            checkpoint = f"{args.output_dir}/checkpoint-{state.global_step}"
-            raise TrainingInterrupted(_state.requested or "SIGTERM on another process", checkpoint)
-        return control
+            return control
 
-    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        _state.trainer_running = False
-        return control
+    return InterruptionCallback
+
+
+def __getattr__(name: str) -> Any:
+    if name == "InterruptionCallback":
+        globals()[name] = _build_interruption_callback()  # built once: every import sees one class
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

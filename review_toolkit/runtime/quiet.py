@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 
 # Loggers of libraries that speak on every model load (bitsandbytes names the CUDA library it
@@ -20,14 +21,25 @@ _CHATTY_LOGGERS = ("transformers", "bitsandbytes", "datasets", "huggingface_hub"
 def quiet_process(progress: bool = True) -> None:
     """Libraries at ERROR for this process; ``progress=False`` also hides transformers' bars."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers  # lazy: seconds to import, and only commands that run a model need it
+    other_process = int(os.environ.get("RANK", "0")) > 0  # another process of a multi-GPU launch: the main one speaks
+    logging.getLogger("datasets").setLevel(logging.ERROR)
+    if other_process:
+        logging.getLogger("review_toolkit").setLevel(logging.ERROR)
+    if "transformers" not in sys.modules:
+        # transformers reads these once, when imported: a command that never imports it (scoring
+        # with an ONNX export) is spared seconds of importing it just to quiet it.
+        os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+        if not progress or other_process:  # no "Loading weights" / "Writing model shards" bars either
+            os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+            if "huggingface_hub" in sys.modules:
+                from huggingface_hub.utils import disable_progress_bars
+
+                disable_progress_bars()
+        return
+    import transformers
 
     transformers.logging.set_verbosity_error()
-    if not progress:  # no "Loading weights" / "Writing model shards" bars either
-        transformers.utils.logging.disable_progress_bar()
-    logging.getLogger("datasets").setLevel(logging.ERROR)
-    if int(os.environ.get("RANK", "0")) > 0:  # another process of a multi-GPU launch: the main one speaks
-        logging.getLogger("review_toolkit").setLevel(logging.ERROR)
+    if not progress or other_process:
         transformers.utils.logging.disable_progress_bar()
 
 
@@ -39,20 +51,37 @@ def quiet_call(*, progress: bool = False) -> Iterator[None]:
     for logger in loggers:
         logger.setLevel(logging.ERROR)
     bars_were_on = None
-    try:
-        from transformers.utils import logging as transformers_logging
+    if "transformers" not in sys.modules:  # set for its import, should the block import it
+        try:
+            yield from _quiet_import(progress)
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
+        return
+    from transformers.utils import logging as transformers_logging
 
-        bars_were_on = transformers_logging.is_progress_bar_enabled()
-        if not progress:
-            transformers_logging.disable_progress_bar()
-    except ImportError:  # a featurizer-only environment without transformers
-        pass
+    bars_were_on = transformers_logging.is_progress_bar_enabled()
+    if not progress:
+        transformers_logging.disable_progress_bar()
     try:
         yield
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
         if bars_were_on:
-            from transformers.utils import logging as transformers_logging
-
             transformers_logging.enable_progress_bar()
+
+
+def _quiet_import(progress: bool) -> Iterator[None]:
+    """Quiet for a block before transformers is imported: its verbosity at import comes from the
+    environment. Its progress bars cannot be set that way without outliving the block, so code
+    that imports transformers inside the block quiets them itself with a nested ``quiet_call``."""
+    saved = os.environ.get("TRANSFORMERS_VERBOSITY")
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("TRANSFORMERS_VERBOSITY", None)
+        else:
+            os.environ["TRANSFORMERS_VERBOSITY"] = saved

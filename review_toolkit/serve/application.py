@@ -237,6 +237,7 @@ def _add_routes(app: FastAPI, state: ModelState, settings: ServeSettings, metric
             "plugins": run_info.get("plugins"),
             "versions": {"trained_with_review_toolkit": run_info.get("toolkit_version"), **_library_versions()},
             "calibration": run_info.get("calibration"),
+            "scored_with": getattr(state.classifier, "scored_with", None),
             "metrics": state.training_metrics,
             "server": {"review_toolkit": __version__, **settings.as_dict()},
         }

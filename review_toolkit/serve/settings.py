@@ -33,6 +33,8 @@ class ServeSettings:
     device: str | None = None
     # Compile the encoder's layers before the server reports ready (GPUs only; see predict --compile).
     compile: bool = False
+    # What embeds: "torch", "onnx" (the run's ONNX export) or "auto" (the export on a CPU when there is one).
+    backend: str = "auto"
     # Load a run that does not match its manifest (still never unpickles).
     allow_unverified: bool = False
 
@@ -40,6 +42,8 @@ class ServeSettings:
         for name in ("max_batch_tokens", "max_concurrent_requests", "max_inputs", "max_body_bytes", "predict_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}.")
+        if self.backend not in ("auto", "torch", "onnx"):
+            raise ConfigError(f"backend must be auto, torch or onnx, not {self.backend!r}.")
         if self.max_wait_ms < 0:
             raise ConfigError(f"max_wait_ms cannot be negative ({self.max_wait_ms}).")
 

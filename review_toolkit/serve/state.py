@@ -50,7 +50,10 @@ class ModelState:
             def load_run_directory() -> Any:
                 from review_toolkit.runs.loader import load_run
 
-                classifier = load_run(source, device=self.settings.device, allow_unverified=self.settings.allow_unverified)
+                classifier = load_run(
+                    source, device=self.settings.device, allow_unverified=self.settings.allow_unverified,
+                    backend=self.settings.backend,
+                )
                 if self.settings.compile:
                     classifier.compile_encoder()
                 return classifier

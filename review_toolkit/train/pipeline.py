@@ -270,6 +270,7 @@ def _train(config: TrainConfig, *, progress: bool, callbacks: Sequence[Any]) -> 
         metrics, report = _test_metrics(inputs.splits, test_p_fake, classifier.threshold)
         info = _run_info(inputs, classifier, calibration_info, _resources(training_seconds), trained.info, writer.final)
         info["learning_rate"] = config.learning_rate  # the one used: the method's default when none was given
+        info["scored_with"] = classifier.scored_with  # what computed the test metrics (the card says it)
         classifier.info = info
         if writes:
             with naming_path(staging):  # a failed write to an open file names no file of its own
