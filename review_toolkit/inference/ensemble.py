@@ -117,6 +117,11 @@ class EnsembleClassifier:
         # No single tokenizer counts an ensemble's tokens; the server estimates them from characters.
         self.tokenizer = None
 
+    @property
+    def scored_with(self) -> str:
+        """What scored each member, as reports name it ("torch float32 on cpu; featurizer (...)")."""
+        return "; ".join(f"{name}: {getattr(member, 'scored_with', 'torch')}" for name, member in zip(self.member_names, self.members))
+
     def compile_encoder(self) -> int:
         """Compile the encoder of every member that has one (``predict --compile``); returns how many layers.
 
