@@ -92,7 +92,8 @@ def markdown(result: dict) -> str:
         f"{machine['threads']} threads; torch {machine['torch']}, onnxruntime {machine['onnxruntime']}, "
         f"sentence-transformers {machine['sentence_transformers']}; best of {result['rounds']} alternating rounds; "
         "load average {} before, {} after".format(*machine["load_average_before_after"])
-        + (" (**shared machine: timings are not a benchmark**)" if max(machine["load_average_before_after"]) > 0.5 else ""),
+        # The load before the run says whether others shared the machine; after it, the benchmark's own load shows.
+        + (" (**shared machine: timings are not a benchmark**)" if machine["load_average_before_after"][0] > 0.5 else ""),
         "",
         "| contender | reviews/s | vs toolkit torch | vs sentence-transformers |",
         "|---|---|---|---|",

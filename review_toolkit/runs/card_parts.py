@@ -16,6 +16,23 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def metrics_front_matter(name: str, metrics: dict[str, Any]) -> list[str]:
+    """The Hub front matter's metric lines: the metrics named, and the test-split values as a
+    model-index entry called ``name`` when the run has them."""
+    lines = ["metrics:", "- f1", "- accuracy"]
+    if metrics.get("f1_macro") is not None:
+        lines += [
+            "model-index:",
+            f"- name: {name}",
+            "  results:",
+            "  - task: {type: text-classification, name: fake review detection}",
+            "    metrics:",
+            f"    - {{type: f1, name: macro F1 on the test split, value: {fmt(metrics.get('f1_macro'))}}}",
+            f"    - {{type: accuracy, name: accuracy on the test split, value: {fmt(metrics.get('accuracy'))}}}",
+        ]
+    return lines
+
+
 def columns_text(config: dict[str, Any]) -> str:
     columns = f"text `{config.get('text_column', 'text')}`, label `{config.get('label_column', 'label')}`"
     return columns + (f", label map {config['label_map']}" if config.get("label_map") else "")

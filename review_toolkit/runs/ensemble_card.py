@@ -94,15 +94,6 @@ def _front_matter(info: dict[str, Any], metrics: dict[str, Any]) -> str:
     tags = ["review_toolkit", "fake-review-detection", "text-classification", "ensemble"]
     tags += sorted({f"backbone-{m.get('backbone')}" for m in members})
     lines = ["library_name: review_toolkit", "pipeline_tag: text-classification", "tags:", *(f"- {tag}" for tag in tags)]
-    lines += ["metrics:", "- f1", "- accuracy"]
-    if metrics.get("f1_macro") is not None:
-        lines += [
-            "model-index:",
-            f"- name: ensemble-{(info.get('combination') or {}).get('method')}-{len(members)}-runs",
-            "  results:",
-            "  - task: {type: text-classification, name: fake review detection}",
-            "    metrics:",
-            f"    - {{type: f1, name: macro F1 on the test split, value: {cards.fmt(metrics.get('f1_macro'))}}}",
-            f"    - {{type: accuracy, name: accuracy on the test split, value: {cards.fmt(metrics.get('accuracy'))}}}",
-        ]
+    name = f"ensemble-{(info.get('combination') or {}).get('method')}-{len(members)}-runs"
+    lines += cards.metrics_front_matter(name, metrics)
     return "\n".join(lines)

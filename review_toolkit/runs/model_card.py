@@ -21,6 +21,7 @@ from review_toolkit.runs.card_parts import (
     columns_text,
     fmt,
     latest_evaluation,
+    metrics_front_matter,
     threshold_rule,
 )
 from review_toolkit.runtime.hub import is_hub_id
@@ -104,17 +105,7 @@ def _front_matter(info: dict[str, Any], metrics: dict[str, Any]) -> str:
     checkpoint = _base_model(info)
     if is_hub_id(checkpoint):  # a local path names nothing on the Hub
         lines.append(f"base_model: {checkpoint}")
-    lines += ["metrics:", "- f1", "- accuracy"]
-    if metrics.get("f1_macro") is not None:
-        lines += [
-            "model-index:",
-            f"- name: {info.get('backbone')}-{info.get('method')}-{info.get('head')}",
-            "  results:",
-            "  - task: {type: text-classification, name: fake review detection}",
-            "    metrics:",
-            f"    - {{type: f1, name: macro F1 on the test split, value: {fmt(metrics.get('f1_macro'))}}}",
-            f"    - {{type: accuracy, name: accuracy on the test split, value: {fmt(metrics.get('accuracy'))}}}",
-        ]
+    lines += metrics_front_matter(f"{info.get('backbone')}-{info.get('method')}-{info.get('head')}", metrics)
     return "\n".join(lines)
 
 
