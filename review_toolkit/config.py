@@ -117,6 +117,12 @@ class TrainConfig:
     seed: int = option(
         42, help="Random seed for the split and training (default: 42).", group=DATA, minimum=0, below=MAX_SEED
     )
+    split_seed: int | None = option(  # None: the split follows --seed
+        None,
+        help="Seed of the train / validation / test split alone (default: --seed). Keep it fixed and vary --seed "
+        "to train several seeds on one split, e.g. the members of an ensemble.",
+        group=DATA, minimum=0, below=MAX_SEED,
+    )
     folds: int | None = option(  # cross-validation (review_toolkit.train.cross_validation)
         None,
         help="Cross-validate: K stratified folds (seeded); one run per fold in OUTPUT_DIR/fold-1..K, each tested "

@@ -10,11 +10,11 @@
 
 from review_toolkit.data.formats import FORMATS, read_table, supported_formats
 from review_toolkit.data.labels import FAKE, LABEL_ALIASES, LABEL_NAMES, REAL, normalise_labels, parse_label_map
-from review_toolkit.data.reviews import default_data_path, load_reviews, load_splits, load_splits_for
+from review_toolkit.data.reviews import default_data_path, load_reviews, load_splits, load_splits_for, split_seed_of
 from review_toolkit.data.splits import DEFAULT_SEED, LeakageWarning, ReviewSplits, split_reviews
 
 __all__ = [
     "DEFAULT_SEED", "FAKE", "FORMATS", "LABEL_ALIASES", "LABEL_NAMES", "LeakageWarning", "REAL", "ReviewSplits",
-    "default_data_path", "load_reviews", "load_splits", "load_splits_for", "normalise_labels", "parse_label_map",
+    "default_data_path", "load_reviews", "load_splits", "load_splits_for", "split_seed_of", "normalise_labels", "parse_label_map",
     "read_table", "split_reviews", "supported_formats",
 ]

@@ -257,6 +257,12 @@ def _splits_from_files(
     return splits, sources
 
 
+def split_seed_of(config: Any) -> int | None:
+    """The seed that splits the data: ``split_seed`` when set, else the run's ``seed``."""
+    split_seed = getattr(config, "split_seed", None)
+    return config.seed if split_seed is None else split_seed
+
+
 def load_splits_for(config: Any) -> ReviewSplits:
     """The splits a training configuration (``TrainConfig`` or a run's config) describes.
 
@@ -268,9 +274,9 @@ def load_splits_for(config: Any) -> ReviewSplits:
             config.data, text_column=config.text_column, label_column=config.label_column, label_map=config.label_map
         )
         if config.fold == 0:  # the refit of a cross-validation: every review trains or validates
-            splits = refit_splits(reviews, seed=config.seed)
+            splits = refit_splits(reviews, seed=split_seed_of(config))
         else:
-            splits = fold_splits(reviews, config.folds, config.fold, seed=config.seed)
+            splits = fold_splits(reviews, config.folds, config.fold, seed=split_seed_of(config))
         splits.source = _describe_source(config.data)
         warn_about_leakage(splits, dict.fromkeys(SPLIT_NAMES, _resolve_path(config.data)[1]))
         return splits
@@ -279,7 +285,7 @@ def load_splits_for(config: Any) -> ReviewSplits:
         text_column=config.text_column,
         label_column=config.label_column,
         label_map=config.label_map,
-        seed=config.seed,
+        seed=split_seed_of(config),
         split_column=config.split_column,
         validation_data=config.validation_data,
         test_data=config.test_data,

@@ -66,8 +66,9 @@ DATA_OPTIONS = {
     "split_column": "--split-column",
     "validation_data": "--validation-data",
     "test_data": "--test-data",
-    "seed": "--seed",
 }
+# Members may differ in --seed (the seed of training) as long as the split is the same.
+SPLIT_SEED_KEYS = ("seed", "split_seed")
 
 
 @dataclass
@@ -186,6 +187,11 @@ def _seed(member: Member) -> int:
     return seed if isinstance(seed, int) else 0
 
 
+def _split_seed(member: Member) -> Any:
+    split_seed = member.config.get("split_seed")
+    return member.config.get("seed") if split_seed is None else split_seed
+
+
 def _require_same_data(members: list[Member]) -> None:
     """Refuse members that did not read the same reviews, split the same way, with the same labels."""
     first = members[0]
@@ -197,12 +203,18 @@ def _require_same_data(members: list[Member]) -> None:
                     f"{first.config.get(key)!r}: an ensemble combines runs trained on the same data and split. "
                     f"Train the members with the same {option}."
                 )
+        if _split_seed(first) != _split_seed(other):
+            raise ConfigError(
+                f"{other.path} was split with seed {_split_seed(other)}, {first.path} with {_split_seed(first)}: an "
+                "ensemble combines runs trained on the same data and split. Train the members with the same "
+                "--split-seed (or --seed); --seed alone may differ when --split-seed is the same."
+            )
         for key, what in (("sizes", "split sizes"), ("split", "split")):
             mine, theirs = (member.info.get("data", {}).get(key) for member in (first, other))
             if mine != theirs:
                 raise ConfigError(
                     f"{other.path} was trained on {what} {theirs!r}, {first.path} on {mine!r}: an ensemble "
-                    "combines runs trained on the same data and split (--data, --seed)."
+                    "combines runs trained on the same data and split (--data, --split-seed)."
                 )
         if first.info.get("label_names") != other.info.get("label_names"):
             raise ConfigError(
@@ -215,7 +227,7 @@ def _require_same_data(members: list[Member]) -> None:
                 raise ConfigError(
                     f"The {split} split stored in {other.path / SPLIT_PREDICTIONS_FILE} holds other reviews or labels "
                     f"than the one in {first.path / SPLIT_PREDICTIONS_FILE}: an ensemble combines runs trained on the "
-                    "same data and split (--data, --seed, --label-map). Train the members on the same data."
+                    "same data and split (--data, --split-seed, --label-map). Train the members on the same data."
                 )
 
 
@@ -343,7 +355,7 @@ def _write_ensemble(
             staging / MEMBERS_DIRECTORY / member.name,
             ignore=lambda folder, names, root=member.path: [CHECKPOINT_DIRECTORY] if Path(folder) == root else [],
         )
-    config = {key: first.config.get(key) for key in DATA_OPTIONS if key in first.config}
+    config = {key: first.config.get(key) for key in (*DATA_OPTIONS, *SPLIT_SEED_KEYS) if key in first.config}
     _write_yaml(staging / CONFIG_FILE, config)
     save_split_predictions(
         staging,

@@ -43,7 +43,7 @@ from typing import Any, Callable
 import yaml
 
 from review_toolkit.config import TrainConfig, read_yaml_mapping
-from review_toolkit.data import load_splits_for
+from review_toolkit.data import load_splits_for, split_seed_of
 from review_toolkit.errors import ConfigError, ReviewToolkitError
 from review_toolkit.runs.layout import RUN_FILE
 
@@ -79,6 +79,7 @@ class PlanOutcome:
 # The options that decide which reviews a run reads and how they are split.
 _DATA_OPTIONS = (
     "data", "text_column", "label_column", "label_map", "split_column", "validation_data", "test_data", "seed",
+    "split_seed",
 )
 
 
@@ -193,6 +194,12 @@ def load_ensemble_plan(path: str | Path, planned: list[PlannedRun]) -> PlannedEn
                     f"({getattr(first.config, option)!r}, {getattr(member.config, option)!r}); an ensemble combines "
                     f"runs trained on the same data and split. Set {option} under 'shared'."
                 )
+        if split_seed_of(first.config) != split_seed_of(member.config):
+            raise ConfigError(
+                f"{where}: runs {first.name!r} and {member.name!r} would be split with different seeds "
+                f"({split_seed_of(first.config)}, {split_seed_of(member.config)}); an ensemble combines runs trained on "
+                "the same data and split. Set split_seed under 'shared' to vary seed per run."
+            )
     return PlannedEnsemble(name, members, first.output_dir.parent / name, combine, threshold_for)
 
 
