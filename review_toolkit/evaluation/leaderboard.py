@@ -47,7 +47,7 @@ COLUMNS = (
     ("threshold", "threshold"),
     ("data", "data"),
     ("test_size", "test reviews"),
-    ("seed", "seed"),
+    ("seed", "split seed"),
     ("training_seconds", "training time (s)"),
     ("peak_memory_gib", "peak memory (GiB)"),
     ("memory", "memory"),
@@ -254,9 +254,10 @@ def _seed_of(run: Path) -> int | None:
     from review_toolkit.errors import ReviewToolkitError
 
     try:
-        seed = read_yaml_mapping(run / CONFIG_FILE, what="Run config", missing_hint="", mapping_hint="hold a mapping").get("seed")
+        config = read_yaml_mapping(run / CONFIG_FILE, what="Run config", missing_hint="", mapping_hint="hold a mapping")
     except ReviewToolkitError:
         return None
+    seed = config.get("seed") if config.get("split_seed") is None else config.get("split_seed")
     return seed if isinstance(seed, int) else None
 
 
@@ -266,10 +267,10 @@ def mixed_test_data(rows: list[dict[str, Any]]) -> str | None:
     settings = {(row.get("data"), row.get("test_size"), row.get("seed")) for row in rows}
     if len(settings) <= 1:
         return None
-    listed = "; ".join(f"{row['run']}: {row.get('data')} ({row.get('test_size')} test reviews, seed {row.get('seed')})" for row in rows)
+    listed = "; ".join(f"{row['run']}: {row.get('data')} ({row.get('test_size')} test reviews, split seed {row.get('seed')})" for row in rows)
     return (
         "Warning: these runs were tested on different reviews, so their scores are not directly comparable "
-        f"({listed}). Compare runs trained on the same data and seed, or score them all on one file with "
+        f"({listed}). Compare runs trained on the same data and split seed, or score them all on one file with "
         "`evaluate --data`."
     )
 

@@ -121,12 +121,18 @@ def test_compare_shows_data_test_size_seed_and_threshold_and_warns_on_mixed_data
     compared = run_cli("compare", str(renamed_run), str(tmp_path / "other"), "--output-dir", str(tmp_path / "cmp"), cwd=tmp_path)
     assert compared.returncode == 0, compared.stderr[-2000:]
     header = compared.stdout.splitlines()[0]
-    for title in ("threshold", "data", "test reviews", "seed"):
+    for title in ("threshold", "data", "test reviews", "split seed"):
         assert f"| {title} |" in header
     assert "reviews.csv" in compared.stdout and "| 7 |" in compared.stdout and "| 42 |" in compared.stdout
     assert "tested on different reviews" in compared.stderr
     same = run_cli("compare", str(renamed_run), "--output-dir", str(tmp_path / "cmp1"), cwd=tmp_path)
     assert same.returncode == 0 and "different reviews" not in same.stderr
+    # Another training seed on the same split (--split-seed) is tested on the same reviews: no warning.
+    reseeded = run_cli("train", "--quiet", "--data", str(renamed_run.parent / "reviews.csv"), "--text-column", "review_body",
+                       "--head", "svm", "--seed", "7", "--split-seed", "42", "--output-dir", str(tmp_path / "reseeded"), cwd=tmp_path)
+    assert reseeded.returncode == 0, reseeded.stderr[-2000:]
+    both = run_cli("compare", str(renamed_run), str(tmp_path / "reseeded"), "--output-dir", str(tmp_path / "cmp2"), cwd=tmp_path)
+    assert both.returncode == 0 and "different reviews" not in both.stderr
 
 
 def test_the_model_card_carries_hub_metadata_and_says_whether_probabilities_are_calibrated(renamed_run):
