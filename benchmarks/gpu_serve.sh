@@ -2,8 +2,9 @@
 # benchmarks/serve_load.py on one GPU (device machine), on a frozen-encoder + logistic regression run
 # of a random-init encoder of Stella's size: BERT-large's shape (24 layers x 1024, feed-forward 4096),
 # which the image's transformers has (native gte needs a newer one, see gpu_scoring.sh).
-# Carried in .carry/: wheels/ (FastAPI, uvicorn, pydantic, opentelemetry-api), site/, the toolkit's
-# wheel, fake_reviews.csv and minilm/ (its tokenizer). Arguments pass through to serve_load.py.
+# Carried in .carry/: wheels/ (FastAPI, uvicorn, httptools, uvloop, pydantic, opentelemetry-api), site/,
+# the toolkit's wheel, fake_reviews.csv and minilm-tokenizer/ (MiniLM's tokenizer files). WORKERS (default "1") lists the
+# server process counts to measure, all on the one GPU; arguments pass through to serve_load.py.
 set -euo pipefail
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-index --no-compile --target /tmp/serve-site .carry/wheels/*.whl .carry/review_toolkit-0.1.0-py3-none-any.whl
@@ -17,11 +18,13 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 torch.manual_seed(0)
 config = BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, vocab_size=30522)
 BertModel(config).save_pretrained("/tmp/bert-large-random")
-AutoTokenizer.from_pretrained(".carry/minilm").save_pretrained("/tmp/bert-large-random")
+AutoTokenizer.from_pretrained(".carry/minilm-tokenizer").save_pretrained("/tmp/bert-large-random")
 pd.read_csv(".carry/fake_reviews.csv").sample(n=600, random_state=0).to_csv("/tmp/serve-subset.csv", index=False)
 PY
 python3 -m review_toolkit train --quiet --backbone bert --model /tmp/bert-large-random --method frozen --head logreg \
     --data /tmp/serve-subset.csv --output-dir /tmp/serve-runs/bert-large-frozen-logreg 2>&1 | tail -1
-python3 benchmarks/serve_load.py --run /tmp/serve-runs/bert-large-frozen-logreg --device cuda --data .carry/fake_reviews.csv \
-    --out "$OUT" --name serve_load_h200 --machine "one NVIDIA H200" --offline-rounds 2 \
-    --run-description "a frozen BERT-large-shaped (Stella-size, random-init) encoder + logistic regression run" "$@"
+for workers in ${WORKERS:-1}; do
+  python3 benchmarks/serve_load.py --run /tmp/serve-runs/bert-large-frozen-logreg --device cuda:0 --data .carry/fake_reviews.csv \
+      --out "$OUT" --name "serve_load_h200_workers$workers" --machine "one NVIDIA H200" --offline-rounds 2 --workers "$workers" \
+      --run-description "a frozen BERT-large-shaped (Stella-size, random-init) encoder + logistic regression run" "$@" | grep '^|'
+done

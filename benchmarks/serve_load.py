@@ -207,6 +207,7 @@ def main() -> None:
     parser.add_argument("--offline-rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64, help="predict_proba batch size, offline and in the server.")
     parser.add_argument("--threads", type=int, help="Torch threads, offline and in the server (default: torch's own).")
+    parser.add_argument("--workers", type=int, help="Server processes sharing the socket (serve --workers; on a CPU each gets cores / workers threads).")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--name", default="serve_load_cpu")
     parser.add_argument("--machine", default="2-core CPU", help="How the results name this machine.")
@@ -237,6 +238,8 @@ def main() -> None:
     server_options = ["--max-wait-ms", "2", "--max-concurrent-requests", "256", "--device", arguments.device]
     if arguments.threads:
         server_options += ["--threads", str(arguments.threads)]
+    if arguments.workers:
+        server_options += ["--workers", str(arguments.workers)]
     process = subprocess.Popen(
         [sys.executable, "-m", "review_toolkit", "serve", "--run", str(run), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *server_options],
     )  # fmt: skip

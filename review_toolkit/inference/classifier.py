@@ -130,14 +130,33 @@ class Classifier:
 
         return compile_for_scoring(self.encoder)
 
-    def embed(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    def token_ids(self, texts: list[str]) -> list[list[int]] | None:
+        """The token ids ``embed`` computes ``texts`` from (prepared and truncated as in training);
+        None for a featurizer backbone, which has no tokens. Given back to ``embed`` (a server
+        counts each request's tokens with them), they are not computed twice."""
+        if self.featurizer is not None:
+            return None
+        prepared = self.backbone.prepare_texts(list(texts))
+        if self.backend == "onnx":
+            return self.tokenizer(prepared)["input_ids"]
+        from review_toolkit.inference.token_ids import token_id_encoder
+
+        return token_id_encoder(self.tokenizer, self.max_length)(prepared)
+
+    def embed(
+        self, texts: list[str], *, batch_size: int = 64, progress: bool = False, token_ids: list[list[int]] | None = None
+    ) -> np.ndarray:
+        """Vectors of ``texts`` in input order; ``token_ids``: what ``self.token_ids(texts)`` returned."""
         if self.featurizer is not None:
             return featurize(self.featurizer, self.backbone.prepare_texts(list(texts)))
+        if token_ids is not None and len(token_ids) != len(texts):
+            raise ValueError(f"{len(token_ids)} token id lists for {len(texts)} texts")
         if self.backend == "onnx":
             from review_toolkit.inference.onnx_backend import embed_texts_onnx
 
             return embed_texts_onnx(
-                self.encoder, self.tokenizer, self.backbone.prepare_texts(list(texts)), batch_size=batch_size, progress=progress
+                self.encoder, self.tokenizer, self.backbone.prepare_texts(list(texts)), batch_size=batch_size,
+                progress=progress, token_ids=token_ids,
             )
         from review_toolkit.inference.embeddings import embed_texts
 
@@ -148,6 +167,7 @@ class Classifier:
             max_length=self.max_length,
             batch_size=batch_size,
             progress=progress,
+            token_ids=token_ids,
         )
 
     def p_fake_from_embeddings(self, features: np.ndarray, *, calibrated: bool = True) -> np.ndarray:
@@ -174,13 +194,20 @@ class Classifier:
         return probabilities[:, 1]
 
     def predict_proba(
-        self, texts: list[str], *, batch_size: int = 64, progress: bool = False, calibrated: bool = True
+        self,
+        texts: list[str],
+        *,
+        batch_size: int = 64,
+        progress: bool = False,
+        calibrated: bool = True,
+        token_ids: list[list[int]] | None = None,
     ) -> np.ndarray:
-        """P(fake) for each text, in input order (calibrated unless ``calibrated=False``)."""
+        """P(fake) for each text, in input order (calibrated unless ``calibrated=False``);
+        ``token_ids``: what ``self.token_ids(texts)`` returned, if already at hand."""
         texts = list(texts)
         if not texts:
             return np.zeros(0, dtype=np.float64)
-        features = self.embed(texts, batch_size=batch_size, progress=progress)
+        features = self.embed(texts, batch_size=batch_size, progress=progress, token_ids=token_ids)
         return self.p_fake_from_embeddings(features, calibrated=calibrated)
 
     def labels_for(self, p_fake: np.ndarray) -> list[str]:

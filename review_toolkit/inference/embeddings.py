@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from review_toolkit.accel.gpu_scoring import embed_on_gpu
 from review_toolkit.inference.cpu_batches import CPU_ACTIVATION_BYTES, cpu_token_budget_batches  # noqa: F401
+from review_toolkit.inference.token_ids import pad_right, token_id_encoder
 
 
 def feed_forward_width(encoder: torch.nn.Module) -> int:
@@ -31,8 +32,10 @@ def tokenized_ahead(tokenizer: Any, texts: list[str], *, max_length: int, chunk:
     Fast tokenizers release the GIL while they encode: the GPU's work on one chunk (launched
     from this thread) and the tokenizing of the next ones overlap instead of taking turns.
     """
+    token_ids = token_id_encoder(tokenizer, max_length)
+
     def encode(start: int) -> list[list[int]]:
-        return tokenizer(texts[start : start + chunk], truncation=True, max_length=max_length)["input_ids"]
+        return token_ids(texts[start : start + chunk])
 
     workers = min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="review-toolkit-tokenizer") as pool:
@@ -43,6 +46,15 @@ def tokenized_ahead(tokenizer: Any, texts: list[str], *, max_length: int, chunk:
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _padded(tokenizer: Any, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A padded batch and its mask: in numpy on the right (the usual side, and cheap), else as the tokenizer pads."""
+    if getattr(tokenizer, "padding_side", "right") == "right" and tokenizer.pad_token_id is not None:
+        input_ids, mask = pad_right(ids, tokenizer.pad_token_id)
+        return torch.from_numpy(input_ids), torch.from_numpy(mask)
+    features = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+    return features["input_ids"], features["attention_mask"]
 
 
 def model_device(module: torch.nn.Module) -> torch.device:
@@ -59,8 +71,9 @@ def embed_texts(
     batch_size: int = 64,
     progress: bool = True,
     description: str = "Embedding reviews",
+    token_ids: list[list[int]] | None = None,
 ) -> np.ndarray:
-    """Pooled vectors for ``texts`` in input order.
+    """Pooled vectors for ``texts`` in input order (``token_ids``: theirs, if already computed).
 
     On a GPU in bf16, in packed rows or token-budget batches (``review_toolkit.accel.gpu_scoring``);
     elsewhere in float32, in length-sorted batches sized for CPUs.
@@ -69,17 +82,20 @@ def embed_texts(
     device = model_device(encoder)
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         with tqdm(total=len(texts), desc=description, disable=not progress, unit="review") as bar:
-            chunks = tokenized_ahead(tokenizer, texts, max_length=max_length)
+            if token_ids is not None:
+                chunks = (token_ids[start : start + TOKENIZED_CHUNK] for start in range(0, len(token_ids), TOKENIZED_CHUNK))
+            else:
+                chunks = tokenized_ahead(tokenizer, texts, max_length=max_length)
             return embed_on_gpu(encoder, chunks, pad_token_id=tokenizer.pad_token_id, device=device, progress=bar)
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    encoded = token_ids if token_ids is not None else token_id_encoder(tokenizer, max_length)(texts)
     lengths = [len(ids) for ids in encoded]
     result: np.ndarray | None = None
     # Not bf16 on CPUs, even with avx512_bf16: without AMX, bf16 matrix products are slower than
     # float32 ones there (benchmarks/README.md, "CPU embedding").
     batches = cpu_token_budget_batches(lengths, batch_size, feed_forward_width(encoder))
     for batch in tqdm(batches, desc=description, disable=not progress, unit="batch"):
-        features = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
-        vectors = encoder(input_ids=features["input_ids"].to(device), attention_mask=features["attention_mask"].to(device))
+        input_ids, attention_mask = _padded(tokenizer, [encoded[i] for i in batch])
+        vectors = encoder(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
         vectors = vectors.float().cpu().numpy()
         if result is None:
             result = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)

@@ -120,39 +120,30 @@ class OnnxEncoder:
         return vectors.astype(np.float32, copy=False)
 
 
-def pad_batch(ids: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids padded on the right to the batch's longest, and their attention mask (int64, as
-    the graph takes them). Mean pooling reads only the masked positions, so the side is immaterial."""
-    width = max(len(row) for row in ids)
-    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(ids), width), dtype=np.int64)
-    for index, row in enumerate(ids):
-        input_ids[index, : len(row)] = row
-        mask[index, : len(row)] = 1
-    return input_ids, mask
-
-
 def embed_texts_onnx(
     encoder: OnnxEncoder,
-    token_ids: TokenIds,
+    tokenizer: TokenIds,
     texts: list[str],
     *,
     batch_size: int = 64,
     progress: bool = False,
     description: str = "Embedding reviews",
+    token_ids: list[list[int]] | None = None,
 ) -> np.ndarray:
-    """Pooled vectors for ``texts`` in input order, in length-sorted batches bounded by padded tokens."""
+    """Pooled vectors for ``texts`` in input order, in length-sorted batches bounded by padded tokens
+    (``token_ids``: the texts' ids from ``tokenizer``, when already computed)."""
     from tqdm.auto import tqdm
 
     from review_toolkit.inference.cpu_batches import cpu_token_budget_batches
+    from review_toolkit.inference.token_ids import pad_right
 
     if not texts:
         raise ValueError("embed_texts_onnx needs at least one text")
-    encoded = token_ids(list(texts))["input_ids"]
+    encoded = token_ids if token_ids is not None else tokenizer(list(texts))["input_ids"]
     result = np.empty((len(texts), encoder.embedding_size), dtype=np.float32)
     batches = cpu_token_budget_batches([len(ids) for ids in encoded], batch_size, encoder.feed_forward_width)
     for batch in tqdm(batches, desc=description, disable=not progress, unit="batch"):
-        input_ids, mask = pad_batch([encoded[i] for i in batch], token_ids.pad_token_id)
+        input_ids, mask = pad_right([encoded[i] for i in batch], tokenizer.pad_token_id)
         result[batch] = encoder(input_ids, mask)
     return result
 

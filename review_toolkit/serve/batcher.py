@@ -39,6 +39,7 @@ class ScoringFailed(Exception):
 class _Request:
     texts: list[str]
     tokens: int
+    token_ids: list[list[int]] | None  # computed once, when counted; None: scored from the texts
     future: asyncio.Future
     queued_at: float = field(default_factory=time.perf_counter)
 
@@ -89,8 +90,8 @@ class DynamicBatcher:
             raise ShuttingDown("the server is shutting down")
         if self._pending >= self.max_pending_requests:
             raise Overloaded(f"{self._pending} requests are already queued or being scored (the limit); retry shortly")
-        tokens = sum(self.scorer.count_tokens(texts))
-        request = _Request(texts, tokens, asyncio.get_running_loop().create_future())
+        counts, token_ids = self.scorer.tokenize(texts)
+        request = _Request(texts, sum(counts), token_ids, asyncio.get_running_loop().create_future())
         self._pending += 1
         self.metrics.requests_in_flight.set(self._pending)
         self._waiting.append(request)
@@ -170,11 +171,14 @@ class DynamicBatcher:
         for request in batch:
             self.metrics.queue_wait.observe(started - request.queued_at)
         texts = [text for request in batch for text in request.texts]
+        token_ids = None
+        if all(request.token_ids is not None for request in batch):
+            token_ids = [ids for request in batch for ids in request.token_ids]
         self.metrics.batch_requests.observe(len(batch))
         self.metrics.batch_reviews.observe(len(texts))
         self.metrics.batch_tokens.observe(sum(request.tokens for request in batch))
         try:
-            scored = await self._run_scorer(texts)
+            scored = await self._run_scorer(texts, token_ids)
         except Exception as error:
             self.metrics.batch_failures.inc()
             if len(batch) == 1:
@@ -198,7 +202,7 @@ class DynamicBatcher:
         if request.future.done():
             return
         try:
-            scored = await self._run_scorer(request.texts)
+            scored = await self._run_scorer(request.texts, request.token_ids)
         except Exception as error:
             logger.exception("Scoring a request of %d reviews failed", len(request.texts))
             _resolve_failed(request, error)
@@ -206,11 +210,11 @@ class DynamicBatcher:
         if not request.future.done():
             request.future.set_result(scored)
 
-    async def _run_scorer(self, texts: list[str]) -> ScoredReviews:
+    async def _run_scorer(self, texts: list[str], token_ids: list[list[int]] | None) -> ScoredReviews:
         self.metrics.batch_in_progress.set(1)
         try:
             loop = asyncio.get_running_loop()
-            scored = await loop.run_in_executor(self._executor, self.scorer.score, texts)
+            scored = await loop.run_in_executor(self._executor, self.scorer.score, texts, token_ids)
         finally:
             self.metrics.batch_in_progress.set(0)
         self.metrics.reviews_scored.inc(len(texts))

@@ -39,18 +39,21 @@ class ReviewScorer:
         self.max_length = int(classifier.max_length)
         self.threshold = float(classifier.threshold)
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        """Tokens each review costs once truncated as in training (a character estimate without a tokenizer)."""
-        tokenizer = getattr(self.classifier, "tokenizer", None)
-        if tokenizer is None:
-            return [min(self.max_length, 1 + len(text) // CHARACTERS_PER_TOKEN) for text in texts]
-        encoded = tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
-        return [len(ids) for ids in encoded]
+    def tokenize(self, texts: list[str]) -> tuple[list[int], list[list[int]] | None]:
+        """Tokens each review costs once truncated as in training, and the ids themselves, which
+        ``score`` then reuses; a character estimate and no ids where the classifier has no
+        tokenizer of its own (featurizer backbones, ensembles of several tokenizers)."""
+        token_ids = getattr(self.classifier, "token_ids", None)
+        ids = token_ids(texts) if token_ids is not None else None
+        if ids is None:
+            return [min(self.max_length, 1 + len(text) // CHARACTERS_PER_TOKEN) for text in texts], None
+        return [len(row) for row in ids], ids
 
-    def score(self, texts: list[str]) -> ScoredReviews:
+    def score(self, texts: list[str], token_ids: list[list[int]] | None = None) -> ScoredReviews:
         """Blocking: run it in a worker thread, never on the event loop."""
+        extra = {} if token_ids is None else {"token_ids": token_ids}
         raw = np.asarray(
-            self.classifier.predict_proba(texts, batch_size=self.batch_size, calibrated=False), dtype=np.float64
+            self.classifier.predict_proba(texts, batch_size=self.batch_size, calibrated=False, **extra), dtype=np.float64
         )
         calibrated = np.asarray(self.classifier.calibration.apply(raw), dtype=np.float64)
         if raw.shape != (len(texts),) or not np.all(np.isfinite(calibrated)):

@@ -1,0 +1,83 @@
+"""Texts to token ids straight from the Rust ``tokenizers`` library behind a fast tokenizer.
+
+A transformers fast tokenizer encodes in Rust, then converts every encoding to Python objects
+(offsets, type ids, masks, overflow) that scoring never reads: on short reviews that conversion
+costs more than the encoding, and a server pays it for every request, holding the GIL. Scoring
+needs the ids alone, so :func:`token_id_encoder` encodes with a private copy of the Rust
+tokenizer, truncating as the wrapper does, and keeps the wrapper only where the two disagree on a
+probe (a tokenizer without a Rust backend, or one whose Python side changes the ids).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+TokenIdEncoder = Callable[[Sequence[str]], list[list[int]]]
+
+# Short and long, accents, emoji, markup and runs of spaces: where a tokenizer's Python side
+# (normalising, truncation side, special tokens) would give other ids than its Rust backend.
+PROBE_TEXTS = (
+    "Great kettle, boils fast.",
+    "Terrible!!! It broke after   two days... support never answered. 0/10 :(",
+    "Crème brûlée maker — works 👍 <br/> would buy again",
+    "long review " * 400,
+)
+
+_encoders: dict[tuple[int, int], tuple[Any, TokenIdEncoder]] = {}
+_lock = threading.Lock()
+
+
+def token_id_encoder(tokenizer: Any, max_length: int) -> TokenIdEncoder:
+    """A function from texts to their token ids, as ``tokenizer(texts, truncation=True,
+    max_length=max_length)["input_ids"]`` gives them, made once per tokenizer and length."""
+    key = (id(tokenizer), int(max_length))
+    with _lock:
+        cached = _encoders.get(key)
+        if cached is not None and cached[0] is tokenizer:
+            return cached[1]
+
+    def wrapped(texts: Sequence[str]) -> list[list[int]]:
+        return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+
+    encoder = _rust_encoder(tokenizer, max_length) or wrapped
+    if encoder is not wrapped and encoder(PROBE_TEXTS) != [list(ids) for ids in wrapped(PROBE_TEXTS)]:
+        encoder = wrapped
+    with _lock:
+        # The tokenizer is held with its encoder, so its id is not reused while the entry lives.
+        _encoders[key] = (tokenizer, encoder)
+    return encoder
+
+
+def _rust_encoder(tokenizer: Any, max_length: int) -> TokenIdEncoder | None:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "to_str"):
+        return None
+    from tokenizers import Tokenizer
+
+    # A copy: the wrapper changes its backend's truncation and padding on every call.
+    rust = Tokenizer.from_str(backend.to_str())
+    rust.no_padding()
+    rust.enable_truncation(int(max_length), direction=getattr(tokenizer, "truncation_side", "right"))
+
+    def encode(texts: Sequence[str]) -> list[list[int]]:
+        return [encoding.ids for encoding in rust.encode_batch(list(texts))]
+
+    return encode
+
+
+def pad_right(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids padded on the right to the longest, and their attention mask (int64)."""
+    width = max(len(row) for row in ids)
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for index, row in enumerate(ids):
+        input_ids[index, : len(row)] = row
+        mask[index, : len(row)] = 1
+    return input_ids, mask
+
+
+__all__ = ["PROBE_TEXTS", "TokenIdEncoder", "pad_right", "token_id_encoder"]
