@@ -68,13 +68,17 @@ def build_app(
     settings: ServeSettings | None = None,
     *,
     on_load_failure: Callable[[BaseException], None] | None = None,
+    load_before_serving: bool = False,
     **options: Any,
 ) -> FastAPI:
     """The server's ASGI app for ``run``: a run directory, a loaded ``Classifier``, or a function returning one.
 
     ``options`` are ``ServeSettings`` fields (``max_batch_tokens=...``) for when no ``settings`` are
-    given. The model loads in the background once the app starts; ``on_load_failure`` is called
-    with the error if it cannot (the command uses it to stop the server).
+    given. The model loads in the background once the app starts (``/health`` says when it is
+    ready), or, with ``load_before_serving``, before the app's start-up ends: then the server
+    accepts no connection until it can score (processes sharing one socket, where a loading one
+    would answer 503 to connections another could serve). ``on_load_failure`` is called with the
+    error if the model cannot load (the command uses it to stop the server).
     """
     settings = settings or ServeSettings.from_options(**options)
     metrics = ServeMetrics()
@@ -83,6 +87,8 @@ def build_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         loading = asyncio.get_running_loop().create_task(state.load(on_load_failure), name="review-toolkit-load")
+        if load_before_serving:
+            await loading
         try:
             yield
         finally:

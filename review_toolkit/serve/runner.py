@@ -46,7 +46,12 @@ def serve_in_this_process(
     access_log: bool = False,
     shutdown_timeout: float = 30.0,
 ) -> None:
-    """Serve until stopped; raise ReviewToolkitError if the run cannot be loaded."""
+    """Serve until stopped; raise ReviewToolkitError if the run cannot be loaded.
+
+    Alone, the server accepts connections while the model loads (``/health`` answers 503 until it
+    is ready); on ``sockets`` shared with other processes it accepts none before it can score, so
+    the kernel hands connections to the processes that are ready.
+    """
     import uvicorn
 
     from review_toolkit.serve.application import build_app
@@ -59,7 +64,7 @@ def serve_in_this_process(
         if server is not None:
             server.should_exit = True
 
-    app = build_app(run, settings, on_load_failure=stop_on_load_failure)
+    app = build_app(run, settings, on_load_failure=stop_on_load_failure, load_before_serving=sockets is not None)
     config = uvicorn.Config(
         app,
         host=host,

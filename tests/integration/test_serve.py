@@ -457,6 +457,38 @@ def test_the_cli_stays_light() -> None:
     assert help_text.returncode == 0 and "--max-batch-tokens" in help_text.stdout and "--workers" in help_text.stdout
 
 
+def test_workers_on_one_socket_answer_only_once_they_can_score(run_dir: Path, classifier: Any, fifty_reviews: list[str]) -> None:
+    """Processes sharing the socket take no connection while their model loads (no 503 from a
+    loading worker when another could score), and SIGTERM stops them all cleanly."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_command(run_dir, port, "--workers", "2", "--device", "cpu")
+    health: list[int] = []
+    try:
+        def answered() -> bool:
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            try:
+                health.append(httpx.get(f"{url}/health", timeout=300).status_code)
+            except httpx.TransportError:  # the socket is not bound yet
+                return False
+            return True
+
+        wait_until(answered, "a worker to answer")
+        # A new connection each: the kernel hands them to whichever worker accepts first.
+        answers = [httpx.post(f"{url}/score", json={"reviews": [review]}, timeout=300) for review in fifty_reviews[:30]]
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert health == [200], "a worker answered before its model was ready"
+    assert [answer.status_code for answer in answers] == [200] * 30
+    np.testing.assert_allclose(
+        [answer.json()["results"][0]["p_fake"] for answer in answers], classifier.predict_proba(fifty_reviews[:30]), atol=1e-6
+    )
+    assert process.returncode == 0, stderr[-3000:]
+
+
 def test_workers_spread_over_gpus_one_each() -> None:
     assert worker_devices(None, 1, 0) == [None]
     assert worker_devices(None, 3, 2) == ["cuda:0", "cuda:1", "cuda:0"]
