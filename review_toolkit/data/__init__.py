@@ -15,6 +15,6 @@ from review_toolkit.data.splits import DEFAULT_SEED, LeakageWarning, ReviewSplit
 
 __all__ = [
     "DEFAULT_SEED", "FAKE", "FORMATS", "LABEL_ALIASES", "LABEL_NAMES", "LeakageWarning", "REAL", "ReviewSplits",
-    "default_data_path", "load_reviews", "load_splits", "load_splits_for", "split_seed_of", "normalise_labels", "parse_label_map",
-    "read_table", "split_reviews", "supported_formats",
+    "default_data_path", "load_reviews", "load_splits", "load_splits_for", "normalise_labels", "parse_label_map",
+    "read_table", "split_reviews", "split_seed_of", "supported_formats",
 ]

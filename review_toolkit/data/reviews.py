@@ -257,10 +257,14 @@ def _splits_from_files(
     return splits, sources
 
 
-def split_seed_of(config: Any) -> int | None:
-    """The seed that splits the data: ``split_seed`` when set, else the run's ``seed``."""
-    split_seed = getattr(config, "split_seed", None)
-    return config.seed if split_seed is None else split_seed
+def split_seed_of(config: Any) -> Any:
+    """The seed that splits the data: ``split_seed`` when set, else the run's ``seed``
+    (of a ``TrainConfig``, or of a run's config.yaml read as a mapping)."""
+    def setting(name: str) -> Any:
+        return config.get(name) if isinstance(config, Mapping) else getattr(config, name, None)
+
+    split_seed = setting("split_seed")
+    return setting("seed") if split_seed is None else split_seed
 
 
 def load_splits_for(config: Any) -> ReviewSplits:

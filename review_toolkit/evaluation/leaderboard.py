@@ -251,13 +251,14 @@ def _run_rows(runs: list[Path], all_runs: list[Path]) -> list[dict[str, Any]]:
 def _seed_of(run: Path) -> int | None:
     """The split's seed, as the run's config.yaml records it (None where it cannot be read)."""
     from review_toolkit.config import read_yaml_mapping
+    from review_toolkit.data import split_seed_of
     from review_toolkit.errors import ReviewToolkitError
 
     try:
         config = read_yaml_mapping(run / CONFIG_FILE, what="Run config", missing_hint="", mapping_hint="hold a mapping")
     except ReviewToolkitError:
         return None
-    seed = config.get("seed") if config.get("split_seed") is None else config.get("split_seed")
+    seed = split_seed_of(config)
     return seed if isinstance(seed, int) else None
 
 

@@ -1,9 +1,9 @@
 """Texts to token ids straight from the Rust ``tokenizers`` library behind a fast tokenizer.
 
 A transformers fast tokenizer encodes in Rust, then converts every encoding to Python objects
-(offsets, type ids, masks, overflow) that scoring never reads: on short reviews that conversion
-costs more than the encoding, and a server pays it for every request, holding the GIL. Scoring
-needs the ids alone, so :func:`token_id_encoder` encodes with a private copy of the Rust
+(type ids, masks, overflow) that scoring never reads: on short reviews that conversion adds about
+a fifth to the encoding, all of it holding the GIL, and a server pays it for every request.
+Scoring needs the ids alone, so :func:`token_id_encoder` encodes with a private copy of the Rust
 tokenizer, truncating as the wrapper does, and keeps the wrapper only where the two disagree on a
 probe (a tokenizer without a Rust backend, or one whose Python side changes the ids).
 """

@@ -24,6 +24,7 @@ import numpy as np
 from review_toolkit import __version__
 from review_toolkit.config import read_yaml_mapping
 from review_toolkit.errors import ConfigError, RunDirectoryError
+from review_toolkit.data import split_seed_of
 from review_toolkit.evaluation.metrics import classification_metrics, classification_report
 from review_toolkit.evaluation.run_evaluation import SplitScores, load_split_predictions, save_split_predictions
 from review_toolkit.inference.calibration import (
@@ -187,11 +188,6 @@ def _seed(member: Member) -> int:
     return seed if isinstance(seed, int) else 0
 
 
-def _split_seed(member: Member) -> Any:
-    split_seed = member.config.get("split_seed")
-    return member.config.get("seed") if split_seed is None else split_seed
-
-
 def _require_same_data(members: list[Member]) -> None:
     """Refuse members that did not read the same reviews, split the same way, with the same labels."""
     first = members[0]
@@ -203,11 +199,12 @@ def _require_same_data(members: list[Member]) -> None:
                     f"{first.config.get(key)!r}: an ensemble combines runs trained on the same data and split. "
                     f"Train the members with the same {option}."
                 )
-        if _split_seed(first) != _split_seed(other):
+        if split_seed_of(first.config) != split_seed_of(other.config):
             raise ConfigError(
-                f"{other.path} was split with seed {_split_seed(other)}, {first.path} with {_split_seed(first)}: an "
-                "ensemble combines runs trained on the same data and split. Train the members with the same "
-                "--split-seed (or --seed); --seed alone may differ when --split-seed is the same."
+                f"{other.path} was split with seed {split_seed_of(other.config)}, {first.path} with "
+                f"{split_seed_of(first.config)}: an ensemble combines runs trained on the same data and split. "
+                "Train the members with the same --split-seed (or --seed); --seed alone may differ when "
+                "--split-seed is the same."
             )
         for key, what in (("sizes", "split sizes"), ("split", "split")):
             mine, theirs = (member.info.get("data", {}).get(key) for member in (first, other))
