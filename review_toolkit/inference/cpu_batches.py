@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from review_toolkit.accel.batching import token_budget_ranges
 
-# glibc's malloc returns blocks of 32 MiB and more to the kernel when they are freed, and the next
-# op page-faults them back in: CPU batches whose widest activation stays under that size run
-# faster (benchmarks/README.md, "CPU embedding").
-CPU_ACTIVATION_BYTES = 30 << 20
+# The widest activation of a CPU batch (tokens x feed-forward width, float32). Batches whose
+# activations stay in the cores' caches run faster, and blocks under 4 MiB are never handed back
+# to the kernel and page-faulted in again by the next op (glibc's heap keeps them; predict sets
+# that threshold, inference/scoring.py) (benchmarks/README.md, "CPU batches bounded by activation size").
+CPU_ACTIVATION_BYTES = 4 << 20
 
 
 #: Padded tokens a CPU batch may compute beyond its reviews' own, as a fraction of them.

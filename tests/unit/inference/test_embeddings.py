@@ -12,7 +12,7 @@ from review_toolkit.inference.embeddings import (
 
 def test_cpu_batches_hold_every_review_once_within_the_token_budget():
     lengths = [random.Random(seed).randint(3, 512) for seed in range(2_000)]
-    batch_size, width = 64, 1_536
+    batch_size, width = 64, 256  # a small encoder's feed-forward width: the budget is 4,096 tokens
     budget = min(batch_size * 128, CPU_ACTIVATION_BYTES // (4 * width))
 
     batches = cpu_token_budget_batches(lengths, batch_size, width)
