@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -29,15 +29,8 @@ from sentence_transformers import SentenceTransformer
 from review_toolkit import registry
 from review_toolkit.inference.embeddings import embed_texts
 
-
-def cpu_info() -> tuple[str, list[str]]:
-    """The CPU's model name and which of the flags that matter here it has."""
-    path = Path("/proc/cpuinfo")
-    lines = path.read_text().splitlines() if path.exists() else []
-    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
-    name = fields.get("model name") or platform.processor() or platform.machine()
-    flags = fields.get("flags", "").split()
-    return name, [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_scoring import cpu_info  # noqa: E402  (the CPU's name and the flags that matter)
 
 
 def load_contenders():

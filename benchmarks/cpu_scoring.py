@@ -42,12 +42,13 @@ REVIEW = "Great kettle, boils fast and the lid closes well."
 
 
 def cpu_info() -> tuple[str, list[str]]:
+    """The CPU's model name and which of the flags that matter here it has."""
     path = Path("/proc/cpuinfo")
     lines = path.read_text().splitlines() if path.exists() else []
     fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
     name = fields.get("model name") or platform.processor() or platform.machine()
     flags = fields.get("flags", "").split()
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
     return name, [flag for flag in wanted if flag in flags]
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from review_toolkit.cli.group import is_main_process, quiet_libraries, stops_on_interrupt
+from review_toolkit.cli.group import backend_option, is_main_process, quiet_libraries, stops_on_interrupt
 
 
 @click.command()
@@ -22,7 +22,7 @@ from review_toolkit.cli.group import is_main_process, quiet_libraries, stops_on_
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Set the decision threshold by hand.")
 @click.option("--no-save", is_flag=True, help="Try a calibration or threshold without storing it in the run.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Reviews per forward pass with --data (default: 64 on GPU, 16 on CPU).")
-@click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True, help="What embeds --data: the PyTorch model, the run's ONNX export, or auto: the export on a CPU when the run has one.")
+@backend_option("What embeds --data")
 @click.option("--allow-unverified", is_flag=True, help="Evaluate a run that does not match its manifest (it is then not re-sealed).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @stops_on_interrupt(lambda interrupt, **_: "Interrupted; no evaluation output was written.")

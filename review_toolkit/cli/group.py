@@ -128,3 +128,18 @@ class LazyChoice(click.Choice):
     @property  # type: ignore[override]
     def choices(self) -> Sequence[str]:
         return tuple(self._load())
+
+
+def _backends() -> tuple[str, ...]:
+    from review_toolkit.inference.onnx_backend import BACKENDS
+
+    return BACKENDS
+
+
+def backend_option(what: str = "What embeds") -> Callable[[Function], Function]:
+    """``--backend`` of the commands that score: the PyTorch model, the run's ONNX export, or auto."""
+    return click.option(
+        "--backend", type=LazyChoice(_backends), default="auto", show_default=True,
+        help=f"{what}: the PyTorch model, the run's ONNX export (review-toolkit export), or auto: the export on a "
+        "CPU when the run has one.",
+    )

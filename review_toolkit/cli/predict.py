@@ -6,7 +6,7 @@ import os
 
 import click
 
-from review_toolkit.cli.group import LazyChoice, is_main_process, quiet_libraries, stops_on_interrupt
+from review_toolkit.cli.group import LazyChoice, backend_option, is_main_process, quiet_libraries, stops_on_interrupt
 
 STDIO = "-"
 
@@ -38,7 +38,7 @@ def _interrupted(interrupt: KeyboardInterrupt, output_path: str | None, **_: obj
 @click.option("--input-format", type=LazyChoice(_input_formats), help="Format of --input (default: its extension; guessed on standard input).")
 @click.option("--output-format", type=LazyChoice(_output_formats), help="Format of the output (default: --output's extension, else the input's).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Reviews per forward pass (default: 64 on GPU, 16 on CPU).")
-@click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True, help="What embeds: the PyTorch model, the run's ONNX export (review-toolkit export), or auto: the export on a CPU when the run has one.")
+@backend_option()
 @click.option("--allow-unverified", is_flag=True, help="Load a run that does not match its manifest (still never unpickles).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code that comes with the run's checkpoint to run.")
 @click.option("--compile", "compile_encoder", is_flag=True, help="Compile the encoder's layers first (GPUs only): faster scoring of large inputs, after 10-30 s of compiling.")

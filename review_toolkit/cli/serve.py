@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from review_toolkit.cli.group import backend_option
 from review_toolkit.serve.settings import ServeSettings
 
 _DEFAULTS = ServeSettings()
@@ -31,7 +32,7 @@ def _missing_dependencies() -> list[str]:
 @click.option("--max-inputs", type=click.IntRange(min=1), default=_DEFAULTS.max_inputs, show_default=True, help="Reviews per request; more are refused with 413.")
 @click.option("--max-body-bytes", type=click.IntRange(min=1), default=_DEFAULTS.max_body_bytes, show_default=True, help="Largest request body; larger ones are refused with 413.")
 @click.option("--device", help="cpu, cuda or cuda:i; a comma-separated list gives one per worker (default: a GPU if there is one, one per worker).")
-@click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True, help="What embeds: the PyTorch model, the run's ONNX export (review-toolkit export), or auto: the export on a CPU when the run has one.")
+@backend_option()
 @click.option("--threads", type=click.IntRange(min=1), help="Torch threads per process (default: torch's own; with --workers N on CPUs: the cores shared out).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Server processes, each with its own model (on GPUs: one per GPU).")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True, help="Seconds to finish in-flight requests after SIGTERM.")

@@ -19,13 +19,13 @@ from review_toolkit.errors import RunDirectoryError
 from review_toolkit.runtime.os_errors import require_creatable_directory
 from review_toolkit.runs.layout import (
     CHECKPOINT_DIRECTORY,
-    CONFIG_FILE,
     CROSS_VALIDATION_FILE,
     FOLD_PREFIX,
     METRICS_FILE,
     PARTIAL_SUFFIX,
     RUN_FILE,
     read_json,
+    read_run_config_file,
 )
 
 logger = logging.getLogger(__name__)
@@ -250,12 +250,11 @@ def _run_rows(runs: list[Path], all_runs: list[Path]) -> list[dict[str, Any]]:
 
 def _seed_of(run: Path) -> int | None:
     """The split's seed, as the run's config.yaml records it (None where it cannot be read)."""
-    from review_toolkit.config import read_yaml_mapping
     from review_toolkit.data import split_seed_of
     from review_toolkit.errors import ReviewToolkitError
 
     try:
-        config = read_yaml_mapping(run / CONFIG_FILE, what="Run config", missing_hint="", mapping_hint="hold a mapping")
+        config = read_run_config_file(run)
     except ReviewToolkitError:
         return None
     seed = split_seed_of(config)

@@ -69,9 +69,9 @@ class TokenIds:
         if library == "tokenizers":
             from tokenizers import Tokenizer
 
-            self._fast = Tokenizer.from_file(str(Path(directory) / "tokenizer.json"))
-            self._fast.enable_truncation(max_length)
-            self._fast.no_padding()
+            from review_toolkit.inference.token_ids import rust_token_ids
+
+            self._fast = rust_token_ids(Tokenizer.from_file(str(Path(directory) / "tokenizer.json")), max_length)
         else:
             from transformers import AutoTokenizer
 
@@ -81,7 +81,7 @@ class TokenIds:
         """``{"input_ids": [...]}`` as a Hugging Face tokenizer returns it (what the server counts tokens
         with), always truncated to the run's ``max_length``, the only length the graph was checked at."""
         if self.library == "tokenizers":
-            return {"input_ids": [encoding.ids for encoding in self._fast.encode_batch(list(texts))]}
+            return {"input_ids": self._fast(texts)}
         return {"input_ids": self._slow(list(texts), truncation=True, max_length=self.max_length)["input_ids"]}
 
 

@@ -59,9 +59,14 @@ def _rust_encoder(tokenizer: Any, max_length: int) -> TokenIdEncoder | None:
     from tokenizers import Tokenizer
 
     # A copy: the wrapper changes its backend's truncation and padding on every call.
-    rust = Tokenizer.from_str(backend.to_str())
+    copy = Tokenizer.from_str(backend.to_str())
+    return rust_token_ids(copy, max_length, direction=getattr(tokenizer, "truncation_side", "right"))
+
+
+def rust_token_ids(rust: Any, max_length: int, *, direction: str = "right") -> TokenIdEncoder:
+    """Texts to ids with a Rust ``tokenizers.Tokenizer`` (set here to truncate at ``max_length``, never pad)."""
     rust.no_padding()
-    rust.enable_truncation(int(max_length), direction=getattr(tokenizer, "truncation_side", "right"))
+    rust.enable_truncation(int(max_length), direction=direction)
 
     def encode(texts: Sequence[str]) -> list[list[int]]:
         return [encoding.ids for encoding in rust.encode_batch(list(texts))]
@@ -80,4 +85,4 @@ def pad_right(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np
     return input_ids, mask
 
 
-__all__ = ["PROBE_TEXTS", "TokenIdEncoder", "pad_right", "token_id_encoder"]
+__all__ = ["PROBE_TEXTS", "TokenIdEncoder", "pad_right", "rust_token_ids", "token_id_encoder"]

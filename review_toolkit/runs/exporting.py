@@ -14,10 +14,11 @@ from typing import Any
 
 from review_toolkit.errors import ConfigError
 from review_toolkit.inference.onnx_backend import EXPORT_FILE, ONNX_DIRECTORY, read_export, require_onnxruntime
-from review_toolkit.runs.layout import CONFIG_FILE, METRICS_FILE, REPORT_FILE, RUN_FILE, EVALUATION_DIRECTORY, read_json, require_run_directory
+from review_toolkit.runs.layout import (
+    EVALUATION_DIRECTORY, METRICS_FILE, REPORT_FILE, RUN_FILE, read_json, read_run_config_file, require_run_directory,
+)
 from review_toolkit.runs.manifest import verify_run_directory, write_manifest
 
-FORMATS = ("onnx",)
 # Real reviews of the bundled sample, so that parity is measured on text like the run's.
 PARITY_TEXTS = 32
 
@@ -32,7 +33,7 @@ def export_run(run_dir: str | Path, *, precision: str = "fp32") -> dict[str, Any
     require_onnxruntime("Exporting to ONNX")
     verify_run_directory(run)  # strict: the export is sealed into the manifest
     info = read_json(run / RUN_FILE)
-    config = _read_yaml(run / CONFIG_FILE)
+    config = read_run_config_file(run)
     if config.get("trust_remote_code"):
         raise _refuse(run, "it was trained with --trust-remote-code; model code from a checkpoint is not exported.")
     from review_toolkit.runs.loader import load_run
@@ -105,10 +106,4 @@ def refresh_model_card(run: Path) -> None:
     report = (run / REPORT_FILE).read_text(encoding="utf-8") if (run / REPORT_FILE).is_file() else ""
     latest = run / EVALUATION_DIRECTORY / "test" / METRICS_FILE
     evaluation = read_json(latest) if latest.is_file() else None
-    write_model_card(run, _read_yaml(run / CONFIG_FILE), read_json(run / RUN_FILE), metrics, report, evaluation=evaluation)
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    write_model_card(run, read_run_config_file(run), read_json(run / RUN_FILE), metrics, report, evaluation=evaluation)

@@ -151,11 +151,16 @@ def trained_text_column(run: str | Path) -> str:
     loading to report; this only picks a default.
     """
     try:
-        values = read_yaml_mapping(Path(run) / CONFIG_FILE, what="Run config", missing_hint="", mapping_hint="hold a mapping")
+        values = read_run_config_file(run)
     except ReviewToolkitError:
         return "text"
     column = values.get("text_column")
     return column if isinstance(column, str) and column else "text"
+
+
+def read_run_config_file(run: str | Path) -> dict[str, Any]:
+    """The run's config.yaml as a mapping; errors name the file."""
+    return read_yaml_mapping(Path(run) / CONFIG_FILE, what="Run config", missing_hint="", mapping_hint="hold a mapping")
 
 
 def read_json(path: Path) -> Any:

@@ -42,8 +42,11 @@ class ServeSettings:
         for name in ("max_batch_tokens", "max_concurrent_requests", "max_inputs", "max_body_bytes", "predict_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}.")
-        if self.backend not in ("auto", "torch", "onnx"):
-            raise ConfigError(f"backend must be auto, torch or onnx, not {self.backend!r}.")
+        if self.backend != "auto":  # the default needs no check, nor the import
+            from review_toolkit.inference.onnx_backend import BACKENDS
+
+            if self.backend not in BACKENDS:
+                raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}.")
         if self.max_wait_ms < 0:
             raise ConfigError(f"max_wait_ms cannot be negative ({self.max_wait_ms}).")
 

@@ -22,7 +22,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from review_toolkit import __version__
-from review_toolkit.config import read_yaml_mapping
 from review_toolkit.errors import ConfigError, RunDirectoryError
 from review_toolkit.data import split_seed_of
 from review_toolkit.evaluation.metrics import classification_metrics, classification_report
@@ -48,6 +47,7 @@ from review_toolkit.runs.layout import (
     SPLIT_PREDICTIONS_FILE,
     RunWriter,
     read_json,
+    read_run_config_file,
     require_run_directory,
     write_json,
 )
@@ -158,7 +158,7 @@ def _read_members(runs: Sequence[str | Path]) -> list[Member]:
                 f"{path} has no {SPLIT_PREDICTIONS_FILE} (its validation and test scores), which the ensemble is "
                 "fitted on; it was trained by an older version. Train it again, then build the ensemble."
             )
-        config = read_yaml_mapping(path / CONFIG_FILE, what="Run config", missing_hint="", mapping_hint="hold a mapping")
+        config = read_run_config_file(path)
         metrics = _read_record(path, METRICS_FILE)
         name = _unique_name(path.resolve().name, names)
         names.add(name)
