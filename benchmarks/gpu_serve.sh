@@ -4,7 +4,8 @@
 # which the image's transformers has (native gte needs a newer one, see gpu_scoring.sh).
 # Carried in .carry/: wheels/ (FastAPI, uvicorn, httptools, uvloop, pydantic, opentelemetry-api), site/,
 # the toolkit's wheel, fake_reviews.csv and minilm-tokenizer/ (MiniLM's tokenizer files). WORKERS (default "1") lists the
-# server process counts to measure, all on the one GPU; arguments pass through to serve_load.py.
+# server process counts to measure, all on the one GPU; HTTP_WORKERS (default "0") the counts of HTTP processes in front
+# of them (serve --http-workers; 0: each process answers HTTP itself); arguments pass through to serve_load.py.
 set -euo pipefail
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-index --no-compile --target /tmp/serve-site .carry/wheels/*.whl .carry/review_toolkit-0.1.0-py3-none-any.whl
@@ -24,7 +25,10 @@ PY
 python3 -m review_toolkit train --quiet --backbone bert --model /tmp/bert-large-random --method frozen --head logreg \
     --data /tmp/serve-subset.csv --output-dir /tmp/serve-runs/bert-large-frozen-logreg 2>&1 | tail -1
 for workers in ${WORKERS:-1}; do
-  python3 benchmarks/serve_load.py --run /tmp/serve-runs/bert-large-frozen-logreg --device cuda:0 --data .carry/fake_reviews.csv \
-      --out "$OUT" --name "serve_load_h200_workers$workers" --machine "one NVIDIA H200" --offline-rounds 2 --workers "$workers" \
-      --run-description "a frozen BERT-large-shaped (Stella-size, random-init) encoder + logistic regression run" "$@" | grep '^|'
+  for http_workers in ${HTTP_WORKERS:-0}; do
+    name="serve_load_h200_workers$workers"; [ "$http_workers" = 0 ] || name+="_http$http_workers"
+    python3 benchmarks/serve_load.py --run /tmp/serve-runs/bert-large-frozen-logreg --device cuda:0 --data .carry/fake_reviews.csv \
+        --out "$OUT" --name "$name" --machine "one NVIDIA H200" --offline-rounds 2 --workers "$workers" --http-workers "$http_workers" \
+        --run-description "a frozen BERT-large-shaped (Stella-size, random-init) encoder + logistic regression run" "$@" | grep '^|'
+  done
 done

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -120,6 +121,15 @@ async def run_level(port: int, texts: list[str], clients: int, requests: int, ti
     }
 
 
+def run_async(coroutine: Any) -> Any:
+    """uvloop's event loop where it is installed: the load generator must cost less than the server."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
 def offline_throughput(run: Path, texts: list[str], batch_size: int, rounds: int, device: str) -> dict:
     """Best of ``rounds`` timings of predict_proba on ``texts`` (background load only slows a round)."""
     from review_toolkit.runs.loader import load_run
@@ -133,6 +143,26 @@ def offline_throughput(run: Path, texts: list[str], batch_size: int, rounds: int
         timings.append(time.perf_counter() - started)
     best = min(timings)
     return {"reviews": len(texts), "batch_size": batch_size, "seconds": [round(t, 3) for t in timings], "reviews_per_s": round(len(texts) / best, 2)}
+
+
+def call_latency(run: Path, texts: list[str], batch_size: int, device: str, sizes: tuple[int, ...] = (1, 8, 16, 32, 64), calls: int = 20) -> dict:
+    """Median seconds of one predict_proba call on N reviews (token ids given, as the server does):
+    the least time a batch of N can take in the server, whatever the HTTP side costs."""
+    from review_toolkit.runs.loader import load_run
+
+    classifier = load_run(run, device=device)
+    medians = {}
+    for size in sizes:
+        chunks = [texts[index * size : (index + 1) * size] for index in range(calls)]
+        ids = [classifier.token_ids(chunk) for chunk in chunks]
+        classifier.predict_proba(chunks[0], batch_size=batch_size, token_ids=ids[0])
+        timings = []
+        for chunk, chunk_ids in zip(chunks, ids):
+            started = time.perf_counter()
+            classifier.predict_proba(chunk, batch_size=batch_size, token_ids=chunk_ids)
+            timings.append(time.perf_counter() - started)
+        medians[str(size)] = round(1000 * statistics.median(timings), 2)
+    return medians
 
 
 def wait_ready(port: int, process: subprocess.Popen, limit_s: float = 600) -> None:
@@ -152,16 +182,27 @@ def wait_ready(port: int, process: subprocess.Popen, limit_s: float = 600) -> No
     raise SystemExit("the server did not become ready")
 
 
-def server_metrics(port: int) -> dict:
-    """Batches the server formed: how many, and their mean size in reviews."""
+def metric_values(port: int) -> dict[str, float]:
     import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
         text = answer.read().decode()
-    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")}
-    batches = values.get("review_toolkit_batch_size_reviews_count", 0)
-    reviews = values.get("review_toolkit_batch_size_reviews_sum", 0)
-    return {"batches": int(batches), "mean_reviews_per_batch": round(reviews / batches, 2) if batches else None}
+    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def batch_summary(before: dict[str, float], after: dict[str, float]) -> dict:
+    """Batches the server formed between two scrapes: how many, their mean size, time and queue wait."""
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    batches = delta("review_toolkit_batch_size_reviews_count")
+    waits = delta("review_toolkit_queue_wait_seconds_count")
+    return {
+        "batches": int(batches),
+        "mean_reviews_per_batch": round(delta("review_toolkit_batch_size_reviews_sum") / batches, 2) if batches else None,
+        "mean_batch_ms": round(1000 * delta("review_toolkit_batch_latency_seconds_sum") / batches, 2) if batches else None,
+        "mean_queue_wait_ms": round(1000 * delta("review_toolkit_queue_wait_seconds_sum") / waits, 2) if waits else None,
+    }
 
 
 def markdown(result: dict) -> str:
@@ -178,13 +219,18 @@ def markdown(result: dict) -> str:
         f"Offline `predict_proba` on the {result['offline']['reviews']} reviews of the 64-client level "
         f"(batch size {result['offline']['batch_size']}, best of {len(result['offline']['seconds'])}): **{offline:.1f} reviews/s**.",
         "",
-        "| clients | requests | failures | requests/s | p50 ms | p99 ms | vs offline |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "One `predict_proba` call on N reviews (token ids given, median of 20), ms: "
+        + ", ".join(f"{size}: {ms}" for size, ms in result["call_latency_ms"].items()) + ".",
+        "",
+        "| clients | requests | failures | requests/s | p50 ms | p99 ms | vs offline | batches | reviews/batch | ms/batch | queue wait ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for level in result["levels"]:
+        batches = level["server_batches"]
         lines.append(
             f"| {level['clients']} | {level['requests']} | {level['failures']} | {level['requests_per_s']:.1f} | "
-            f"{level['p50_ms']:.1f} | {level['p99_ms']:.1f} | {level['requests_per_s'] / offline:.0%} |"
+            f"{level['p50_ms']:.1f} | {level['p99_ms']:.1f} | {level['requests_per_s'] / offline:.0%} | {batches['batches']} | "
+            f"{batches['mean_reviews_per_batch']} | {batches['mean_batch_ms']} | {batches['mean_queue_wait_ms']} |"
         )
     targets = result["targets"]
     lines += [
@@ -192,7 +238,6 @@ def markdown(result: dict) -> str:
         f"Targets: 64 clients at >= 80% of offline throughput: **{targets['throughput_64_vs_offline']:.0%}** "
         f"({'met' if targets['throughput_met'] else 'missed'}); single-review p50 with no other load "
         f"< {targets['p50_target_ms']} ms: **{targets['p50_single_ms']:.1f} ms** ({'met' if targets['latency_met'] else 'missed'}).",
-        f"Batches formed by the server over all levels: {result['server_batches']}.",
         "",
     ]
     return "\n".join(lines)
@@ -208,6 +253,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="predict_proba batch size, offline and in the server.")
     parser.add_argument("--threads", type=int, help="Torch threads, offline and in the server (default: torch's own).")
     parser.add_argument("--workers", type=int, help="Server processes sharing the socket (serve --workers; on a CPU each gets cores / workers threads).")
+    parser.add_argument("--http-workers", type=int, help="HTTP processes forwarding to the model processes (serve --http-workers).")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--name", default="serve_load_cpu")
     parser.add_argument("--machine", default="2-core CPU", help="How the results name this machine.")
@@ -233,6 +279,8 @@ def main() -> None:
     largest = arguments.requests[2]
     offline = offline_throughput(run, texts[:largest], arguments.batch_size, arguments.offline_rounds, arguments.device)
     print(f"offline predict_proba: {offline['reviews_per_s']} reviews/s", flush=True)
+    latency = call_latency(run, texts, arguments.batch_size, arguments.device)
+    print(f"one predict_proba call, ms by reviews: {latency}", flush=True)
 
     port = free_port()
     server_options = ["--max-wait-ms", "2", "--max-concurrent-requests", "256", "--device", arguments.device]
@@ -240,18 +288,21 @@ def main() -> None:
         server_options += ["--threads", str(arguments.threads)]
     if arguments.workers:
         server_options += ["--workers", str(arguments.workers)]
+    if arguments.http_workers:
+        server_options += ["--http-workers", str(arguments.http_workers)]
     process = subprocess.Popen(
         [sys.executable, "-m", "review_toolkit", "serve", "--run", str(run), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *server_options],
     )  # fmt: skip
     try:
         wait_ready(port, process)
-        asyncio.run(run_level(port, texts[-50:], 1, 50, 60))  # warm the server's code paths, not measured
+        run_async(run_level(port, texts[-50:], 1, 50, 60))  # warm the server's code paths, not measured
         levels = []
         for clients, requests in zip(LEVELS, arguments.requests):
-            level = asyncio.run(run_level(port, texts[:requests], clients, requests, arguments.time_limit))
+            before = metric_values(port)
+            level = run_async(run_level(port, texts[:requests], clients, requests, arguments.time_limit))
+            level["server_batches"] = batch_summary(before, metric_values(port))
             print(json.dumps(level), flush=True)
             levels.append(level)
-        batches = server_metrics(port)
     finally:
         process.terminate()
         process.wait(timeout=120)
@@ -272,7 +323,7 @@ def main() -> None:
         "server_options": " ".join(server_options),
         "offline": offline,
         "levels": levels,
-        "server_batches": batches,
+        "call_latency_ms": latency,
         "targets": {
             "throughput_64_vs_offline": round(ratio, 3),
             "throughput_met": ratio >= 0.8,

@@ -35,6 +35,7 @@ def _missing_dependencies() -> list[str]:
 @backend_option()
 @click.option("--threads", type=click.IntRange(min=1), help="Torch threads per process (default: torch's own; with --workers N on CPUs: the cores shared out).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Server processes, each with its own model (on GPUs: one per GPU).")
+@click.option("--http-workers", type=click.IntRange(min=0), default=0, show_default=True, help="HTTP processes that parse requests and forward the reviews to the model processes (--workers of them), which batch every request together; 0: each process answers HTTP itself. Use it on GPUs, where one process cannot parse requests as fast as the GPU scores them.")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True, help="Seconds to finish in-flight requests after SIGTERM.")
 @click.option("--compile", is_flag=True, default=None, help="Compile the encoder's layers before reporting ready (GPUs only): faster batches after 10-30 s of compiling.")
 @click.option("--allow-unverified", is_flag=True, help="Serve a run that does not match its manifest (still never unpickles).")
@@ -46,6 +47,7 @@ def serve(
     port: int,
     device: str | None,
     workers: int,
+    http_workers: int,
     threads: int | None,
     shutdown_timeout: float,
     allow_unverified: bool,
@@ -76,7 +78,7 @@ def serve(
 
     runner._configure_logging(log_level)
     options = {"log_level": log_level, "access_log": access_log, "shutdown_timeout": shutdown_timeout}
-    if workers == 1 and (device is None or "," not in device):
+    if workers == 1 and not http_workers and (device is None or "," not in device):
         if threads:
             import torch
 
@@ -88,4 +90,4 @@ def serve(
     from review_toolkit.serve.devices import worker_devices
 
     devices = worker_devices(device, workers, torch.cuda.device_count() if torch.cuda.is_available() else 0)
-    runner.serve_in_processes(run, settings, devices, host=host, port=port, threads=threads, **options)
+    runner.serve_in_processes(run, settings, devices, host=host, port=port, threads=threads, http_workers=http_workers, **options)

@@ -29,7 +29,6 @@ from review_toolkit.serve.schemas import (
     HealthResponse,
     LabelScore,
     PredictRequest,
-    ReviewVerdict,
     RunIdentity,
     ScoreRequest,
     ScoreResponse,
@@ -69,6 +68,7 @@ def build_app(
     *,
     on_load_failure: Callable[[BaseException], None] | None = None,
     load_before_serving: bool = False,
+    engines: list[str] | None = None,
     **options: Any,
 ) -> FastAPI:
     """The server's ASGI app for ``run``: a run directory, a loaded ``Classifier``, or a function returning one.
@@ -78,11 +78,18 @@ def build_app(
     ready), or, with ``load_before_serving``, before the app's start-up ends: then the server
     accepts no connection until it can score (processes sharing one socket, where a loading one
     would answer 503 to connections another could serve). ``on_load_failure`` is called with the
-    error if the model cannot load (the command uses it to stop the server).
+    error if the model cannot load (the command uses it to stop the server). With ``engines``
+    (Unix socket paths of model processes, ``serve --http-workers``) this process loads no
+    model: it forwards the reviews to the least busy of those processes.
     """
     settings = settings or ServeSettings.from_options(**options)
     metrics = ServeMetrics()
-    state = ModelState(run, settings, metrics)
+    if engines:
+        from review_toolkit.serve.remote import RemoteModelState
+
+        state: ModelState = RemoteModelState(run, engines, settings, metrics)
+    else:
+        state = ModelState(run, settings, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -241,7 +248,7 @@ def _add_routes(app: FastAPI, state: ModelState, settings: ServeSettings, metric
             "labels": list(LABEL_NAMES),
             "checkpoint": run_info.get("checkpoint"),
             "plugins": run_info.get("plugins"),
-            "versions": {"trained_with_review_toolkit": run_info.get("toolkit_version"), **_library_versions()},
+            "versions": {"trained_with_review_toolkit": run_info.get("toolkit_version"), **state.library_versions()},
             "calibration": run_info.get("calibration"),
             "scored_with": getattr(state.classifier, "scored_with", None),
             "metrics": state.training_metrics,
@@ -251,7 +258,7 @@ def _add_routes(app: FastAPI, state: ModelState, settings: ServeSettings, metric
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def prometheus() -> Response:
         """Prometheus text format: requests by route and status, errors, queue depth, batch sizes, latencies."""
-        return Response(metrics.render(), media_type=metrics.content_type)
+        return Response(await state.render_metrics(), media_type=metrics.content_type)
 
     page, script = _page_file("index.html"), _page_file("page.js")
 
@@ -266,19 +273,6 @@ def _add_routes(app: FastAPI, state: ModelState, settings: ServeSettings, metric
 
 def _not_ready_message(state: ModelState) -> str:
     return f"the model failed to load: {state.error}" if state.error else "the model is still loading"
-
-
-def _library_versions() -> dict[str, str]:
-    """Versions of what scores in this process (they can differ from those of training)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {}
-    for package in ("review_toolkit", "torch", "transformers", "scikit-learn", "fastapi", "uvicorn"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return versions
 
 
 def _run_identity(state: ModelState) -> dict[str, Any]:

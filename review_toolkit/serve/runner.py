@@ -4,18 +4,26 @@ SIGTERM and SIGINT stop a server gracefully: it stops accepting connections, ans
 requests it holds (the batcher finishes what is queued), then exits with status 0. Several
 processes (``--workers``) share a socket bound by a supervising process, which forwards the
 signal to each and fails (status 1) if any of them does.
+
+With ``--http-workers K`` the supervising process starts the model processes first (one per
+device, each listening on a Unix socket in a private folder once its model is warmed up), then K
+HTTP processes on the shared socket that forward reviews to them. A stop reaches the HTTP
+processes first, so that they answer what they hold before the model processes drain and exit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from review_toolkit.errors import ReviewToolkitError, RunDirectoryError
 from review_toolkit.serve.settings import ServeSettings
@@ -45,12 +53,14 @@ def serve_in_this_process(
     log_level: str = "info",
     access_log: bool = False,
     shutdown_timeout: float = 30.0,
+    engines: list[str] | None = None,
 ) -> None:
     """Serve until stopped; raise ReviewToolkitError if the run cannot be loaded.
 
     Alone, the server accepts connections while the model loads (``/health`` answers 503 until it
     is ready); on ``sockets`` shared with other processes it accepts none before it can score, so
-    the kernel hands connections to the processes that are ready.
+    the kernel hands connections to the processes that are ready. With ``engines`` it forwards
+    the reviews to those model processes' sockets instead of loading the model.
     """
     import uvicorn
 
@@ -64,7 +74,7 @@ def serve_in_this_process(
         if server is not None:
             server.should_exit = True
 
-    app = build_app(run, settings, on_load_failure=stop_on_load_failure, load_before_serving=sockets is not None)
+    app = build_app(run, settings, on_load_failure=stop_on_load_failure, load_before_serving=sockets is not None, engines=engines)
     config = uvicorn.Config(
         app,
         host=host,
@@ -87,9 +97,8 @@ def serve_in_this_process(
         raise ReviewToolkitError(f"The server could not start on {host}:{port} (see the log above: is the port in use?).")
 
 
-def _worker_main(run: str, settings: dict[str, Any], options: dict[str, Any], sock: socket.socket, threads: int | None) -> None:
-    """One process of ``--workers N``: its own model on its own device, the shared socket."""
-    _configure_logging(options.get("log_level", "info"))
+def _start_process(log_level: str, threads: int | None) -> None:
+    _configure_logging(log_level)
     from review_toolkit.runtime.quiet import quiet_process
 
     quiet_process(progress=False)  # a spawned process starts with the libraries' defaults
@@ -97,10 +106,43 @@ def _worker_main(run: str, settings: dict[str, Any], options: dict[str, Any], so
         import torch
 
         torch.set_num_threads(threads)
+
+
+def _worker_main(
+    run: str, settings: dict[str, Any], options: dict[str, Any], sock: socket.socket, threads: int | None, engines: list[str] | None = None
+) -> None:
+    """An HTTP process on the shared socket: ``--workers N`` (its own model on its own device), or
+    one of ``--http-workers K`` (forwarding to the model processes at ``engines``)."""
+    _start_process(options.get("log_level", "info"), threads if not engines else None)
     try:
-        serve_in_this_process(Path(run), ServeSettings(**settings), sockets=[sock], **options)
+        serve_in_this_process(Path(run), ServeSettings(**settings), sockets=[sock], engines=engines, **options)
     except ReviewToolkitError as error:
         print(f"Error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _engine_main(run: str, settings: dict[str, Any], socket_path: str, threads: int | None, log_level: str) -> None:
+    """A model process of ``--http-workers``: load, listen on ``socket_path``, drain on SIGTERM."""
+    import asyncio
+
+    _start_process(log_level, threads)
+    from review_toolkit.serve.engine import run_engine
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for stop_signal in STOP_SIGNALS:
+            loop.add_signal_handler(stop_signal, stop.set)
+        await run_engine(Path(run), ServeSettings(**settings), Path(socket_path), stop)
+
+    try:
+        asyncio.run(main())
+    except ReviewToolkitError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as error:  # noqa: BLE001 - one line on stderr, as the command gives
+        first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
+        print(f"Error: Cannot serve {run}: {type(error).__name__}: {first_line}", file=sys.stderr)
         sys.exit(1)
 
 
@@ -112,50 +154,113 @@ def serve_in_processes(
     host: str,
     port: int,
     threads: int | None = None,
+    http_workers: int = 0,
     **options: Any,
 ) -> None:
-    """Start one process per entry of ``devices`` on one socket; return once all stopped cleanly."""
+    """One process per entry of ``devices``, on one socket (or, with ``http_workers``, behind that
+    many HTTP processes on it); return once all stopped cleanly."""
     import uvicorn
 
-    sock = uvicorn.Config("review_toolkit.serve:app", host=host, port=port).bind_socket()
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked process
     cpu_workers = sum(1 for device in devices if not (device or "cpu").startswith("cuda"))
     if threads is None and cpu_workers:  # processes sharing the cores should not each spin on all of them
         threads = max(1, (os.cpu_count() or 1) // cpu_workers)
-    processes = []
-    for device in devices:
-        worker_settings = {**settings.as_dict(), "device": device}
-        process = context.Process(
-            target=_worker_main,
-            args=(str(run), worker_settings, {"host": host, "port": port, **options}, sock, threads),
-            name=f"review-toolkit-serve-{device or 'default'}",
-        )
-        process.start()
-        processes.append(process)
-    stopping = False
-
-    def forward_stop(signal_number: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        for process in processes:
-            if process.is_alive():
-                os.kill(process.pid, signal.SIGTERM)
-
-    previous = {stop_signal: signal.signal(stop_signal, forward_stop) for stop_signal in STOP_SIGNALS}
+    supervisor = _Supervisor()
+    sock: socket.socket | None = None
+    folder = Path(tempfile.mkdtemp(prefix="review-toolkit-serve-")) if http_workers else None  # mode 0700: ours alone
     try:
-        failed: list[str] = []
-        while any(process.is_alive() for process in processes):
-            for index, process in enumerate(processes):
-                process.join(timeout=0.2)
-                if process.exitcode not in (None, 0) and f"{index}" not in failed:
-                    failed.append(f"{index}")
-                    if not stopping:
-                        logger.error("Worker %d (%s) exited with status %s; stopping the others", index, devices[index], process.exitcode)
-                        forward_stop(signal.SIGTERM, None)
-        failed = [f"{index} ({devices[index] or 'default device'})" for index, process in enumerate(processes) if process.exitcode != 0]
+        with supervisor.forwarding_stop_signals():
+            if http_workers:
+                paths = [str(folder / f"model-{index}.sock") for index in range(len(devices))]
+                engines = [
+                    context.Process(
+                        target=_engine_main,
+                        args=(str(run), {**settings.as_dict(), "device": device}, path, threads, options.get("log_level", "info")),
+                        name=f"review-toolkit-model-{device or 'default'}",
+                    )
+                    for device, path in zip(devices, paths)
+                ]
+                supervisor.start(engines, [f"model process {index} ({device or 'default device'})" for index, device in enumerate(devices)])
+                if not supervisor.wait_until(lambda: all(Path(path).exists() for path in paths)):
+                    return supervisor.raise_failures()
+                sock = uvicorn.Config("review_toolkit.serve:app", host=host, port=port).bind_socket()
+                front = [
+                    context.Process(
+                        target=_worker_main,
+                        args=(str(run), settings.as_dict(), {"host": host, "port": port, **options}, sock, None, paths),
+                        name=f"review-toolkit-http-{index}",
+                    )
+                    for index in range(http_workers)
+                ]
+                supervisor.start(front, [f"HTTP process {index}" for index in range(http_workers)])
+            else:
+                sock = uvicorn.Config("review_toolkit.serve:app", host=host, port=port).bind_socket()
+                workers = [
+                    context.Process(
+                        target=_worker_main,
+                        args=(str(run), {**settings.as_dict(), "device": device}, {"host": host, "port": port, **options}, sock, threads),
+                        name=f"review-toolkit-serve-{device or 'default'}",
+                    )
+                    for device in devices
+                ]
+                supervisor.start(workers, [f"worker {index} ({device or 'default device'})" for index, device in enumerate(devices)])
+            supervisor.wait_until(lambda: False)
     finally:
-        for stop_signal, handler in previous.items():
-            signal.signal(stop_signal, handler)
-        sock.close()
-    if failed:
-        raise ReviewToolkitError(f"Server worker(s) {', '.join(failed)} failed; their messages are above.")
+        supervisor.stop_all()
+        if sock is not None:
+            sock.close()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+    supervisor.raise_failures()
+
+
+class _Supervisor:
+    """Started processes in stages; a stop (signal or a failed process) ends the latest stage first."""
+
+    def __init__(self) -> None:
+        self.stages: list[list[tuple[multiprocessing.process.BaseProcess, str]]] = []
+        self.stopping = False
+
+    def start(self, processes: list[Any], names: list[str]) -> None:
+        for process in processes:
+            process.start()
+        self.stages.append(list(zip(processes, names)))
+
+    @contextlib.contextmanager
+    def forwarding_stop_signals(self) -> Iterator[None]:
+        def request_stop(_signal_number: int, _frame: Any) -> None:
+            self.stopping = True
+
+        previous = {stop_signal: signal.signal(stop_signal, request_stop) for stop_signal in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for stop_signal, handler in previous.items():
+                signal.signal(stop_signal, handler)
+
+    def wait_until(self, condition: Callable[[], bool]) -> bool:
+        """Poll until ``condition`` holds (True), or a stop is asked or a process ended (False)."""
+        while not self.stopping:
+            for stage in self.stages:
+                for process, name in stage:
+                    process.join(timeout=0.05)
+                    if process.exitcode is not None:
+                        if process.exitcode != 0:
+                            logger.error("%s exited with status %s; stopping the others", name.capitalize(), process.exitcode)
+                        return False
+            if condition():
+                return True
+        return False
+
+    def stop_all(self) -> None:
+        for stage in reversed(self.stages):  # HTTP processes answer what they hold before models go
+            for process, _ in stage:
+                if process.is_alive():
+                    os.kill(process.pid, signal.SIGTERM)
+            for process, _ in stage:
+                process.join()
+
+    def raise_failures(self) -> None:
+        failed = [name for stage in self.stages for process, name in stage if process.exitcode not in (0, None)]
+        if failed:
+            raise ReviewToolkitError(f"Server {', '.join(failed)} failed; their messages are above.")

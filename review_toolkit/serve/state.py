@@ -101,6 +101,25 @@ class ModelState:
         if self.batcher is not None:
             await self.batcher.close()
 
+    async def render_metrics(self) -> bytes:
+        return self.metrics.render()
+
+    def library_versions(self) -> dict[str, str]:
+        return library_versions()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of what scores in this process (they can differ from those of training)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("review_toolkit", "torch", "transformers", "scikit-learn", "fastapi", "uvicorn"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return versions
+
 
 def _training_metrics(run: Path | None) -> dict[str, Any] | None:
     """The test-split metrics training wrote beside the run (metrics.json), when there is a run."""
