@@ -131,7 +131,9 @@ def supports_packing(encoder: nn.Module) -> bool:
 def enable_packed_attention(encoder: nn.Module) -> None:
     """Route the encoder's attention through ``packed_attention`` (padded batches keep SDPA)."""
     register_packed_attention()
-    pretrained_model(encoder.transformer).set_attn_implementation(ATTENTION_NAME)
+    model = pretrained_model(encoder.transformer)
+    if getattr(model.config, "_attn_implementation", None) != ATTENTION_NAME:  # once: it walks every module
+        model.set_attn_implementation(ATTENTION_NAME)
 
 
 def packing_wanted(

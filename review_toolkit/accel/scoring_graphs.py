@@ -26,8 +26,9 @@ from review_toolkit.accel.packing import ROW_MULTIPLE, StaticRowLayout, packed_p
 
 logger = logging.getLogger(__name__)
 
-#: Row lengths that get a recorded graph; longer rows keep the GPU busy enough on their own.
-SCORING_ROW_LENGTHS = (128, 256, 512, 1024, 2048, 4096)
+#: Row lengths that get a recorded graph; longer rows keep the GPU busy enough on their own. Steps of
+#: at most 1.5x above 1,024, so that a row computes at most half as many filler tokens as its own.
+SCORING_ROW_LENGTHS = (128, 256, 512, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
 #: Reviews longer than this take the eager path (the layouts' bound on a segment's length).
 MAX_GRAPHED_REVIEW = 512
 #: Eager passes before recording, so lazily created state (cuBLAS workspaces) exists first.
@@ -121,11 +122,17 @@ _GRAPHS: "weakref.WeakKeyDictionary[nn.Module, ScoringGraphs]" = weakref.WeakKey
 
 
 def scoring_graphs_for(encoder: nn.Module) -> ScoringGraphs:
-    """The graphs of ``encoder`` (made once per encoder, dropped with it; none once it is compiled)."""
+    """The graphs of ``encoder`` (made once per encoder, dropped with it; none if it is compiled).
+
+    Looked up at every scoring call, so it does nothing per call that walks the encoder's modules:
+    for a server's small batches, that walk cost as much as the forward pass.
+    """
     graphs = _GRAPHS.get(encoder)
     if graphs is None:
         graphs = _GRAPHS[encoder] = ScoringGraphs(encoder)
-    elif graphs.enabled and _is_compiled(encoder):
-        graphs.enabled = False
-        graphs._graphs.clear()
     return graphs
+
+
+def forget_scoring_graphs(encoder: nn.Module) -> None:
+    """Drop ``encoder``'s graphs (its layers were just compiled: the next lookup sees that)."""
+    _GRAPHS.pop(encoder, None)

@@ -78,7 +78,8 @@ def embed_texts(
     On a GPU in bf16, in packed rows or token-budget batches (``review_toolkit.accel.gpu_scoring``);
     elsewhere in float32, in length-sorted batches sized for CPUs.
     """
-    encoder.eval()
+    if encoder.training:  # eval() walks every module: a server's small batches would pay it each time
+        encoder.eval()
     device = model_device(encoder)
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         with tqdm(total=len(texts), desc=description, disable=not progress, unit="review") as bar:
