@@ -489,6 +489,60 @@ def test_workers_on_one_socket_answer_only_once_they_can_score(run_dir: Path, cl
     assert process.returncode == 0, stderr[-3000:]
 
 
+def test_http_workers_forward_to_one_model_process_and_stop_cleanly(run_dir: Path, classifier: Any, fifty_reviews: list[str]) -> None:
+    """--http-workers: HTTP processes answer every endpoint without a model of their own; the model
+    process scores every request (its batches show at /metrics); SIGTERM ends them all with 0."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_command(run_dir, port, "--http-workers", "2", "--device", "cpu", "--max-inputs", "8")
+    try:
+        def ready() -> bool:
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            try:
+                return httpx.get(f"{url}/health", timeout=300).status_code == 200
+            except httpx.TransportError:  # bound only once the model process is ready
+                return False
+
+        wait_until(ready, "the HTTP processes to answer")
+        reviews = fifty_reviews[:20]
+        with httpx.Client(base_url=url, timeout=300) as client:
+            answers = [client.post("/score", json={"reviews": [review]}) for review in reviews]
+            predicted = client.post("/predict", json={"inputs": REVIEWS[:2]})
+            too_many = client.post("/score", json={"reviews": REVIEWS * 3})
+            malformed = client.post("/score", json={"reviews": "one review"})
+            info = client.get("/info").json()
+            scraped = client.get("/metrics").text  # one keep-alive connection: the process that answered the above
+        batches = metric(url, "review_toolkit_batch_size_reviews_count")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert [answer.status_code for answer in answers] == [200] * 20
+    np.testing.assert_allclose([answer.json()["results"][0]["p_fake"] for answer in answers], classifier.predict_proba(reviews), atol=1e-6)
+    assert [answer.json()["results"][0]["label"] for answer in answers] == classifier.labels_for(classifier.predict_proba(reviews))
+    expected = classifier.predict_proba(REVIEWS[:2])
+    assert [max(pairs, key=lambda pair: pair["score"])["label"] for pairs in predicted.json()] == [
+        "fake" if p >= 0.5 else "real" for p in expected
+    ]
+    assert too_many.status_code == 413 and malformed.status_code == 422 and "reviews" in malformed.json()["error"]
+    assert info["run"]["name"] == run_dir.name and info["threshold"] == classifier.threshold
+    assert info["metrics"] is not None and info["versions"]["torch"]  # described by the model process
+    assert batches >= 2  # the model process's batches, summed into the HTTP process's /metrics
+    assert 'review_toolkit_requests_total{route="/score",status="200"} 20.0' in scraped  # its own request counters
+    assert process.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr
+
+
+def test_http_workers_stop_with_the_error_when_the_model_process_cannot_load(run_dir: Path) -> None:
+    process = start_command(run_dir, free_port(), "--http-workers", "1", "--device", "cpu", "--backend", "onnx")
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1
+    assert "Traceback" not in stderr
+    error_lines = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert error_lines and "onnx" in error_lines[0].lower() and "model process 0" in error_lines[-1], stderr
+
+
 def test_workers_spread_over_gpus_one_each() -> None:
     assert worker_devices(None, 1, 0) == [None]
     assert worker_devices(None, 3, 2) == ["cuda:0", "cuda:1", "cuda:0"]
