@@ -181,18 +181,19 @@ def serve_in_processes(
                     for device, path in zip(devices, paths)
                 ]
                 supervisor.start(engines, [f"model process {index} ({device or 'default device'})" for index, device in enumerate(devices)])
-                if not supervisor.wait_until(lambda: all(Path(path).exists() for path in paths)):
-                    return supervisor.raise_failures()
-                sock = uvicorn.Config("review_toolkit.serve:app", host=host, port=port).bind_socket()
-                front = [
-                    context.Process(
-                        target=_worker_main,
-                        args=(str(run), settings.as_dict(), {"host": host, "port": port, **options}, sock, None, paths),
-                        name=f"review-toolkit-http-{index}",
-                    )
-                    for index in range(http_workers)
-                ]
-                supervisor.start(front, [f"HTTP process {index}" for index in range(http_workers)])
+                # The port is bound once every model is ready: until then, connections are refused
+                # rather than answered 503, as with --workers.
+                if supervisor.wait_until(lambda: all(Path(path).exists() for path in paths)):
+                    sock = uvicorn.Config("review_toolkit.serve:app", host=host, port=port).bind_socket()
+                    front = [
+                        context.Process(
+                            target=_worker_main,
+                            args=(str(run), settings.as_dict(), {"host": host, "port": port, **options}, sock, None, paths),
+                            name=f"review-toolkit-http-{index}",
+                        )
+                        for index in range(http_workers)
+                    ]
+                    supervisor.start(front, [f"HTTP process {index}" for index in range(http_workers)])
             else:
                 sock = uvicorn.Config("review_toolkit.serve:app", host=host, port=port).bind_socket()
                 workers = [
