@@ -156,7 +156,7 @@ class RemoteModelState:
         self.batcher: RemoteBatcher | None = None
         self.scorer: RemoteScorer | None = None
         self.classifier: RemoteClassifier | None = None
-        self.error: str | None = None
+        self._error: str | None = None
         self.training_metrics: dict[str, Any] | None = None
         self._versions: dict[str, str] = {}
 
@@ -164,15 +164,22 @@ class RemoteModelState:
     def ready(self) -> bool:
         return self.batcher is not None and any(connection.open for connection in self.connections)
 
+    @property
+    def error(self) -> str | None:
+        """Why this process cannot score (``/health`` says it), or None."""
+        if self._error is None and self.batcher is not None and not self.ready:
+            return "the model process stopped"
+        return self._error
+
     async def load(self, on_failure: Any = None) -> None:
         try:
             for connection in self.connections:
                 await connection.connect()
             description = await self.connections[0].call({"op": "info"})
         except (OSError, EngineGone) as error:
-            self.error = f"cannot reach the model process: {error}"
+            self._error = f"cannot reach the model process: {error}"
             if on_failure is not None:
-                on_failure(ConnectionError(self.error))
+                on_failure(ConnectionError(self._error))
             return
         self.scorer, self.classifier = RemoteScorer(description), RemoteClassifier(description)
         self.training_metrics = description.get("training_metrics")

@@ -543,6 +543,37 @@ def test_http_workers_stop_with_the_error_when_the_model_process_cannot_load(run
     assert error_lines and "onnx" in error_lines[0].lower() and "model process 0" in error_lines[-1], stderr
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the model process through /proc")
+def test_http_workers_stop_with_an_error_when_the_model_process_dies(run_dir: Path) -> None:
+    """A killed model process takes the server down with a message naming it, not a hung port."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_command(run_dir, port, "--http-workers", "1", "--device", "cpu")
+    try:
+        def ready() -> bool:
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            try:
+                return httpx.get(f"{url}/health", timeout=300).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, "the HTTP process to answer")
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        spawned = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]  # not the resource tracker
+        model_process = int(spawned[0])  # started first; the HTTP process only once the model was ready
+        os.kill(model_process, signal.SIGKILL)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1
+    assert "Traceback" not in stderr
+    assert "Model process 0 (cpu) exited with status -9" in stderr, stderr[-3000:]
+    assert [line for line in stderr.splitlines() if line.startswith("Error:")] == [
+        "Error: Server model process 0 (cpu) failed; their messages are above."
+    ], stderr[-3000:]
+
+
 def test_workers_spread_over_gpus_one_each() -> None:
     assert worker_devices(None, 1, 0) == [None]
     assert worker_devices(None, 3, 2) == ["cuda:0", "cuda:1", "cuda:0"]
