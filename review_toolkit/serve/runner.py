@@ -97,7 +97,24 @@ def serve_in_this_process(
         raise ReviewToolkitError(f"The server could not start on {host}:{port} (see the log above: is the port in use?).")
 
 
+def _stop_when_orphaned(interval_s: float = 1.0) -> None:
+    """Stop this process gracefully once the supervising process is gone (killed with SIGKILL, say),
+    rather than keep a port or a GPU held with nobody to stop it."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="review-toolkit-parent-watch", daemon=True).start()
+
+
 def _start_process(log_level: str, threads: int | None) -> None:
+    _stop_when_orphaned()
     _configure_logging(log_level)
     from review_toolkit.runtime.quiet import quiet_process
 

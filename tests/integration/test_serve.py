@@ -574,6 +574,40 @@ def test_http_workers_stop_with_an_error_when_the_model_process_dies(run_dir: Pa
     ], stderr[-3000:]
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the server's processes through /proc")
+def test_processes_of_a_killed_server_stop_instead_of_holding_the_port(run_dir: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_command(run_dir, port, "--http-workers", "1", "--device", "cpu")
+    try:
+        def ready() -> bool:
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            try:
+                return httpx.get(f"{url}/health", timeout=300).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, "the HTTP process to answer")
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        spawned = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(spawned) == 2  # the model process and the HTTP process
+        process.kill()  # the supervisor alone: no chance to stop its children
+        process.communicate(timeout=60)
+
+        def gone(pid: str) -> bool:
+            try:
+                return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] == "Z"  # exited, not yet reaped
+            except FileNotFoundError:
+                return True
+
+        wait_until(lambda: all(gone(pid) for pid in spawned), "the orphaned processes to stop")
+    finally:
+        if process.poll() is None:
+            process.kill()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/health", timeout=5)
+
+
 def test_workers_spread_over_gpus_one_each() -> None:
     assert worker_devices(None, 1, 0) == [None]
     assert worker_devices(None, 3, 2) == ["cuda:0", "cuda:1", "cuda:0"]
