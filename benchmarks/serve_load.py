@@ -130,11 +130,8 @@ def run_async(coroutine: Any) -> Any:
     return uvloop.run(coroutine)
 
 
-def offline_throughput(run: Path, texts: list[str], batch_size: int, rounds: int, device: str) -> dict:
+def offline_throughput(classifier: Any, texts: list[str], batch_size: int, rounds: int) -> dict:
     """Best of ``rounds`` timings of predict_proba on ``texts`` (background load only slows a round)."""
-    from review_toolkit.runs.loader import load_run
-
-    classifier = load_run(run, device=device)
     classifier.predict_proba(texts[:32], batch_size=batch_size)  # first-pass allocations
     timings = []
     for _ in range(rounds):
@@ -145,12 +142,9 @@ def offline_throughput(run: Path, texts: list[str], batch_size: int, rounds: int
     return {"reviews": len(texts), "batch_size": batch_size, "seconds": [round(t, 3) for t in timings], "reviews_per_s": round(len(texts) / best, 2)}
 
 
-def call_latency(run: Path, texts: list[str], batch_size: int, device: str, sizes: tuple[int, ...] = (1, 8, 16, 32, 64), calls: int = 20) -> dict:
-    """Median seconds of one predict_proba call on N reviews (token ids given, as the server does):
+def call_latency(classifier: Any, texts: list[str], batch_size: int, sizes: tuple[int, ...] = (1, 8, 16, 32, 64), calls: int = 20) -> dict:
+    """Median milliseconds of one predict_proba call on N reviews (token ids given, as the server does):
     the least time a batch of N can take in the server, whatever the HTTP side costs."""
-    from review_toolkit.runs.loader import load_run
-
-    classifier = load_run(run, device=device)
     medians = {}
     for size in sizes:
         chunks = [texts[index * size : (index + 1) * size] for index in range(calls)]
@@ -277,10 +271,14 @@ def main() -> None:
     if arguments.threads:
         torch.set_num_threads(arguments.threads)
     largest = arguments.requests[2]
-    offline = offline_throughput(run, texts[:largest], arguments.batch_size, arguments.offline_rounds, arguments.device)
+    from review_toolkit.runs.loader import load_run
+
+    classifier = load_run(run, device=arguments.device)
+    offline = offline_throughput(classifier, texts[:largest], arguments.batch_size, arguments.offline_rounds)
     print(f"offline predict_proba: {offline['reviews_per_s']} reviews/s", flush=True)
-    latency = call_latency(run, texts, arguments.batch_size, arguments.device)
+    latency = call_latency(classifier, texts, arguments.batch_size)
     print(f"one predict_proba call, ms by reviews: {latency}", flush=True)
+    del classifier  # the server loads its own
 
     port = free_port()
     server_options = ["--max-wait-ms", "2", "--max-concurrent-requests", "256", "--device", arguments.device]

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 
 from review_toolkit import __version__
 from review_toolkit.data.labels import LABEL_NAMES
-from review_toolkit.serve.batcher import Overloaded, ScoringFailed, ShuttingDown
+from review_toolkit.serve.batcher import REFUSAL_STATUS, Overloaded
 from review_toolkit.serve.instrumentation import RequestMetrics
 from review_toolkit.serve.limits import BodySizeLimit
 from review_toolkit.serve.metrics import ServeMetrics
@@ -193,12 +193,9 @@ def _add_routes(app: FastAPI, state: ModelState, settings: ServeSettings, metric
             raise ApiError(413, f"{len(texts)} reviews in one request; this server takes at most {settings.max_inputs} (--max-inputs)")
         try:
             return await state.batcher.score(texts)
-        except Overloaded as error:
-            raise ApiError(429, f"server busy: {error}") from error
-        except ShuttingDown as error:
-            raise ApiError(503, str(error)) from error
-        except ScoringFailed as error:
-            raise ApiError(500, str(error)) from error
+        except tuple(REFUSAL_STATUS) as error:
+            message = f"server busy: {error}" if isinstance(error, Overloaded) else str(error)
+            raise ApiError(REFUSAL_STATUS[type(error)], message) from error
 
     fake, real = LABEL_NAMES[1], LABEL_NAMES[0]
 

@@ -35,6 +35,10 @@ class ScoringFailed(Exception):
     """Scoring this request's reviews raised (HTTP 500); the message says why."""
 
 
+# The HTTP status each refusal is answered with (and travels as between processes).
+REFUSAL_STATUS: dict[type[Exception], int] = {Overloaded: 429, ShuttingDown: 503, ScoringFailed: 500}
+
+
 @dataclass
 class _Request:
     texts: list[str]

@@ -13,16 +13,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from review_toolkit.serve.batcher import Overloaded, ScoringFailed, ShuttingDown
+from review_toolkit.serve.batcher import REFUSAL_STATUS
 from review_toolkit.serve.metrics import ServeMetrics
 from review_toolkit.serve.settings import ServeSettings
 from review_toolkit.serve.state import ModelState, library_versions
 from review_toolkit.serve.wire import read_message, write_message
 
 logger = logging.getLogger(__name__)
-
-# What each refusal of the batcher becomes at the HTTP side.
-REFUSAL_STATUS = {Overloaded: 429, ShuttingDown: 503, ScoringFailed: 500}
 
 
 def describe(state: ModelState) -> dict[str, Any]:

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from review_toolkit.data.labels import LABEL_NAMES
-from review_toolkit.serve.batcher import Overloaded, ScoringFailed, ShuttingDown
+from review_toolkit.serve.batcher import REFUSAL_STATUS, Overloaded, ScoringFailed, ShuttingDown
 from review_toolkit.serve.metrics import ServeMetrics
 from review_toolkit.serve.scorer import ScoredReviews
 from review_toolkit.serve.settings import ServeSettings
 from review_toolkit.serve.wire import read_message, write_message
 
-REFUSALS = {429: Overloaded, 503: ShuttingDown, 500: ScoringFailed}
+REFUSALS = {status: refusal for refusal, status in REFUSAL_STATUS.items()}
 # Families only an HTTP process counts; the model processes' queue, batch and scoring families
 # are added to them, summed over the model processes, on every scrape.
 HTTP_FAMILIES = {"review_toolkit_requests", "review_toolkit_errors", "review_toolkit_request_latency_seconds"}
@@ -88,10 +88,9 @@ class EngineConnection:
 class RemoteBatcher:
     """``await score(texts)`` as with DynamicBatcher; the batching happens in the model processes."""
 
-    def __init__(self, engines: list[EngineConnection], *, max_pending_requests: int, metrics: ServeMetrics):
+    def __init__(self, engines: list[EngineConnection], *, max_pending_requests: int):
         self.engines = engines
         self.max_pending_requests = max_pending_requests
-        self.metrics = metrics
         self._pending = 0
         self._closing = False
 
@@ -186,7 +185,7 @@ class RemoteModelState:
         self._versions = description.get("versions") or {}
         if description.get("run_path"):
             self.run_path = Path(description["run_path"])
-        self.batcher = RemoteBatcher(self.connections, max_pending_requests=self.settings.max_concurrent_requests, metrics=self.metrics)
+        self.batcher = RemoteBatcher(self.connections, max_pending_requests=self.settings.max_concurrent_requests)
 
     async def close(self) -> None:
         if self.batcher is not None:

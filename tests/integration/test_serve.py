@@ -397,6 +397,26 @@ def check_concurrent_clients(running: ThreadServer, model: GatedClassifier, clas
 # ------------------------------------------------------------------------------ the command
 
 
+def wait_for_health(process: subprocess.Popen, url: str, what: str) -> None:
+    """Wait until the command's server answers /health with 200; fail at once if the command exits."""
+
+    def ready() -> bool:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        try:
+            return httpx.get(f"{url}/health", timeout=300).status_code == 200
+        except httpx.TransportError:  # the port is not bound yet
+            return False
+
+    wait_until(ready, what)
+
+
+def spawned_processes(process: subprocess.Popen) -> list[str]:
+    """The pids of the processes the command started, in the order it started them (Linux: /proc),
+    leaving out multiprocessing's resource tracker."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    return [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
 def start_command(run: Path, port: int, *options: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "review_toolkit", "serve", "--run", str(run), "--host", "127.0.0.1", "--port", str(port), *options],
@@ -410,15 +430,7 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(run_dir: Path, class
     url = f"http://127.0.0.1:{port}"
     process = start_command(run_dir, port, "--max-inputs", "64", "--device", "cpu", "--shutdown-timeout", "600")
     try:
-
-        def ready() -> bool:
-            assert process.poll() is None, process.communicate()[1][-3000:]
-            try:
-                return httpx.get(f"{url}/health").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, "the command's server to be ready")
+        wait_for_health(process, url, "the command's server to be ready")
         reviews = [" ".join(fifty_reviews[index : index + 8]) for index in range(40)]  # long: max_length tokens each
         answer: list[httpx.Response] = []
         request = threading.Thread(target=lambda: answer.append(httpx.post(f"{url}/score", json={"reviews": reviews}, timeout=600)))
@@ -496,14 +508,7 @@ def test_http_workers_forward_to_one_model_process_and_stop_cleanly(run_dir: Pat
     url = f"http://127.0.0.1:{port}"
     process = start_command(run_dir, port, "--http-workers", "2", "--device", "cpu", "--max-inputs", "8")
     try:
-        def ready() -> bool:
-            assert process.poll() is None, process.communicate()[1][-3000:]
-            try:
-                return httpx.get(f"{url}/health", timeout=300).status_code == 200
-            except httpx.TransportError:  # bound only once the model process is ready
-                return False
-
-        wait_until(ready, "the HTTP processes to answer")
+        wait_for_health(process, url, "the HTTP processes to answer")  # bound only once the model process is ready
         reviews = fifty_reviews[:20]
         with httpx.Client(base_url=url, timeout=300) as client:
             answers = [client.post("/score", json={"reviews": [review]}) for review in reviews]
@@ -550,17 +555,8 @@ def test_http_workers_stop_with_an_error_when_the_model_process_dies(run_dir: Pa
     url = f"http://127.0.0.1:{port}"
     process = start_command(run_dir, port, "--http-workers", "1", "--device", "cpu")
     try:
-        def ready() -> bool:
-            assert process.poll() is None, process.communicate()[1][-3000:]
-            try:
-                return httpx.get(f"{url}/health", timeout=300).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, "the HTTP process to answer")
-        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-        spawned = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]  # not the resource tracker
-        model_process = int(spawned[0])  # started first; the HTTP process only once the model was ready
+        wait_for_health(process, url, "the HTTP process to answer")
+        model_process = int(spawned_processes(process)[0])  # started first; the HTTP process only once the model was ready
         os.kill(model_process, signal.SIGKILL)
         _, stderr = process.communicate(timeout=120)
     finally:
@@ -580,16 +576,8 @@ def test_processes_of_a_killed_server_stop_instead_of_holding_the_port(run_dir: 
     url = f"http://127.0.0.1:{port}"
     process = start_command(run_dir, port, "--http-workers", "1", "--device", "cpu")
     try:
-        def ready() -> bool:
-            assert process.poll() is None, process.communicate()[1][-3000:]
-            try:
-                return httpx.get(f"{url}/health", timeout=300).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, "the HTTP process to answer")
-        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-        spawned = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        wait_for_health(process, url, "the HTTP process to answer")
+        spawned = spawned_processes(process)
         assert len(spawned) == 2  # the model process and the HTTP process
         process.kill()  # the supervisor alone: no chance to stop its children
         process.communicate(timeout=60)
