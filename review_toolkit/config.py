@@ -228,6 +228,21 @@ class TrainConfig:
     bf16: bool | None = option(  # None: on when the GPU supports it
         None, help="Train in bfloat16 (default: on when the GPU supports it).", group=TRAINING, flag=None
     )
+    # Launches of several processes (accelerate launch --multi_gpu): how DDP all-reduces gradients
+    # (review_toolkit.accel.gradient_sync); None: bfloat16 when training in bf16, and buckets sized
+    # to the trainable weights.
+    ddp_gradient_dtype: str | None = option(
+        None,
+        help="Several processes: the dtype gradients are averaged in, bfloat16 or float32 (default: bfloat16 when "
+        "training in bf16, else float32).",
+        group=TRAINING, choices=("bfloat16", "float32"),
+    )
+    ddp_bucket_mb: int | None = option(
+        None,
+        help="Several processes: megabytes of gradients per all-reduce (default: a sixteenth of the trainable "
+        "weights' gradients, within 8-200).",
+        group=TRAINING, minimum=1,
+    )
     gradient_checkpointing: bool = option(
         False, help="Recompute activations in backward: far less memory, ~30% more compute.", group=TRAINING
     )

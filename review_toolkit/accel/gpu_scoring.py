@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from review_toolkit.accel.batching import token_budget_ranges
 from review_toolkit.accel.scoring_graphs import scoring_graphs_for
 from review_toolkit.accel.packing import (
     ROW_MULTIPLE,
@@ -43,6 +42,10 @@ from review_toolkit.accel.packing import (
 GPU_SCORING_TOKENS = 32768
 #: Reviews in one padded batch at most (short reviews would otherwise make huge batches).
 MAX_PADDED_REVIEWS = 1024
+#: A padded batch that holds this many tokens closes rather than take a review this many times
+#: longer than its shortest (``padded_batches``).
+PADDED_BATCH_MIN_TOKENS = 4096
+PADDED_LENGTH_SPREAD = 1.15
 
 
 def use_shape_agnostic_attention() -> None:
@@ -82,12 +85,30 @@ def packed_rows(lengths: Sequence[int], max_tokens: int = GPU_SCORING_TOKENS) ->
 
 
 def padded_batches(lengths: Sequence[int], max_tokens: int = GPU_SCORING_TOKENS) -> list[list[int]]:
-    """Indices grouped into length-sorted padded batches of at most ``max_tokens`` padded tokens."""
+    """Indices grouped into length-sorted padded batches of at most ``max_tokens`` padded tokens.
+
+    Filling every batch to the budget pads each to its longest review over a wide range of
+    lengths wherever few reviews share a length (the long tail, or a chunk of a thousand
+    reviews): a batch also closes once it holds ``PADDED_BATCH_MIN_TOKENS`` and the next review
+    is more than ``PADDED_LENGTH_SPREAD`` times its shortest, so padding stays near a tenth of the
+    tokens at the cost of a few more, smaller batches (benchmarks/README.md, "GPU scoring").
+    """
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    ranges = token_budget_ranges(
-        [lengths[i] for i in order], max_tokens=max_tokens, max_batch_size=MAX_PADDED_REVIEWS
-    )
-    return [order[start:end] for start, end in ranges]
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    for index in order:
+        length = lengths[index]
+        if batch:
+            count, shortest, longest = len(batch), lengths[batch[0]], lengths[batch[-1]]
+            full = count >= MAX_PADDED_REVIEWS or (count + 1) * length > max_tokens
+            spread = length > PADDED_LENGTH_SPREAD * shortest and count * longest >= PADDED_BATCH_MIN_TOKENS
+            if full or spread:
+                batches.append(batch)
+                batch = []
+        batch.append(index)
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def _pinned(array: np.ndarray, device: torch.device) -> torch.Tensor:

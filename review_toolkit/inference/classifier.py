@@ -143,6 +143,18 @@ class Classifier:
 
         return token_id_encoder(self.tokenizer, self.max_length)(prepared)
 
+    def portable_token_ids(self) -> dict[str, Any] | None:
+        """What lets another process compute ``token_ids`` without this model or transformers
+        (:func:`review_toolkit.inference.token_ids.portable_token_ids`); None for featurizer
+        backbones, the ONNX backend and backbones that prepare texts before tokenizing."""
+        if self.featurizer is not None or self.backend != "torch":
+            return None
+        if type(self.backbone).prepare_texts is not Backbone.prepare_texts:
+            return None
+        from review_toolkit.inference.token_ids import portable_token_ids
+
+        return portable_token_ids(self.tokenizer, self.max_length)
+
     def embed(
         self, texts: list[str], *, batch_size: int = 64, progress: bool = False, token_ids: list[list[int]] | None = None
     ) -> np.ndarray:

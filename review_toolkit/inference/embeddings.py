@@ -22,27 +22,51 @@ def feed_forward_width(encoder: torch.nn.Module) -> int:
     return getattr(config, "intermediate_size", None) or getattr(config, "d_ff", None) or 4096
 
 
-#: Reviews tokenized together while the GPU computes the chunk before them.
-TOKENIZED_CHUNK = 1024
+#: Reviews per task of the tokenizing threads: the GPU starts on the first ones after a few
+#: milliseconds of tokenizing, not after a whole chunk's worth.
+TOKENIZED_PIECE = 128
+#: Reviews of the largest chunk the GPU takes at once; chunks grow to it from one piece, four times
+#: larger each (rows and batches are cut within a chunk, and padded batches cut from few reviews
+#: pad more: benchmarks/README.md, "GPU scoring").
+TOKENIZED_CHUNK = 8192
 
 
-def tokenized_ahead(tokenizer: Any, texts: list[str], *, max_length: int, chunk: int = TOKENIZED_CHUNK) -> Iterator[list[list[int]]]:
-    """Token ids of ``texts`` in consecutive chunks, tokenized in a worker thread ahead of the consumer.
+def chunk_sizes(total: int, first: int = TOKENIZED_PIECE, largest: int = TOKENIZED_CHUNK) -> list[int]:
+    """Sizes of consecutive chunks of ``total`` reviews: ``first``, four times that, ... up to ``largest``."""
+    sizes, size = [], first
+    while total > 0:
+        sizes.append(min(size, total))
+        total -= sizes[-1]
+        size = min(size * 4, largest)
+    return sizes
 
-    Fast tokenizers release the GIL while they encode: the GPU's work on one chunk (launched
-    from this thread) and the tokenizing of the next ones overlap instead of taking turns.
+
+def tokenized_ahead(
+    tokenizer: Any, texts: list[str], *, max_length: int, piece: int = TOKENIZED_PIECE, largest: int = TOKENIZED_CHUNK
+) -> Iterator[list[list[int]]]:
+    """Token ids of ``texts`` in consecutive chunks (``chunk_sizes``), tokenized ahead of the consumer.
+
+    Pieces of ``piece`` reviews are tokenized in worker threads, in order; each chunk is handed
+    over once its pieces are done. Fast tokenizers release the GIL while they encode: the GPU's
+    work on one chunk (launched from this thread) and the tokenizing of the next ones overlap
+    instead of taking turns.
     """
+    if largest % piece:
+        raise ValueError(f"largest ({largest}) must be a multiple of piece ({piece})")
     token_ids = token_id_encoder(tokenizer, max_length)
 
     def encode(start: int) -> list[list[int]]:
-        return token_ids(texts[start : start + chunk])
+        return token_ids(texts[start : start + piece])
 
-    workers = min(4, os.cpu_count() or 1)
+    workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="review-toolkit-tokenizer") as pool:
-        pending = [pool.submit(encode, start) for start in range(0, len(texts), chunk)]
+        pending = [pool.submit(encode, start) for start in range(0, len(texts), piece)]
         try:
-            for future in pending:
-                yield future.result()
+            taken = 0
+            for size in chunk_sizes(len(texts), piece, largest):
+                pieces = pending[taken // piece : (taken + size + piece - 1) // piece]
+                taken += size
+                yield [ids for future in pieces for ids in future.result()]
         finally:
             for future in pending:
                 future.cancel()
@@ -84,7 +108,7 @@ def embed_texts(
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         with tqdm(total=len(texts), desc=description, disable=not progress, unit="review") as bar:
             if token_ids is not None:
-                chunks = (token_ids[start : start + TOKENIZED_CHUNK] for start in range(0, len(token_ids), TOKENIZED_CHUNK))
+                chunks = [token_ids]  # nothing to overlap: one chunk cuts the fullest rows and batches
             else:
                 chunks = tokenized_ahead(tokenizer, texts, max_length=max_length)
             return embed_on_gpu(encoder, chunks, pad_token_id=tokenizer.pad_token_id, device=device, progress=bar)

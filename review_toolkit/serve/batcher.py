@@ -88,13 +88,17 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="review-toolkit-scoring")
         self._worker = asyncio.get_running_loop().create_task(self._work(), name="review-toolkit-batcher")
 
-    async def score(self, texts: list[str]) -> ScoredReviews:
-        """The scores of ``texts`` (in order), once a batch holding them has been scored."""
+    async def score(self, texts: list[str], token_ids: list[list[int]] | None = None) -> ScoredReviews:
+        """The scores of ``texts`` (in order), once a batch holding them has been scored;
+        ``token_ids``: theirs, as the scorer's ``tokenize`` gives them, if already computed."""
         if self._closing or self._worker is None:
             raise ShuttingDown("the server is shutting down")
         if self._pending >= self.max_pending_requests:
             raise Overloaded(f"{self._pending} requests are already queued or being scored (the limit); retry shortly")
-        counts, token_ids = self.scorer.tokenize(texts)
+        if token_ids is None:
+            counts, token_ids = self.scorer.tokenize(texts)
+        else:
+            counts = [len(ids) for ids in token_ids]
         request = _Request(texts, sum(counts), token_ids, asyncio.get_running_loop().create_future())
         self._pending += 1
         self.metrics.requests_in_flight.set(self._pending)

@@ -31,6 +31,7 @@ def describe(state: ModelState) -> dict[str, Any]:
         "scored_with": getattr(classifier, "scored_with", None),
         "threshold": state.scorer.threshold,
         "max_length": state.scorer.max_length,
+        "token_ids": state.scorer.portable_token_ids(),  # HTTP processes tokenize with it, if they can
         "training_metrics": state.training_metrics,
         "versions": library_versions(),
     }
@@ -64,8 +65,13 @@ class Engine:
 
     async def _score(self, message: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         answer: dict[str, Any] = {"id": message.get("id")}
+        texts, token_ids = message["texts"], message.get("token_ids")
+        if token_ids is not None and not _token_ids_fit(token_ids, len(texts), self.state.scorer.max_length):
+            answer.update(status=400, error=f"token_ids must be {len(texts)} lists of at most {self.state.scorer.max_length} ids")
+            write_message(writer, answer)
+            return
         try:
-            scored = await self.state.batcher.score(message["texts"])
+            scored = await self.state.batcher.score(texts, token_ids)
             answer.update(p_fake=scored.p_fake.tolist(), raw_p_fake=scored.raw_p_fake.tolist())
         except tuple(REFUSAL_STATUS) as error:
             answer.update(status=REFUSAL_STATUS[type(error)], error=str(error))
@@ -79,6 +85,13 @@ class Engine:
         """Answer every request received before the stop."""
         while self._answering:
             await asyncio.gather(*list(self._answering), return_exceptions=True)
+
+
+def _token_ids_fit(token_ids: Any, reviews: int, max_length: int) -> bool:
+    return (
+        isinstance(token_ids, list) and len(token_ids) == reviews
+        and all(isinstance(row, list) and len(row) <= max_length for row in token_ids)
+    )
 
 
 async def run_engine(run: Path, settings: ServeSettings, socket_path: Path, stop: asyncio.Event) -> None:

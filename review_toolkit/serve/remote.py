@@ -1,8 +1,9 @@
 """The HTTP side of ``serve --http-workers``: the app's model state, backed by model processes.
 
 An HTTP process loads no model. It connects to every model process's Unix socket, learns the
-run's threshold and description from the first, and forwards each request's reviews to the model
-process with the fewest of its requests outstanding. Refusals come back with the status the
+run's threshold, description and tokenizer from the first, and forwards each request's reviews,
+with their token ids where it can compute them (tokenizing is the model process's largest cost
+per review after the GPU's), to the model process with the fewest of its requests outstanding. Refusals come back with the status the
 batcher gave them (429, 503, 500); a model process that goes away fails its outstanding
 requests with 503, and the supervising process stops the server.
 """
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from review_toolkit.data.labels import LABEL_NAMES
+from review_toolkit.inference.token_ids import TokenIdEncoder, token_ids_from_portable
 from review_toolkit.serve.batcher import REFUSAL_STATUS, Overloaded, ScoringFailed, ShuttingDown
 from review_toolkit.serve.metrics import ServeMetrics
 from review_toolkit.serve.scorer import ScoredReviews
@@ -88,9 +90,12 @@ class EngineConnection:
 class RemoteBatcher:
     """``await score(texts)`` as with DynamicBatcher; the batching happens in the model processes."""
 
-    def __init__(self, engines: list[EngineConnection], *, max_pending_requests: int):
+    def __init__(
+        self, engines: list[EngineConnection], *, max_pending_requests: int, token_ids: TokenIdEncoder | None = None
+    ):
         self.engines = engines
         self.max_pending_requests = max_pending_requests
+        self.token_ids = token_ids  # tokenizes here, sparing the model process the work
         self._pending = 0
         self._closing = False
 
@@ -107,9 +112,12 @@ class RemoteBatcher:
         if not engines:
             raise ShuttingDown("no model process is running")
         engine = min(engines, key=lambda candidate: candidate.outstanding)
+        message: dict[str, Any] = {"op": "score", "texts": texts}
+        if self.token_ids is not None:
+            message["token_ids"] = self.token_ids(texts)
         self._pending += 1
         try:
-            answer = await engine.call({"op": "score", "texts": texts})
+            answer = await engine.call(message)
         except EngineGone as error:
             raise ShuttingDown(str(error)) from error
         finally:
@@ -185,7 +193,11 @@ class RemoteModelState:
         self._versions = description.get("versions") or {}
         if description.get("run_path"):
             self.run_path = Path(description["run_path"])
-        self.batcher = RemoteBatcher(self.connections, max_pending_requests=self.settings.max_concurrent_requests)
+        portable = description.get("token_ids")
+        self.batcher = RemoteBatcher(
+            self.connections, max_pending_requests=self.settings.max_concurrent_requests,
+            token_ids=token_ids_from_portable(portable) if portable else None,
+        )
 
     async def close(self) -> None:
         if self.batcher is not None:

@@ -49,6 +49,11 @@ class ReviewScorer:
             return [min(self.max_length, 1 + len(text) // CHARACTERS_PER_TOKEN) for text in texts], None
         return [len(row) for row in ids], ids
 
+    def portable_token_ids(self) -> dict[str, Any] | None:
+        """How another process tokenizes as ``tokenize`` does, without the model (None: it cannot)."""
+        portable = getattr(self.classifier, "portable_token_ids", None)
+        return portable() if portable is not None else None
+
     def score(self, texts: list[str], token_ids: list[list[int]] | None = None) -> ScoredReviews:
         """Blocking: run it in a worker thread, never on the event loop."""
         extra = {} if token_ids is None else {"token_ids": token_ids}

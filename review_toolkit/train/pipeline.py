@@ -400,6 +400,7 @@ def _fine_tune(
         "best_validation_f1_macro": trainer.state.best_metric,
         "train_samples_per_second": _samples_per_second(len(inputs.splits.train), trainer),
         **plan.report(),
+        **_gradient_sync_report(trainer),
     }
     return Trained(
         classifier,
@@ -407,6 +408,13 @@ def _fine_tune(
         test_p_fake=distributed.map_in_shards(p_fake, inputs.splits.test.text.tolist()),
         validation_p_fake=distributed.map_in_shards(p_fake, inputs.splits.validation.text.tolist()),
     )
+
+
+def _gradient_sync_report(trainer: Any) -> dict[str, Any]:
+    """For run.json: how DDP all-reduced the gradients, in a launch of several processes that used DDP."""
+    if distributed.process_count() < 2 or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        return {}
+    return {"gradient_sync": trainer.gradient_sync.describe()}
 
 
 def _classifier_model(config: TrainConfig, inputs: RunInputs, train_labels: list[int] | None) -> ReviewClassifierModel:
@@ -505,6 +513,7 @@ def _train_on_frozen(
         info["trainable_parameters"] = count_parameters(model)[0]
         info["epochs_run"] = trainer.state.epoch
         info["best_validation_f1_macro"] = trainer.state.best_metric
+        info.update(_gradient_sync_report(trainer))
         torch_head.eval()
         scorer = torch_head
     classifier = Classifier(

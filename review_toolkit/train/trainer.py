@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
+from review_toolkit.accel.gradient_sync import GradientSync
 from review_toolkit.accel.plan import AccelerationPlan
 from review_toolkit.config import TrainConfig
 from review_toolkit.accel.gpu_scoring import use_shape_agnostic_attention
@@ -53,8 +54,12 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 class ReviewTrainer(Trainer):
     """Trainer whose checkpoints hold the trainable weights only, with the batches ``plan`` cuts."""
 
-    def __init__(self, *args: Any, plan: AccelerationPlan, **kwargs: Any):
+    def __init__(self, *args: Any, plan: AccelerationPlan, gradient_sync: GradientSync | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.gradient_sync = gradient_sync
+        if gradient_sync is not None and self.accelerator.ddp_handler is not None:
+            # Read when train() wraps the model in DDP: its all-reduce dtype and bucket size.
+            self.accelerator.ddp_handler = gradient_sync.ddp_kwargs(self.accelerator.ddp_handler)
         self.plan = plan
         # What checkpoints hold, named before FSDP (when launched with it) shards the model.
         self.trainable_names = [name for name, p in self.model.named_parameters() if p.requires_grad]
@@ -235,6 +240,14 @@ def resolve_resume_checkpoint(resume_from: str | None) -> str | None:
     )
 
 
+def gradient_sync_for(config: TrainConfig, model: nn.Module, *, bf16: bool) -> GradientSync:
+    """How DDP all-reduces ``model``'s gradients in a launch of several processes (unused in one)."""
+    trainable_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return GradientSync.choose(
+        dtype=config.ddp_gradient_dtype, bucket_mb=config.ddp_bucket_mb, bf16=bf16, trainable_bytes=trainable_bytes
+    )
+
+
 def train_with_trainer(
     model: nn.Module,
     *,
@@ -284,6 +297,7 @@ def train_with_trainer(
         compute_metrics=trainer_compute_metrics,
         callbacks=every_callback,
         plan=plan,
+        gradient_sync=gradient_sync_for(config, model, bf16=plan.bf16.applies),
     )
     if not progress:
         trainer.remove_callback(PrinterCallback)  # without progress bars Trainer prints every log line

@@ -176,13 +176,17 @@ def test_fine_tuning_and_scoring_on_two_processes(tiny_bert, odd_reviews, tmp_pa
 @pytest.mark.parametrize("batches", ["--no-pack-sequences", "--pack-sequences"])
 def test_full_fine_tuning_on_two_processes(batches, tiny_bert, odd_reviews, tmp_path):
     """Every trainable weight must get a gradient under DDP: BERT's unused pooler stays frozen.
-    Packed batches (one row of reviews per process) train under DDP as padded ones do."""
+    Packed batches (one row of reviews per process) train under DDP as padded ones do; one of the
+    two averages its gradients in bfloat16, as bf16 training on GPUs does by default."""
     run = tmp_path / "full"
+    gradient_dtype = "bfloat16" if batches == "--pack-sequences" else "float32"
     launch(2, [
         "train", "--backbone", "bert", "--model", tiny_bert, "--method", "full", "--head", "mlp", "--epochs", "1",
-        "--data", str(odd_reviews), "--output-dir", str(run), batches,
+        "--data", str(odd_reviews), "--output-dir", str(run), batches, "--ddp-gradient-dtype", gradient_dtype,
     ], tmp_path / "cache")
-    assert json.loads((run / "run.json").read_text())["packed_sequences"] is (batches == "--pack-sequences")
+    info = json.loads((run / "run.json").read_text())
+    assert info["packed_sequences"] is (batches == "--pack-sequences")
+    assert info["gradient_sync"]["gradient_dtype"] == gradient_dtype
     stored = pd.read_csv(run / "split_predictions.csv").query("split == 'test'")
     texts = pd.read_csv(odd_reviews).text.iloc[stored.row.to_numpy() - 1].tolist()
     rescored = load_run(run).predict_proba(texts, calibrated=False)

@@ -9,7 +9,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from review_toolkit.accel.gpu_scoring import embed_on_gpu, packed_inputs, packed_rows, padded_batches
+from review_toolkit.accel.gpu_scoring import (
+    PADDED_BATCH_MIN_TOKENS, PADDED_LENGTH_SPREAD, embed_on_gpu, packed_inputs, packed_rows, padded_batches,
+)
 from review_toolkit.accel.packing import enable_packed_attention, packed_pooled, packed_row_length
 from review_toolkit.accel.scoring_graphs import ScoringGraphs, scoring_graphs_for
 from review_toolkit.plugin_api.encoders import PooledEncoder
@@ -69,6 +71,22 @@ def test_padded_gpu_batches_are_length_sorted_within_the_token_budget():
     assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
     assert all(len(batch) * max(lengths[i] for i in batch) <= 8192 for batch in batches)
     assert len(batches[0]) > len(batches[-1])  # short reviews share larger batches
+
+
+def test_padded_gpu_batches_of_a_long_tail_pad_little():
+    """Few reviews per length (a long tail of a few hundred reviews): batches close on a wide
+    spread of lengths rather than pad every review to the longest the budget allows."""
+    rng = random.Random(2)
+    lengths = [int(rng.paretovariate(1.5) * 30) % 512 + 3 for _ in range(600)]
+    batches = padded_batches(lengths)
+
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    padded = sum(len(batch) * max(lengths[i] for i in batch) for batch in batches)
+    assert padded <= 1.15 * sum(lengths)
+    for batch in batches:
+        head = batch[:-1]  # the batch as it was before its last review joined
+        if head and len(head) * lengths[head[-1]] >= PADDED_BATCH_MIN_TOKENS:
+            assert lengths[batch[-1]] <= PADDED_LENGTH_SPREAD * lengths[batch[0]]
 
 
 @pytest.mark.parametrize("architecture", ["bert", "gte"])

@@ -6,7 +6,11 @@ import pandas as pd
 import pytest
 
 from review_toolkit.data import default_data_path
-from review_toolkit.inference.token_ids import pad_right, token_id_encoder
+import json
+import subprocess
+import sys
+
+from review_toolkit.inference.token_ids import pad_right, portable_token_ids, token_id_encoder
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +33,25 @@ def test_a_tokenizer_without_a_rust_backend_is_used_as_it_is(minilm_path, review
 
     slow = BertTokenizer.from_pretrained(minilm_path)
     assert token_id_encoder(slow, 64)(reviews[:20]) == slow(reviews[:20], truncation=True, max_length=64)["input_ids"]
+
+
+def test_another_process_without_transformers_computes_the_same_ids(minilm_path, reviews, tmp_path):
+    """What serve's HTTP processes do: tokenize from the portable form, importing only tokenizers."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path, truncation_side="left")
+    (tmp_path / "portable.json").write_text(json.dumps(portable_token_ids(tokenizer, 48)))
+    (tmp_path / "reviews.json").write_text(json.dumps(reviews))
+    script = (
+        "import json, sys\n"
+        "from review_toolkit.inference.token_ids import token_ids_from_portable\n"
+        f"encode = token_ids_from_portable(json.load(open({str(tmp_path / 'portable.json')!r})))\n"
+        f"print(json.dumps(encode(json.load(open({str(tmp_path / 'reviews.json')!r})))))\n"
+        "assert 'transformers' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+
+    assert json.loads(result.stdout) == [list(ids) for ids in tokenizer(reviews, truncation=True, max_length=48)["input_ids"]]
 
 
 def test_one_encoder_per_tokenizer_and_length(minilm_path):

@@ -1,0 +1,134 @@
+"""Where end-to-end GPU scoring loses to the encoder alone, stage by stage, in one process.
+
+For each random-init run of the real size (built as ``gpu_scoring.py`` builds them), with
+compiled layers (``predict --compile``), every row timed on its best of two passes after a
+warm-up pass over the same 6,000 reviews:
+
+  tokenize            the toolkit's token ids of every review, in one thread
+  encoder, 1 chunk    ``embed_on_gpu`` on the pre-tokenized reviews as one chunk
+  encoder, chunks N   the same in consecutive chunks of N reviews (as ``embed_texts`` cuts them)
+  embed_texts         tokenizing in worker threads ahead of the GPU, as ``predict`` does
+  predict_proba       the whole call: embedding, head, calibration
+  bf16 weights        the encoder, 1 chunk, with its weights cast to bf16 and compiled again
+
+and the share of the ``predict_proba`` wall time the GPU spends in kernels (torch profiler).
+
+    python3 benchmarks/gpu_scoring_stages.py --data fake_reviews.csv --tokenizer DIR --out OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_scoring import frozen_run  # noqa: E402
+from gpu_speed import save_stella, save_t5  # noqa: E402
+
+
+def best_seconds(function, repeats: int = 2) -> float:
+    function()
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def gpu_busy_share(function) -> float:
+    """Kernel time on the GPU over the wall time of one call of ``function``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CUDA]) as trace:
+        function()
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - started
+    kernels = sum(event.self_device_time_total for event in trace.key_averages()) / 1e6
+    return round(kernels / wall, 3)
+
+
+def stage_rows(run: Path, texts: list[str]) -> list[dict]:
+    from review_toolkit import load_run
+    from review_toolkit.accel.gpu_scoring import embed_on_gpu
+    from review_toolkit.inference.embeddings import embed_texts
+    from review_toolkit.inference.token_ids import token_id_encoder
+
+    from review_toolkit.accel.compilation import compile_for_scoring
+
+    classifier = load_run(run, device="cuda")
+    # A copy with bf16 weights (autocast keeps norms and residuals in float32 otherwise), compiled apart.
+    bf16 = copy.deepcopy(classifier.encoder).to(torch.bfloat16)
+    classifier.compile_encoder()
+    prepared = classifier.backbone.prepare_texts(texts)
+    encode = token_id_encoder(classifier.tokenizer, classifier.max_length)
+    ids = encode(prepared)
+    device = torch.device("cuda")
+    pad = classifier.tokenizer.pad_token_id
+    rows = []
+
+    def row(name: str, function) -> None:
+        seconds = best_seconds(function)
+        rows.append({"stage": name, "seconds": round(seconds, 4), "reviews_per_s": round(len(texts) / seconds, 1)})
+        print(json.dumps(rows[-1]), flush=True)
+
+    started = time.perf_counter()
+    classifier.predict_proba(texts)  # compiles
+    rows.append({"stage": "first predict_proba (compiling)", "seconds": round(time.perf_counter() - started, 1)})
+    print(json.dumps(rows[-1]), flush=True)
+    row("tokenize (one thread)", lambda: encode(prepared))
+    row("encoder, 1 chunk", lambda: embed_on_gpu(classifier.encoder, [ids], pad_token_id=pad, device=device))
+    for size in (1024, 2048, 4096):
+        chunks = [ids[start : start + size] for start in range(0, len(ids), size)]
+        row(f"encoder, chunks of {size}", lambda chunks=chunks: embed_on_gpu(classifier.encoder, chunks, pad_token_id=pad, device=device))
+    row("embed_texts", lambda: embed_texts(classifier.encoder, classifier.tokenizer, prepared, max_length=classifier.max_length, progress=False))
+    row("predict_proba", lambda: classifier.predict_proba(texts))
+    rows.append({"stage": "predict_proba: GPU busy share", "share": gpu_busy_share(lambda: classifier.predict_proba(texts))})
+    print(json.dumps(rows[-1]), flush=True)
+    rows.append({"stage": "encoder, 1 chunk: GPU busy share", "share": gpu_busy_share(
+        lambda: embed_on_gpu(classifier.encoder, [ids], pad_token_id=pad, device=device))})
+    print(json.dumps(rows[-1]), flush=True)
+    compile_for_scoring(bf16)
+    row("encoder with bf16 weights, 1 chunk", lambda: embed_on_gpu(bf16, [ids], pad_token_id=pad, device=device))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--tokenizer", required=True, help="a BERT WordPiece tokenizer directory")
+    parser.add_argument("--archs", default="stella,flan-t5")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    from transformers import AutoTokenizer
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp())
+    texts = pd.read_csv(args.data)["text"].astype(str).tolist()
+    report = {"card": torch.cuda.get_device_name(0), "torch": torch.__version__, "reviews": len(texts), "rows": []}
+    for arch in args.archs.split(","):
+        checkpoint = work / f"{arch}-checkpoint"
+        checkpoint.mkdir()
+        (save_stella if arch == "stella" else save_t5)(checkpoint, AutoTokenizer.from_pretrained(args.tokenizer))
+        for row in stage_rows(frozen_run(arch, checkpoint, args.data, work), texts):
+            report["rows"].append({"arch": arch, **row})
+        torch.cuda.empty_cache()
+        (out / "gpu_scoring_stages.json").write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
