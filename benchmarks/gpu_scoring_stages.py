@@ -10,8 +10,10 @@ warm-up pass over the same 6,000 reviews:
   embed_texts         tokenizing in worker threads ahead of the GPU, as ``predict`` does
   predict_proba       the whole call: embedding, head, calibration
   bf16 weights        the encoder, 1 chunk, with its weights cast to bf16 and compiled again
+  padded settings     encoders that take padded batches: the encoder under other ways of cutting them
 
-and the share of the ``predict_proba`` wall time the GPU spends in kernels (torch profiler).
+with the share of the ``predict_proba`` wall time the GPU spends in kernels (torch profiler), and
+a profile of the host's time in ``predict_proba`` (the functions that take the most of it).
 
     python3 benchmarks/gpu_scoring_stages.py --data fake_reviews.csv --tokenizer DIR --out OUT
 """
@@ -20,6 +22,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import cProfile
+import io
+import itertools
+import pstats
 import json
 import sys
 import tempfile
@@ -32,6 +38,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_scoring import frozen_run  # noqa: E402
 from gpu_speed import save_stella, save_t5  # noqa: E402
+
+
+PADDED_SETTINGS = [
+    (float("inf"), 0, 32768), (1.15, 4096, 32768), (1.15, 16384, 32768), (1.3, 8192, 32768),
+    (float("inf"), 0, 65536), (1.15, 16384, 65536),
+]
 
 
 def best_seconds(function, repeats: int = 2) -> float:
@@ -62,7 +74,9 @@ def gpu_busy_share(function) -> float:
 
 def stage_rows(run: Path, texts: list[str]) -> list[dict]:
     from review_toolkit import load_run
-    from review_toolkit.accel.gpu_scoring import embed_on_gpu
+    from review_toolkit.accel import gpu_scoring
+    from review_toolkit.accel.gpu_scoring import embed_on_gpu, packs_on
+    from review_toolkit.inference.embeddings import chunk_sizes
     from review_toolkit.inference.embeddings import embed_texts
     from review_toolkit.inference.token_ids import token_id_encoder
 
@@ -78,6 +92,7 @@ def stage_rows(run: Path, texts: list[str]) -> list[dict]:
     device = torch.device("cuda")
     pad = classifier.tokenizer.pad_token_id
     rows = []
+    defaults = gpu_scoring.PADDED_LENGTH_SPREAD, gpu_scoring.PADDED_BATCH_MIN_TOKENS
 
     def row(name: str, function) -> None:
         seconds = best_seconds(function)
@@ -100,6 +115,23 @@ def stage_rows(run: Path, texts: list[str]) -> list[dict]:
     rows.append({"stage": "encoder, 1 chunk: GPU busy share", "share": gpu_busy_share(
         lambda: embed_on_gpu(classifier.encoder, [ids], pad_token_id=pad, device=device))})
     print(json.dumps(rows[-1]), flush=True)
+    if not packs_on(classifier.encoder, device):
+        # Padded batches: how they are cut (spread and least tokens before a spread closes a batch;
+        # infinite spread: filled to the budget) and the budget.
+        for spread, least, budget in PADDED_SETTINGS:
+            gpu_scoring.PADDED_LENGTH_SPREAD, gpu_scoring.PADDED_BATCH_MIN_TOKENS = spread, least
+            name = f"padded spread {spread} from {least} tokens, budget {budget}"
+            row(f"{name}: encoder, 1 chunk", lambda budget=budget: embed_on_gpu(
+                classifier.encoder, [ids], pad_token_id=pad, device=device, max_tokens=budget))
+            chunks = [ids[start : start + size] for start, size in zip(itertools.accumulate([0, *chunk_sizes(len(ids))]), chunk_sizes(len(ids)))]
+            row(f"{name}: encoder, growing chunks", lambda budget=budget, chunks=chunks: embed_on_gpu(
+                classifier.encoder, chunks, pad_token_id=pad, device=device, max_tokens=budget))
+        gpu_scoring.PADDED_LENGTH_SPREAD, gpu_scoring.PADDED_BATCH_MIN_TOKENS = defaults
+    profile = cProfile.Profile()
+    profile.runcall(classifier.predict_proba, texts)
+    listing = io.StringIO()
+    pstats.Stats(profile, stream=listing).sort_stats("tottime").print_stats(15)
+    print(listing.getvalue(), flush=True)
     compile_for_scoring(bf16)
     row("encoder with bf16 weights, 1 chunk", lambda: embed_on_gpu(bf16, [ids], pad_token_id=pad, device=device))
     return rows

@@ -27,7 +27,11 @@ class LogisticModel:
         self.c = c
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        return as_probabilities(sigmoid(self.standardizer(features) @ self.coef + self.intercept))
+        # The standardization folded into the weights: one pass over the features instead of three
+        # (a GPU's scores of thousands of reviews would otherwise wait on it).
+        weights = self.coef / self.standardizer.scale
+        bias = self.intercept - float(self.standardizer.mean @ weights)
+        return as_probabilities(sigmoid(np.asarray(features, dtype=np.float64) @ weights + bias))
 
     def save(self, directory: Path) -> None:
         save_arrays(

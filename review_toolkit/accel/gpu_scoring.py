@@ -44,7 +44,7 @@ GPU_SCORING_TOKENS = 32768
 MAX_PADDED_REVIEWS = 1024
 #: A padded batch that holds this many tokens closes rather than take a review this many times
 #: longer than its shortest (``padded_batches``).
-PADDED_BATCH_MIN_TOKENS = 4096
+PADDED_BATCH_MIN_TOKENS = 16384
 PADDED_LENGTH_SPREAD = 1.15
 
 
@@ -90,8 +90,9 @@ def padded_batches(lengths: Sequence[int], max_tokens: int = GPU_SCORING_TOKENS)
     Filling every batch to the budget pads each to its longest review over a wide range of
     lengths wherever few reviews share a length (the long tail, or a chunk of a thousand
     reviews): a batch also closes once it holds ``PADDED_BATCH_MIN_TOKENS`` and the next review
-    is more than ``PADDED_LENGTH_SPREAD`` times its shortest, so padding stays near a tenth of the
-    tokens at the cost of a few more, smaller batches (benchmarks/README.md, "GPU scoring").
+    is more than ``PADDED_LENGTH_SPREAD`` times its shortest. Each batch costs the host a launch of
+    every layer, so batches stay large: closing them earlier padded less but ran slower
+    (benchmarks/README.md, "GPU scoring").
     """
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     batches: list[list[int]] = []

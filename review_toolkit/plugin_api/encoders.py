@@ -39,13 +39,34 @@ class PooledEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled embeddings ``[batch, embedding_size]`` of padded reviews ``[batch, length]`` and their mask."""
-        outputs = self.transformer(input_ids=input_ids, attention_mask=attention_mask)
+        # On a GPU, the 4D mask: no wait for the GPU per batch. Elsewhere the 2D one, which transformers
+        # leaves out for batches without padding.
+        mask = prepared_attention_mask(self.transformer, attention_mask) if attention_mask.is_cuda else attention_mask
+        outputs = self.transformer(input_ids=input_ids, attention_mask=mask)
         hidden = outputs[0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         if self.projection is not None:
             pooled = self.projection(pooled.to(self.projection.weight.dtype))
         return pooled
+
+
+def prepared_attention_mask(transformer: nn.Module, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The 4D mask that ``transformer`` (eager or SDPA attention) builds from a 2D padding mask,
+    built here: transformers takes a 4D mask as it is (any other implementation gets the 2D mask back).
+
+    From a 2D mask, transformers first asks whether any token is padding (``mask.all()``), so that
+    it can leave the mask out; on a GPU that question waits for every kernel queued before it, and
+    the host stops running ahead of the GPU at every batch.
+    """
+    implementation = getattr(getattr(transformer, "config", None), "_attn_implementation", None)
+    if attention_mask.dim() != 2 or implementation not in ("eager", "sdpa"):
+        return attention_mask
+    attend = attention_mask[:, None, None, :].bool()
+    if implementation == "sdpa":
+        return attend
+    dtype = transformer.get_input_embeddings().weight.dtype
+    return torch.zeros(attend.shape, dtype=dtype, device=attend.device).masked_fill_(~attend, torch.finfo(dtype).min)
 
 
 def load_pretrained(loader: Any, checkpoint: str, what: str, **kwargs: Any) -> Any:
