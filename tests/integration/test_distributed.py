@@ -112,6 +112,7 @@ def test_processes_stepping_together_get_batches_of_similar_length():
         assert abs(rank_of_length[longest[0]] - rank_of_length[longest[1]]) <= 40, longest
 
 
+@pytest.mark.slow
 def test_two_processes_embed_and_score_like_one(tiny_bert, odd_reviews, tmp_path):
     common = ["train", "--backbone", "bert", "--model", tiny_bert, "--method", "frozen", "--head", "logreg", "--data", str(odd_reviews)]
     launch(1, [*common, "--output-dir", str(tmp_path / "one")], tmp_path / "cache-one")
@@ -133,6 +134,7 @@ def test_two_processes_embed_and_score_like_one(tiny_bert, odd_reviews, tmp_path
     assert again.stdout.count("macro F1") == 1
 
 
+@pytest.mark.slow
 def test_fine_tuning_and_scoring_on_two_processes(tiny_bert, odd_reviews, tmp_path, fifty_reviews):
     run = tmp_path / "lora"
     launch(2, [

@@ -19,6 +19,7 @@ def run_cli(*arguments: str, cwd) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_default_train_prints_a_report_above_chance(tmp_path):
     """`review-toolkit train` with no option: minilm + frozen + logreg on the bundled sample."""
     completed = run_cli("train", "--quiet", cwd=tmp_path)
@@ -40,6 +41,7 @@ def test_default_train_prints_a_report_above_chance(tmp_path):
     assert len(rows) == 1 and rows[0]["label"] in {"fake", "real"} and 0 <= float(rows[0]["p_fake"]) <= 1
 
 
+@pytest.mark.slow
 def test_second_head_reads_the_embeddings_the_first_one_cached(tmp_path):
     cache = tmp_path / "cache"
 
@@ -57,6 +59,7 @@ def test_second_head_reads_the_embeddings_the_first_one_cached(tmp_path):
     assert entries and sorted(path.name for path in cache.rglob("*") if path.is_file()) == entries  # read, not rewritten
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_REVIEWS.is_file(), reason="needs ../shared/data/fake_reviews.csv")
 def test_frozen_minilm_logreg_reaches_reference_f1_on_the_full_dataset(tmp_path):
     """Measured reference for frozen MiniLM + logistic regression on these 6,000 reviews: 0.78."""

@@ -56,6 +56,19 @@ def logreg_run(workspace, cache_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_logreg_run(workspace, cache_dir, tiny_bert, small_reviews) -> Path:
+    """A frozen tiny random BERT + logistic regression: scores in milliseconds, for tests of the plumbing."""
+    result = train(
+        TrainConfig(
+            backbone="bert", model=tiny_bert, method="frozen", head="logreg", data=str(small_reviews),
+            output_dir=str(workspace / "runs" / "tiny-logreg"), cache_dir=str(cache_dir),
+        ),
+        progress=False,
+    )
+    return result.run_dir
+
+
+@pytest.fixture(scope="session")
 def svm_run(workspace, cache_dir, logreg_run) -> Path:
     # Same backbone, data and cache as logreg_run: the embeddings come from the cache.
     result = train(
@@ -242,7 +255,7 @@ def test_evaluate_refuses_two_threshold_rules(run_copy):
 # --------------------------------------------------------------------------- predict
 
 
-def test_predict_large_csv_streams_in_order_with_little_memory(logreg_run, tmp_path):
+def test_predict_large_csv_streams_in_order_with_little_memory(tiny_logreg_run, tmp_path):
     base = pd.read_csv(default_data_path(), dtype=str, keep_default_na=False)
     big = pd.concat([base, base], ignore_index=True)  # 2,000 reviews
     big.insert(0, "id", [f"r{i:05d}" for i in range(len(big))])
@@ -251,7 +264,7 @@ def test_predict_large_csv_streams_in_order_with_little_memory(logreg_run, tmp_p
     big.to_csv(source, index=False)
     output = tmp_path / "scored.csv"
 
-    command = [sys.executable, "-m", "review_toolkit", "predict", "--run", str(logreg_run), "--input", str(source),
+    command = [sys.executable, "-m", "review_toolkit", "predict", "--run", str(tiny_logreg_run), "--input", str(source),
                "--output", str(output), "--quiet"]
     peak_kib = _peak_rss_kib(command)
     assert peak_kib * 1024 < 1.5 * GIB * 0.8, f"peak RSS {peak_kib / 2**20:.2f} GiB"
@@ -267,7 +280,7 @@ def test_predict_large_csv_streams_in_order_with_little_memory(logreg_run, tmp_p
     # Rows 1,000 apart are the same review: same score, so nothing was shuffled.
     assert np.allclose(p_fake[:1000].to_numpy(), p_fake[1000:].to_numpy(), atol=1e-6)
     # The same numbers as the library.
-    expected = load_run(logreg_run).predict_proba(big.text[:20].tolist())
+    expected = load_run(tiny_logreg_run).predict_proba(big.text[:20].tolist())
     assert np.allclose(p_fake[:20].to_numpy(), expected, atol=1e-6)
     assert no_partials(tmp_path) == []
 

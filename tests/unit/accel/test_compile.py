@@ -8,12 +8,14 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
 from review_toolkit import load_run
 from review_toolkit.accel.compilation import compile_encoder_layers
 
 
+@pytest.mark.slow
 def test_compiled_lora_run_reloads_and_rescores_its_test_split(tiny_bert, small_reviews, tmp_path):
     run = tmp_path / "run"
     completed = subprocess.run(
