@@ -41,8 +41,8 @@ class PooledEncoder(nn.Module):
         """Pooled embeddings ``[batch, embedding_size]`` of padded reviews ``[batch, length]`` and their mask."""
         # On a GPU, the 4D mask: no wait for the GPU per batch. Elsewhere the 2D one, which transformers
         # leaves out for batches without padding.
-        mask = prepared_attention_mask(self.transformer, attention_mask) if attention_mask.is_cuda else attention_mask
-        outputs = self.transformer(input_ids=input_ids, attention_mask=mask)
+        attention = prepared_attention_mask(self.transformer, attention_mask) if attention_mask.is_cuda else attention_mask
+        outputs = self.transformer(input_ids=input_ids, attention_mask=attention)
         hidden = outputs[0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)

@@ -2,10 +2,11 @@
 
 An HTTP process loads no model. It connects to every model process's Unix socket, learns the
 run's threshold, description and tokenizer from the first, and forwards each request's reviews,
-with their token ids where it can compute them (tokenizing is the model process's largest cost
-per review after the GPU's), to the model process with the fewest of its requests outstanding. Refusals come back with the status the
-batcher gave them (429, 503, 500); a model process that goes away fails its outstanding
-requests with 503, and the supervising process stops the server.
+with their token ids where it can compute them (after the GPU's work, tokenizing was the model
+process's largest cost per review), to the model process with the fewest of its requests
+outstanding. Refusals come back with the status the batcher gave them (429, 503, 500); a model
+process that goes away fails its outstanding requests with 503, and the supervising process
+stops the server.
 """
 
 from __future__ import annotations

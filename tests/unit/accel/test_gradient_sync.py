@@ -19,7 +19,7 @@ from review_toolkit.train.trainer import ReviewTrainer, gradient_sync_for, train
 def test_buckets_are_sized_to_the_trainable_weights_within_bounds():
     full_stella = 435_000_000 * 4  # float32 gradients of a full fine-tuning
     assert bucket_mb_for(full_stella) == int(full_stella / 2**20 / 16)
-    assert bucket_mb_for(4 * 2**20) == 8  # an adapter's few megabytes: still several buckets' worth of overlap
+    assert bucket_mb_for(4 * 2**20) == 8  # an adapter's few megabytes: the smallest bucket
     assert bucket_mb_for(40 * 2**30) == 200
 
 
