@@ -33,7 +33,7 @@ def _missing_dependencies() -> list[str]:
 @click.option("--max-body-bytes", type=click.IntRange(min=1), default=_DEFAULTS.max_body_bytes, show_default=True, help="Largest request body; larger ones are refused with 413.")
 @click.option("--device", help="cpu, cuda or cuda:i; a comma-separated list gives one per worker (default: a GPU if there is one, one per worker).")
 @backend_option()
-@click.option("--threads", type=click.IntRange(min=1), help="Torch threads per process (default: torch's own; with --workers N on CPUs: the cores shared out).")
+@click.option("--threads", type=click.IntRange(min=1), help="Compute threads per process, torch's or ONNX Runtime's (default: theirs; with --workers N on CPUs: the cores shared out).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Server processes, each with its own model (on GPUs: one per GPU).")
 @click.option("--http-workers", type=click.IntRange(min=0), default=0, show_default=True, help="HTTP processes that parse requests and forward the reviews to the model processes (--workers of them), which batch every request together; 0: each process answers HTTP itself. Use it on GPUs, where one process cannot parse requests as fast as the GPU scores them.")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True, help="Seconds to finish in-flight requests after SIGTERM.")
@@ -80,9 +80,7 @@ def serve(
     options = {"log_level": log_level, "access_log": access_log, "shutdown_timeout": shutdown_timeout}
     if workers == 1 and not http_workers and (device is None or "," not in device):
         if threads:
-            import torch
-
-            torch.set_num_threads(threads)
+            runner.set_threads(threads)
         runner.serve_in_this_process(run, ServeSettings(**{**settings.as_dict(), "device": device}), host=host, port=port, **options)
         return
     import torch

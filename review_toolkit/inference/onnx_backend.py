@@ -85,6 +85,17 @@ class TokenIds:
         return {"input_ids": self._slow(list(texts), truncation=True, max_length=self.max_length)["input_ids"]}
 
 
+_session_threads: int | None = None
+
+
+def set_session_threads(threads: int | None) -> None:
+    """Threads of each ONNX Runtime session this process opens from now on (None: one per core,
+    ONNX Runtime's default): what ``torch.set_num_threads`` is to torch, for processes that share
+    the cores (``serve --workers``, ``--threads``)."""
+    global _session_threads
+    _session_threads = threads
+
+
 class OnnxEncoder:
     """An exported encoder: padded ``input_ids`` and ``attention_mask`` in, pooled vectors out (float32)."""
 
@@ -104,6 +115,7 @@ class OnnxEncoder:
 
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        threads = threads or _session_threads
         if threads:
             options.intra_op_num_threads = threads
         self.path = Path(path)

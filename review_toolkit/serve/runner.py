@@ -120,9 +120,18 @@ def _start_process(log_level: str, threads: int | None) -> None:
 
     quiet_process(progress=False)  # a spawned process starts with the libraries' defaults
     if threads:
-        import torch
+        set_threads(threads)
 
-        torch.set_num_threads(threads)
+
+def set_threads(threads: int) -> None:
+    """This process's compute threads: torch's, and those of an ONNX Runtime session (a run scored
+    with its ONNX export shares the cores as a torch one does)."""
+    import torch
+
+    from review_toolkit.inference.onnx_backend import set_session_threads
+
+    torch.set_num_threads(threads)
+    set_session_threads(threads)
 
 
 def _worker_main(

@@ -135,3 +135,18 @@ def test_evaluate_data_records_what_scored(exported_fp32, small_reviews, tmp_pat
         assert result.exit_code == 0, result.output
         assert json.loads((target / "metrics.json").read_text())["scored_with"] == expected
         assert f"scored with: {expected}" in result.output
+
+
+def test_processes_that_share_the_cores_open_sessions_of_that_many_threads(exported_fp32) -> None:
+    """serve --workers / --threads set each process's threads: the ONNX Runtime session's too."""
+    from review_toolkit import load_run
+    from review_toolkit.inference.onnx_backend import set_session_threads
+
+    set_session_threads(1)
+    try:
+        classifier = load_run(exported_fp32, backend="onnx")
+        assert classifier.encoder.session.get_session_options().intra_op_num_threads == 1
+        assert classifier.predict_proba(REVIEWS).shape == (3,)
+    finally:
+        set_session_threads(None)
+    assert load_run(exported_fp32, backend="onnx").encoder.session.get_session_options().intra_op_num_threads == 0
