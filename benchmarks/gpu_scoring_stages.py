@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_scoring import frozen_run  # noqa: E402
+from gpu_scoring import frozen_run, timed  # noqa: E402
 from gpu_speed import save_stella, save_t5  # noqa: E402
 
 
@@ -44,18 +44,6 @@ PADDED_SETTINGS = [
     (float("inf"), 0, 32768), (1.15, 4096, 32768), (1.15, 16384, 32768), (1.3, 8192, 32768),
     (float("inf"), 0, 65536), (1.15, 16384, 65536),
 ]
-
-
-def best_seconds(function, repeats: int = 2) -> float:
-    function()
-    torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - started)
-    return best
 
 
 def gpu_busy_share(function) -> float:
@@ -75,12 +63,10 @@ def gpu_busy_share(function) -> float:
 def stage_rows(run: Path, texts: list[str]) -> list[dict]:
     from review_toolkit import load_run
     from review_toolkit.accel import gpu_scoring
-    from review_toolkit.accel.gpu_scoring import embed_on_gpu, packs_on
-    from review_toolkit.inference.embeddings import chunk_sizes
-    from review_toolkit.inference.embeddings import embed_texts
-    from review_toolkit.inference.token_ids import token_id_encoder
-
     from review_toolkit.accel.compilation import compile_for_scoring
+    from review_toolkit.accel.gpu_scoring import embed_on_gpu, packs_on
+    from review_toolkit.inference.embeddings import chunk_sizes, embed_texts
+    from review_toolkit.inference.token_ids import token_id_encoder
 
     classifier = load_run(run, device="cuda")
     # A copy with bf16 weights (autocast keeps norms and residuals in float32 otherwise), compiled apart.
@@ -94,15 +80,17 @@ def stage_rows(run: Path, texts: list[str]) -> list[dict]:
     rows = []
     defaults = gpu_scoring.PADDED_LENGTH_SPREAD, gpu_scoring.PADDED_BATCH_MIN_TOKENS
 
+    def record(entry: dict) -> None:
+        rows.append(entry)
+        print(json.dumps(entry), flush=True)
+
     def row(name: str, function) -> None:
-        seconds = best_seconds(function)
-        rows.append({"stage": name, "seconds": round(seconds, 4), "reviews_per_s": round(len(texts) / seconds, 1)})
-        print(json.dumps(rows[-1]), flush=True)
+        seconds = timed(function, repeats=2)
+        record({"stage": name, "seconds": round(seconds, 4), "reviews_per_s": round(len(texts) / seconds, 1)})
 
     started = time.perf_counter()
     classifier.predict_proba(texts)  # compiles
-    rows.append({"stage": "first predict_proba (compiling)", "seconds": round(time.perf_counter() - started, 1)})
-    print(json.dumps(rows[-1]), flush=True)
+    record({"stage": "first predict_proba (compiling)", "seconds": round(time.perf_counter() - started, 1)})
     row("tokenize (one thread)", lambda: encode(prepared))
     row("encoder, 1 chunk", lambda: embed_on_gpu(classifier.encoder, [ids], pad_token_id=pad, device=device))
     for size in (1024, 2048, 4096):
@@ -110,22 +98,21 @@ def stage_rows(run: Path, texts: list[str]) -> list[dict]:
         row(f"encoder, chunks of {size}", lambda chunks=chunks: embed_on_gpu(classifier.encoder, chunks, pad_token_id=pad, device=device))
     row("embed_texts", lambda: embed_texts(classifier.encoder, classifier.tokenizer, prepared, max_length=classifier.max_length, progress=False))
     row("predict_proba", lambda: classifier.predict_proba(texts))
-    rows.append({"stage": "predict_proba: GPU busy share", "share": gpu_busy_share(lambda: classifier.predict_proba(texts))})
-    print(json.dumps(rows[-1]), flush=True)
-    rows.append({"stage": "encoder, 1 chunk: GPU busy share", "share": gpu_busy_share(
+    record({"stage": "predict_proba: GPU busy share", "share": gpu_busy_share(lambda: classifier.predict_proba(texts))})
+    record({"stage": "encoder, 1 chunk: GPU busy share", "share": gpu_busy_share(
         lambda: embed_on_gpu(classifier.encoder, [ids], pad_token_id=pad, device=device))})
-    print(json.dumps(rows[-1]), flush=True)
     if not packs_on(classifier.encoder, device):
         # Padded batches: how they are cut (spread and least tokens before a spread closes a batch;
         # infinite spread: filled to the budget) and the budget.
+        sizes = chunk_sizes(len(ids))
+        growing = [ids[start : start + size] for start, size in zip(itertools.accumulate([0, *sizes]), sizes)]
         for spread, least, budget in PADDED_SETTINGS:
             gpu_scoring.PADDED_LENGTH_SPREAD, gpu_scoring.PADDED_BATCH_MIN_TOKENS = spread, least
             name = f"padded spread {spread} from {least} tokens, budget {budget}"
             row(f"{name}: encoder, 1 chunk", lambda budget=budget: embed_on_gpu(
                 classifier.encoder, [ids], pad_token_id=pad, device=device, max_tokens=budget))
-            chunks = [ids[start : start + size] for start, size in zip(itertools.accumulate([0, *chunk_sizes(len(ids))]), chunk_sizes(len(ids)))]
-            row(f"{name}: encoder, growing chunks", lambda budget=budget, chunks=chunks: embed_on_gpu(
-                classifier.encoder, chunks, pad_token_id=pad, device=device, max_tokens=budget))
+            row(f"{name}: encoder, growing chunks", lambda budget=budget: embed_on_gpu(
+                classifier.encoder, growing, pad_token_id=pad, device=device, max_tokens=budget))
         gpu_scoring.PADDED_LENGTH_SPREAD, gpu_scoring.PADDED_BATCH_MIN_TOKENS = defaults
     profile = cProfile.Profile()
     profile.runcall(classifier.predict_proba, texts)

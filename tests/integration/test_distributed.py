@@ -12,7 +12,6 @@ import csv
 import json
 import os
 import sqlite3
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,12 +26,7 @@ from review_toolkit import load_run
 from review_toolkit.accel.batching import TokenBudgetBatchSampler
 from review_toolkit.runtime.distributed import shard_bounds
 from review_toolkit.train.model import ReviewClassifierModel
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from conftest import free_port
 
 
 def launch(processes: int, arguments: list[str], cache: Path) -> subprocess.CompletedProcess:

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,7 @@ from review_toolkit.runs.loader import load_run
 from review_toolkit.train.pipeline import train  # noqa: E402
 from review_toolkit.serve import app as serve_app  # noqa: E402
 from review_toolkit.serve.devices import worker_devices  # noqa: E402
+from conftest import free_port  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -66,12 +66,6 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, minilm_path: str, small_re
 @pytest.fixture(scope="module")
 def classifier(run_dir: Path) -> Any:
     return load_run(run_dir, device="cpu")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.distributed as dist
@@ -14,6 +13,7 @@ from review_toolkit.accel.gradient_sync import GradientSync, bucket_mb_for
 from review_toolkit.accel.plan import AccelerationPlan
 from review_toolkit.config import TrainConfig
 from review_toolkit.train.trainer import ReviewTrainer, gradient_sync_for, training_arguments
+from conftest import free_port
 
 
 def test_buckets_are_sized_to_the_trainable_weights_within_bounds():
@@ -30,12 +30,6 @@ def test_gradients_are_averaged_in_bfloat16_where_training_is_bf16_unless_asked_
     assert gradient_sync_for(config, model, bf16=False).dtype == "float32"
     chosen = gradient_sync_for(TrainConfig(ddp_gradient_dtype="float32", ddp_bucket_mb=50), model, bf16=True)
     assert (chosen.dtype, chosen.bucket_mb) == ("float32", 50)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _average_gradients(rank: int, port: int, out: str) -> None:
