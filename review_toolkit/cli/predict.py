@@ -99,8 +99,10 @@ def predict(
 
     def load() -> object:
         from review_toolkit.runs.loader import load_run
+        from review_toolkit.runtime.startup import long_lived_objects
 
-        classifier = load_run(run_dir, allow_unverified=allow_unverified, trust_remote_code=trust_remote_code, backend=backend)
+        with long_lived_objects():
+            classifier = load_run(run_dir, allow_unverified=allow_unverified, trust_remote_code=trust_remote_code, backend=backend)
         if compile_encoder:
             classifier.compile_encoder()
         loaded.append(classifier)
