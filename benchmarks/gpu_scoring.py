@@ -66,7 +66,9 @@ def toolkit_rows(run: Path, texts: list[str]) -> list[dict]:
     seconds = timed(lambda: classifier.predict_proba(texts), repeats=2)
     # Parity: the packed (or token-budget) bf16 vectors against the padded float32 path.
     sample = texts[:256]
-    encoder, tokenizer = classifier.encoder, classifier.tokenizer
+    # Loaded onto the GPU, the run keeps its linear weights in bf16; the reference keeps float32's.
+    encoder = load_run(run, device="cpu", backend="torch").encoder.to("cuda")
+    tokenizer = classifier.tokenizer
     prepared = classifier.backbone.prepare_texts(sample)
     with torch.inference_mode():
         exact = []

@@ -7,13 +7,16 @@ warm-up pass over the same 6,000 reviews:
   tokenize            the toolkit's token ids of every review, in one thread
   encoder, 1 chunk    ``embed_on_gpu`` on the pre-tokenized reviews as one chunk
   encoder, chunks N   the same in consecutive chunks of N reviews (as ``embed_texts`` cuts them)
-  embed_texts         tokenizing in worker threads ahead of the GPU, as ``predict`` does
+  embed_texts         tokenizing in worker threads ahead of the GPU, as ``predict`` does; then with
+                      other piece sizes, with everything tokenized before the GPU starts, and with
+                      a shorter GIL switch interval (is the GIL's hand-over what costs?)
   predict_proba       the whole call: embedding, head, calibration
   bf16 weights        the encoder, 1 chunk, with its weights cast to bf16 and compiled again
   padded settings     encoders that take padded batches: the encoder under other ways of cutting them
 
-with the share of the ``predict_proba`` wall time the GPU spends in kernels (torch profiler), and
-a profile of the host's time in ``predict_proba`` (the functions that take the most of it).
+with the share of the ``predict_proba`` wall time the GPU spends in kernels (torch profiler), the
+GPU's idle gaps and the CUDA runtime calls that took the host's time, and a profile of the host's
+time in ``predict_proba`` (the functions that take the most of it).
 
     python3 benchmarks/gpu_scoring_stages.py --data fake_reviews.csv --tokenizer DIR --out OUT
 """
@@ -60,12 +63,48 @@ def gpu_busy_share(function) -> float:
     return round(kernels / wall, 3)
 
 
+def idle_gaps(function) -> dict:
+    """Where the GPU waits during one call of ``function``: its idle gaps between kernels, and the
+    CUDA runtime calls that took the host's time (a synchronization there stalls the launches)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as trace:
+        function()
+        torch.cuda.synchronize()
+    kernels = sorted(
+        (event.time_range.start, event.time_range.end)
+        for event in trace.events()
+        if event.device_type == torch.autograd.DeviceType.CUDA
+    )
+    gaps, busy_until = [], kernels[0][1] if kernels else 0
+    for start, end in kernels[1:]:  # copies may overlap kernels: a gap is time covered by none
+        if start > busy_until:
+            gaps.append(start - busy_until)
+        busy_until = max(busy_until, end)
+    runtime = sorted(
+        (event for event in trace.key_averages() if event.key.startswith("cuda") and not event.key.startswith("cudaLaunch")),
+        key=lambda event: event.cpu_time_total, reverse=True,
+    )
+    return {
+        "kernels": len(kernels),
+        "span_ms": round((kernels[-1][1] - kernels[0][0]) / 1e3, 1) if kernels else 0.0,
+        "idle_ms": round(sum(gaps) / 1e3, 1),
+        "gaps_over_100us": sum(gap > 100 for gap in gaps),
+        "idle_in_gaps_over_100us_ms": round(sum(gap for gap in gaps if gap > 100) / 1e3, 1),
+        "largest_gaps_ms": [round(gap / 1e3, 2) for gap in sorted(gaps, reverse=True)[:10]],
+        "runtime_calls": [
+            {"call": event.key, "count": event.count, "cpu_ms": round(event.cpu_time_total / 1e3, 1)} for event in runtime[:8]
+        ],
+    }
+
+
 def stage_rows(run: Path, texts: list[str]) -> list[dict]:
     from review_toolkit import load_run
     from review_toolkit.accel import gpu_scoring
     from review_toolkit.accel.compilation import compile_for_scoring
     from review_toolkit.accel.gpu_scoring import embed_on_gpu, packs_on
-    from review_toolkit.inference.embeddings import chunk_sizes, embed_texts
+    from review_toolkit.inference.embeddings import chunk_sizes, embed_texts, tokenized_ahead
     from review_toolkit.inference.token_ids import token_id_encoder
 
     classifier = load_run(run, device="cuda")
@@ -97,9 +136,27 @@ def stage_rows(run: Path, texts: list[str]) -> list[dict]:
         chunks = [ids[start : start + size] for start in range(0, len(ids), size)]
         row(f"encoder, chunks of {size}", lambda chunks=chunks: embed_on_gpu(classifier.encoder, chunks, pad_token_id=pad, device=device))
     row("embed_texts", lambda: embed_texts(classifier.encoder, classifier.tokenizer, prepared, max_length=classifier.max_length, progress=False))
+    for piece in (32, 64, 256, 512):  # the default is TOKENIZED_PIECE
+        row(f"embed_texts, pieces of {piece}", lambda piece=piece: embed_on_gpu(
+            classifier.encoder, tokenized_ahead(classifier.tokenizer, prepared, max_length=classifier.max_length, piece=piece),
+            pad_token_id=pad, device=device))
+
+    def tokenized_first():
+        chunks = tokenized_ahead(classifier.tokenizer, prepared, max_length=classifier.max_length)
+        return embed_on_gpu(classifier.encoder, [[ids for chunk in chunks for ids in chunk]], pad_token_id=pad, device=device)
+
+    row("embed_texts, all tokenized first (threads), then 1 chunk", tokenized_first)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)  # does the GIL hand-over between tokenizing threads and the launching one cost?
+    row("embed_texts, GIL switch interval 0.5 ms", lambda: embed_texts(
+        classifier.encoder, classifier.tokenizer, prepared, max_length=classifier.max_length, progress=False))
+    sys.setswitchinterval(interval)
     row("predict_proba", lambda: classifier.predict_proba(texts))
     record({"stage": "predict_proba: GPU busy share", "share": gpu_busy_share(lambda: classifier.predict_proba(texts))})
     record({"stage": "encoder, 1 chunk: GPU busy share", "share": gpu_busy_share(
+        lambda: embed_on_gpu(classifier.encoder, [ids], pad_token_id=pad, device=device))})
+    record({"stage": "predict_proba: GPU idle gaps", **idle_gaps(lambda: classifier.predict_proba(texts))})
+    record({"stage": "encoder, 1 chunk: GPU idle gaps", **idle_gaps(
         lambda: embed_on_gpu(classifier.encoder, [ids], pad_token_id=pad, device=device))})
     if not packs_on(classifier.encoder, device):
         # Padded batches: how they are cut (spread and least tokens before a spread closes a batch;

@@ -61,9 +61,32 @@ def use_shape_agnostic_attention() -> None:
         torch.backends.cuda.enable_cudnn_sdp(False)
 
 
+def scores_in_bf16(device: torch.device) -> bool:
+    """Whether scoring on ``device`` computes in bf16 (``embed_on_gpu``): a CUDA GPU with bf16."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def keep_linear_weights_in_bf16(encoder: nn.Module) -> int:
+    """Store the weights and biases of ``encoder``'s plain linear layers in bf16; returns how many.
+
+    Scoring under bf16 autocast casts every float32 linear weight to bf16 again at every call
+    (autocast keeps no cast of weights that need no gradient): one more kernel per layer per row
+    and a read of the float32 weights. Cast once, the products see the very same bf16 values
+    and give the same results; norms, embeddings and the rest keep their dtype, as autocast
+    keeps their arithmetic in float32. Subclasses of ``nn.Linear`` (4-bit layers, adapters) are
+    left as they are.
+    """
+    count = 0
+    for module in encoder.modules():
+        if type(module) is nn.Linear and module.weight.dtype == torch.float32:
+            module.to(torch.bfloat16)
+            count += 1
+    return count
+
+
 def packs_on(encoder: nn.Module, device: torch.device) -> bool:
     """Whether ``encoder`` scores in packed rows on ``device``: a CUDA GPU with bf16 and a packable encoder."""
-    return device.type == "cuda" and torch.cuda.is_bf16_supported() and supports_packing(encoder)
+    return scores_in_bf16(device) and supports_packing(encoder)
 
 
 def packed_rows(lengths: Sequence[int], max_tokens: int = GPU_SCORING_TOKENS) -> list[list[int]]:

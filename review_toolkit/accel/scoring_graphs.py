@@ -10,8 +10,9 @@ A layout's graph is recorded the first time a row needs it; rows larger than eve
 with a review longer than ``MAX_GRAPHED_REVIEW`` tokens, run eagerly, as does an encoder whose
 layers are compiled (compiled code keeps graphs of its own).
 
-The graphs hold the weights' addresses and cast them inside every replay (no cached casts): a
-frozen encoder scores the same through them as eagerly, to bf16 rounding.
+The graphs hold the weights' addresses and cast any float32 weight inside every replay (no cached
+casts; a run loaded onto the GPU keeps its linear weights in bf16, so those need none): a frozen
+encoder scores the same through them as eagerly, to bf16 rounding.
 """
 
 from __future__ import annotations

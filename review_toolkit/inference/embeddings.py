@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from review_toolkit.accel.gpu_scoring import embed_on_gpu
+from review_toolkit.accel.gpu_scoring import embed_on_gpu, scores_in_bf16
 from review_toolkit.inference.cpu_batches import CPU_ACTIVATION_BYTES, cpu_token_budget_batches  # noqa: F401
 from review_toolkit.inference.token_ids import pad_right, token_id_encoder
 
@@ -105,7 +105,7 @@ def embed_texts(
     if encoder.training:  # eval() walks every module: a server's small batches would pay it each time
         encoder.eval()
     device = model_device(encoder)
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if scores_in_bf16(device):
         with tqdm(total=len(texts), desc=description, disable=not progress, unit="review") as bar:
             if token_ids is not None:
                 chunks = [token_ids]  # nothing to overlap: one chunk cuts the fullest rows and batches

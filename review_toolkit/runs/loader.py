@@ -202,6 +202,8 @@ def _load_verified_run(
     else:
         from transformers import AutoTokenizer
 
+        from review_toolkit.accel.gpu_scoring import keep_linear_weights_in_bf16, scores_in_bf16
+
         target = _target_device(device)
         with quiet_call():  # transformers is imported now: its weight-loading bars can be turned off
             tokenizer = AutoTokenizer.from_pretrained(steps.file(TOKENIZER_DIRECTORY), trust_remote_code=trust_remote_code)
@@ -209,6 +211,8 @@ def _load_verified_run(
             encoder = method.load_trained(backbone, checkpoint, run, config)
         if not method.quantized:  # a quantized encoder is placed by its device map
             encoder.to(target)
+            if scores_in_bf16(target):
+                keep_linear_weights_in_bf16(encoder)  # it only ever computes in bf16 there
         encoder.eval()
         head_device = next(p.device for p in encoder.parameters())
     if isinstance(head, FittedHead):

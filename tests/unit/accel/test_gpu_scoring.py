@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 
 import numpy as np
@@ -10,7 +11,8 @@ import torch
 from transformers import BertConfig, BertModel
 
 from review_toolkit.accel.gpu_scoring import (
-    PADDED_BATCH_MIN_TOKENS, PADDED_LENGTH_SPREAD, embed_on_gpu, packed_inputs, packed_rows, padded_batches,
+    PADDED_BATCH_MIN_TOKENS, PADDED_LENGTH_SPREAD, embed_on_gpu, keep_linear_weights_in_bf16, packed_inputs, packed_rows,
+    padded_batches,
 )
 from review_toolkit.accel.packing import enable_packed_attention, packed_pooled, packed_row_length
 from review_toolkit.accel.scoring_graphs import ScoringGraphs, scoring_graphs_for
@@ -127,6 +129,22 @@ def test_a_row_in_a_graph_layout_gives_each_review_its_padded_vector(architectur
             inputs["review_index"], layout.review_slots,
         )
     torch.testing.assert_close(vectors[: len(reviews)], expected.detach(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", ["bert", "gte"])
+def test_linear_weights_kept_in_bf16_give_the_vectors_autocast_gives(architecture):
+    encoder = tiny_encoder(architecture)
+    cast = copy.deepcopy(encoder)
+    reviews = reviews_of(random_lengths(12, seed=3))
+
+    assert keep_linear_weights_in_bf16(cast) > 0
+    linears = [m for m in cast.modules() if type(m) is torch.nn.Linear]
+    assert all(p.dtype == torch.bfloat16 for m in linears for p in m.parameters())
+    assert all(m.weight.dtype == torch.float32 for m in cast.modules() if isinstance(m, (torch.nn.LayerNorm, torch.nn.Embedding)))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = padded_vectors(encoder, reviews)
+        vectors = padded_vectors(cast, reviews)
+    torch.testing.assert_close(vectors, expected, rtol=0, atol=0)  # the same bf16 products, cast once
 
 
 @pytest.mark.gpu
