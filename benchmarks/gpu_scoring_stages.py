@@ -8,8 +8,8 @@ warm-up pass over the same 6,000 reviews:
   encoder, 1 chunk    ``embed_on_gpu`` on the pre-tokenized reviews as one chunk
   encoder, chunks N   the same in consecutive chunks of N reviews (as ``embed_texts`` cuts them)
   embed_texts         tokenizing in worker threads ahead of the GPU, as ``predict`` does; then with
-                      other piece sizes, with everything tokenized before the GPU starts, and with
-                      a shorter GIL switch interval (is the GIL's hand-over what costs?)
+                      other first-chunk and piece sizes, and with everything tokenized before the
+                      GPU starts
   predict_proba       the whole call: embedding, head, calibration
   bf16 weights        the encoder, 1 chunk, with its weights cast to bf16 and compiled again
   padded settings     encoders that take padded batches: the encoder under other ways of cutting them
@@ -136,21 +136,19 @@ def stage_rows(run: Path, texts: list[str]) -> list[dict]:
         chunks = [ids[start : start + size] for start in range(0, len(ids), size)]
         row(f"encoder, chunks of {size}", lambda chunks=chunks: embed_on_gpu(classifier.encoder, chunks, pad_token_id=pad, device=device))
     row("embed_texts", lambda: embed_texts(classifier.encoder, classifier.tokenizer, prepared, max_length=classifier.max_length, progress=False))
-    for piece in (32, 64, 256, 512):  # the default is TOKENIZED_PIECE
-        row(f"embed_texts, pieces of {piece}", lambda piece=piece: embed_on_gpu(
-            classifier.encoder, tokenized_ahead(classifier.tokenizer, prepared, max_length=classifier.max_length, piece=piece),
-            pad_token_id=pad, device=device))
+
+    def ahead(**sizes):  # embed_texts with other chunk and piece sizes
+        chunks = tokenized_ahead(classifier.tokenizer, prepared, max_length=classifier.max_length, **sizes)
+        return embed_on_gpu(classifier.encoder, chunks, pad_token_id=pad, device=device)
+
+    for sizes in ({"first": 128}, {"first": 8}, {"piece": 32}, {"piece": 512}):
+        row("embed_texts, " + ", ".join(f"{name} {value}" for name, value in sizes.items()), lambda sizes=sizes: ahead(**sizes))
 
     def tokenized_first():
         chunks = tokenized_ahead(classifier.tokenizer, prepared, max_length=classifier.max_length)
         return embed_on_gpu(classifier.encoder, [[ids for chunk in chunks for ids in chunk]], pad_token_id=pad, device=device)
 
     row("embed_texts, all tokenized first (threads), then 1 chunk", tokenized_first)
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(0.0005)  # does the GIL hand-over between tokenizing threads and the launching one cost?
-    row("embed_texts, GIL switch interval 0.5 ms", lambda: embed_texts(
-        classifier.encoder, classifier.tokenizer, prepared, max_length=classifier.max_length, progress=False))
-    sys.setswitchinterval(interval)
     row("predict_proba", lambda: classifier.predict_proba(texts))
     record({"stage": "predict_proba: GPU busy share", "share": gpu_busy_share(lambda: classifier.predict_proba(texts))})
     record({"stage": "encoder, 1 chunk: GPU busy share", "share": gpu_busy_share(

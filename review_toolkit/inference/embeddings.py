@@ -22,16 +22,17 @@ def feed_forward_width(encoder: torch.nn.Module) -> int:
     return getattr(config, "intermediate_size", None) or getattr(config, "d_ff", None) or 4096
 
 
-#: Reviews per task of the tokenizing threads: the GPU starts on the first ones after a few
-#: milliseconds of tokenizing, not after a whole chunk's worth.
+#: Reviews of the first chunk: the GPU starts once these few are tokenized (a few milliseconds).
+TOKENIZED_FIRST_CHUNK = 32
+#: Reviews per task of the tokenizing threads.
 TOKENIZED_PIECE = 128
-#: Reviews of the largest chunk the GPU takes at once; chunks grow to it from one piece, four times
+#: Reviews of the largest chunk the GPU takes at once; chunks grow to it from the first, four times
 #: larger each (rows and batches are cut within a chunk, and padded batches cut from few reviews
 #: pad more: benchmarks/README.md, "GPU scoring").
 TOKENIZED_CHUNK = 8192
 
 
-def chunk_sizes(total: int, first: int = TOKENIZED_PIECE, largest: int = TOKENIZED_CHUNK) -> list[int]:
+def chunk_sizes(total: int, first: int = TOKENIZED_FIRST_CHUNK, largest: int = TOKENIZED_CHUNK) -> list[int]:
     """Sizes of consecutive chunks of ``total`` reviews: ``first``, four times that, ... up to ``largest``."""
     sizes, size = [], first
     while total > 0:
@@ -42,33 +43,41 @@ def chunk_sizes(total: int, first: int = TOKENIZED_PIECE, largest: int = TOKENIZ
 
 
 def tokenized_ahead(
-    tokenizer: Any, texts: list[str], *, max_length: int, piece: int = TOKENIZED_PIECE, largest: int = TOKENIZED_CHUNK
-) -> Iterator[list[list[int]]]:
-    """Token ids of ``texts`` in consecutive chunks (``chunk_sizes``), tokenized ahead of the consumer.
+    tokenizer: Any,
+    texts: list[str],
+    *,
+    max_length: int,
+    first: int = TOKENIZED_FIRST_CHUNK,
+    piece: int = TOKENIZED_PIECE,
+    largest: int = TOKENIZED_CHUNK,
+) -> Iterator[list[np.ndarray]]:
+    """Token ids of ``texts`` (int64 arrays) in consecutive chunks (``chunk_sizes``), tokenized
+    ahead of the consumer.
 
-    Pieces of ``piece`` reviews are tokenized in worker threads, in order; each chunk is handed
-    over once its pieces are done. Fast tokenizers release the GIL while they encode: the GPU's
-    work on one chunk (launched from this thread) and the tokenizing of the next ones overlap
-    instead of taking turns.
+    Each chunk is tokenized in pieces of at most ``piece`` reviews by worker threads, in order,
+    and handed over once its pieces are done. Fast tokenizers release the GIL while they encode:
+    the GPU's work on one chunk (launched from this thread) and the tokenizing of the next ones
+    overlap instead of taking turns. The workers also make the arrays, so the launching thread
+    does not.
     """
-    if largest % piece:
-        raise ValueError(f"largest ({largest}) must be a multiple of piece ({piece})")
     token_ids = token_id_encoder(tokenizer, max_length)
 
-    def encode(start: int) -> list[list[int]]:
-        return token_ids(texts[start : start + piece])
+    def encode(start: int, size: int) -> list[np.ndarray]:
+        return [np.asarray(ids, dtype=np.int64) for ids in token_ids(texts[start : start + size])]
 
+    chunks: list[list[tuple[int, int]]] = []
+    start = 0
+    for size in chunk_sizes(len(texts), first, largest):
+        chunks.append([(offset, min(piece, start + size - offset)) for offset in range(start, start + size, piece)])
+        start += size
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="review-toolkit-tokenizer") as pool:
-        pending = [pool.submit(encode, start) for start in range(0, len(texts), piece)]
+        pending = [[pool.submit(encode, *task) for task in chunk] for chunk in chunks]
         try:
-            taken = 0
-            for size in chunk_sizes(len(texts), piece, largest):
-                pieces = pending[taken // piece : (taken + size + piece - 1) // piece]
-                taken += size
-                yield [ids for future in pieces for ids in future.result()]
+            for futures in pending:
+                yield [ids for future in futures for ids in future.result()]
         finally:
-            for future in pending:
+            for future in (future for futures in pending for future in futures):
                 future.cancel()
 
 

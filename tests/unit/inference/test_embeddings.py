@@ -54,7 +54,7 @@ def test_cpu_embedding_of_a_review_does_not_depend_on_its_batch(tiny_bert, fifty
 def test_reviews_tokenized_ahead_arrive_in_order_in_chunks(tiny_bert, fifty_reviews):
     tokenizer = registry.get("backbone", "bert")[0].load_tokenizer(tiny_bert)
 
-    chunks = list(tokenized_ahead(tokenizer, fifty_reviews, max_length=32, piece=4, largest=16))
+    chunks = list(tokenized_ahead(tokenizer, fifty_reviews, max_length=32, first=2, piece=3, largest=16))
 
-    assert [len(chunk) for chunk in chunks] == [4, 16, 16, 14]  # one piece first, then four times larger
-    assert [ids for chunk in chunks for ids in chunk] == tokenizer(fifty_reviews, truncation=True, max_length=32)["input_ids"]
+    assert [len(chunk) for chunk in chunks] == [2, 8, 16, 16, 8]  # a small chunk first, then four times larger
+    assert [ids.tolist() for chunk in chunks for ids in chunk] == tokenizer(fifty_reviews, truncation=True, max_length=32)["input_ids"]
