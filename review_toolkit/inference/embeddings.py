@@ -55,7 +55,8 @@ def tokenized_ahead(
     ahead of the consumer.
 
     Each chunk is tokenized in pieces of at most ``piece`` reviews by worker threads, in order,
-    and handed over once its pieces are done. Fast tokenizers release the GIL while they encode:
+    and handed over once its pieces are done; a small chunk is split over all the workers, so
+    that the first ones arrive as soon as the GPU can take them. Fast tokenizers release the GIL while they encode:
     the GPU's work on one chunk (launched from this thread) and the tokenizing of the next ones
     overlap instead of taking turns. The workers also make the arrays, so the launching thread
     does not.
@@ -65,12 +66,13 @@ def tokenized_ahead(
     def encode(start: int, size: int) -> list[np.ndarray]:
         return [np.asarray(ids, dtype=np.int64) for ids in token_ids(texts[start : start + size])]
 
+    workers = min(8, os.cpu_count() or 1)
     chunks: list[list[tuple[int, int]]] = []
     start = 0
     for size in chunk_sizes(len(texts), first, largest):
-        chunks.append([(offset, min(piece, start + size - offset)) for offset in range(start, start + size, piece)])
+        step = min(piece, -(-size // workers))
+        chunks.append([(offset, min(step, start + size - offset)) for offset in range(start, start + size, step)])
         start += size
-    workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="review-toolkit-tokenizer") as pool:
         pending = [[pool.submit(encode, *task) for task in chunk] for chunk in chunks]
         try:
