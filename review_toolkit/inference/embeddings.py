@@ -56,10 +56,10 @@ def tokenized_ahead(
 
     Each chunk is tokenized in pieces of at most ``piece`` reviews by worker threads, in order,
     and handed over once its pieces are done; a small chunk is split over all the workers, so
-    that the first ones arrive as soon as the GPU can take them. Fast tokenizers release the GIL while they encode:
-    the GPU's work on one chunk (launched from this thread) and the tokenizing of the next ones
-    overlap instead of taking turns. The workers also make the arrays, so the launching thread
-    does not.
+    that the first chunks arrive as soon as the GPU can take them. Fast tokenizers release the
+    GIL while they encode: the GPU's work on one chunk (launched from this thread) and the
+    tokenizing of the next ones overlap instead of taking turns. The workers also make the
+    arrays, so the launching thread does not.
     """
     token_ids = token_id_encoder(tokenizer, max_length)
 

@@ -1,12 +1,12 @@
 """Python's cyclic garbage collector around a command's start-up.
 
-Importing torch and transformers and loading a model create some 400,000 objects that live as
-long as the process. While they are created, the collector walks the whole heap again each time it
-has grown by a quarter, and once more at interpreter exit; on a 2-core CPU that is a second or two
-of a one-review ``predict --text``. Command-line processes therefore load with the collector
-paused and then move everything loaded out of its reach with ``gc.freeze()``, as long-running
-Python servers do (forked workers then also share those pages). Library callers' processes are
-left alone: only the command line uses this module.
+Importing torch and transformers and loading a model create hundreds of thousands of objects that
+live as long as the process. While they are created, the collector walks the whole heap again each
+time it has grown by a quarter, and once more at interpreter exit: on a small CPU, a large share of
+a one-review ``predict --text`` (benchmarks/README.md, "Start-up without the garbage collector").
+Command-line processes therefore load with the collector paused and then move everything loaded out
+of its reach with ``gc.freeze()``, as long-running Python servers do. Library callers' processes
+are left alone: only the command line uses this module.
 """
 
 from __future__ import annotations
@@ -32,4 +32,3 @@ def long_lived_objects() -> Iterator[None]:
         gc.freeze()
         if was_enabled:
             gc.enable()
-
