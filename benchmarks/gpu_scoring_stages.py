@@ -10,7 +10,9 @@ warm-up pass over the same 6,000 reviews:
   embed_texts         tokenizing in worker threads ahead of the GPU, as ``predict`` does; then with
                       other first-chunk and piece sizes, and with everything tokenized before the
                       GPU starts
-  predict_proba       the whole call: embedding, head, calibration
+  Classifier.embed    ``embed_texts`` through the classifier (what ``predict_proba`` calls)
+  predict_proba       the whole call: embedding, head, calibration; again with Python's garbage
+                      collector paused
   bf16 weights        the encoder, 1 chunk, with its weights cast to bf16 and compiled again
   padded settings     encoders that take padded batches: the encoder under other ways of cutting them
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import cProfile
+import gc
 import io
 import itertools
 import pstats
@@ -149,7 +152,19 @@ def stage_rows(run: Path, texts: list[str]) -> list[dict]:
         return embed_on_gpu(classifier.encoder, [[ids for chunk in chunks for ids in chunk]], pad_token_id=pad, device=device)
 
     row("embed_texts, all tokenized first (threads), then 1 chunk", tokenized_first)
+    row("Classifier.embed", lambda: classifier.embed(texts))
     row("predict_proba", lambda: classifier.predict_proba(texts))
+
+    def without_collector():
+        gc.disable()
+        try:
+            return classifier.predict_proba(texts)
+        finally:
+            gc.enable()
+
+    row("predict_proba, garbage collector paused", without_collector)
+    record({"stage": "embed_texts: GPU idle gaps", **idle_gaps(lambda: embed_texts(
+        classifier.encoder, classifier.tokenizer, prepared, max_length=classifier.max_length, progress=False))})
     record({"stage": "predict_proba: GPU busy share", "share": gpu_busy_share(lambda: classifier.predict_proba(texts))})
     record({"stage": "encoder, 1 chunk: GPU busy share", "share": gpu_busy_share(
         lambda: embed_on_gpu(classifier.encoder, [ids], pad_token_id=pad, device=device))})
