@@ -22,8 +22,10 @@ def feed_forward_width(encoder: torch.nn.Module) -> int:
     return getattr(config, "intermediate_size", None) or getattr(config, "d_ff", None) or 4096
 
 
-#: Reviews of the first chunk: the GPU starts once these few are tokenized (a few milliseconds).
-TOKENIZED_FIRST_CHUNK = 32
+#: Reviews of the first chunk: the GPU starts once these are tokenized, split over the threads (a
+#: few milliseconds). Smaller first chunks, and so more and smaller rows, measured slower
+#: (benchmarks/README.md, "Tokenizing overlaps the GPU").
+TOKENIZED_FIRST_CHUNK = 128
 #: Reviews per task of the tokenizing threads.
 TOKENIZED_PIECE = 128
 #: Reviews of the largest chunk the GPU takes at once; chunks grow to it from the first, four times
