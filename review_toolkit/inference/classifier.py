@@ -109,9 +109,9 @@ class Classifier:
         quantized = ", 4-bit base weights" if any(d.startswith(("int", "uint")) for d in dtypes) else ""
         device = parameters[0].device if parameters else None
         if device is not None and device.type == "cuda":
-            import torch
+            from review_toolkit.accel.gpu_scoring import scores_in_bf16
 
-            if torch.cuda.is_bf16_supported():  # embed_texts runs under bf16 autocast there
+            if scores_in_bf16(device):  # embed_texts runs under bf16 autocast there
                 return f"torch {floating} weights, bfloat16 autocast (cuda){quantized}"
         return f"torch {floating} ({device.type if device is not None else 'cpu'}){quantized}"
 
