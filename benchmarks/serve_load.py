@@ -8,7 +8,9 @@ machine, before the server starts (so the two never share the cores): the server
 
 The load generator speaks HTTP/1.1 over asyncio streams with keep-alive connections: a full
 HTTP client library costs more CPU per request than the server does, and on a small machine it
-would be measuring itself. Everything stays on 127.0.0.1.
+would be measuring itself. On larger machines the clients are spread over a few processes
+(``--client-processes``), so that one interpreter's event loop does not cap a fast server.
+Everything stays on 127.0.0.1.
 
     python benchmarks/serve_load.py --run runs/minilm-frozen-logreg --out benchmarks/results
 """
@@ -83,12 +85,14 @@ class Connection:
             await self.writer.wait_closed()
 
 
-async def run_level(port: int, texts: list[str], clients: int, requests: int, time_limit: float) -> dict:
-    """``clients`` closed-loop clients until ``requests`` answers or ``time_limit`` seconds."""
+async def client_share(port: int, texts: list[str], clients: int, requests: int, time_limit: float, start_at: float) -> dict:
+    """``clients`` closed-loop clients, from wall-clock time ``start_at``, until ``requests``
+    answers or ``time_limit`` seconds: their latencies, failures and the time they took."""
     bodies = [json.dumps({"inputs": text}).encode() for text in texts]
     latencies: list[float] = []
     failures = 0
     next_index = 0
+    await asyncio.sleep(max(0.0, start_at - time.time()))
     deadline = time.perf_counter() + time_limit
 
     async def client() -> None:
@@ -107,10 +111,49 @@ async def run_level(port: int, texts: list[str], clients: int, requests: int, ti
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
-    elapsed = time.perf_counter() - started
+    return {"latencies": latencies, "failures": failures, "seconds": time.perf_counter() - started}
+
+
+def client_process(port: int, texts: list[str], clients: int, requests: int, time_limit: float, start_at: float) -> dict:
+    return run_async(client_share(port, texts, clients, requests, time_limit, start_at))
+
+
+class ClientProcesses:
+    """Processes a level's clients are spread over, started once (spawned, not forked: this process
+    has used the GPU for the offline rate)."""
+
+    def __init__(self, count: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.count = count
+        self.pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"))
+
+    def run(self, jobs: list[tuple]) -> list[dict]:
+        return [future.result() for future in [self.pool.submit(client_process, *job) for job in jobs]]
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+def run_level(port: int, texts: list[str], clients: int, requests: int, time_limit: float, processes: ClientProcesses | None = None) -> dict:
+    """``clients`` closed-loop clients until ``requests`` answers or ``time_limit`` seconds, spread
+    over ``processes`` (None: all in this process), each with its share of clients, requests and
+    reviews, all starting at the same moment."""
+    shares = min(clients, processes.count) if processes is not None else 1
+    start_at = time.time() + (1.0 if shares > 1 else 0.0)
+    jobs = [
+        (port, texts[share::shares], clients // shares + (share < clients % shares), requests // shares + (share < requests % shares), time_limit, start_at)
+        for share in range(shares)
+    ]  # fmt: skip
+    parts = processes.run(jobs) if shares > 1 else [client_process(*jobs[0])]
+    latencies = [latency for part in parts for latency in part["latencies"]]
+    failures = sum(part["failures"] for part in parts)
+    elapsed = max(part["seconds"] for part in parts)
     ordered = sorted(latencies)
     return {
         "clients": clients,
+        "client_processes": shares,
         "requests": len(latencies),
         "failures": failures,
         "seconds": round(elapsed, 3),
@@ -207,7 +250,8 @@ def markdown(result: dict) -> str:
         f"Machine: {result['machine']['description']}; torch {result['machine']['torch']}, {result['machine']['torch_threads']} torch threads.",
         f"Load average before / after: {result['machine']['load_average_before']} / {result['machine']['load_average_after']} "
         "(the machine is shared; a busy machine slows both the server and the offline baseline).",
-        f"Reviews: {result['data']}, posted one per request to /predict by closed-loop clients.",
+        f"Reviews: {result['data']}, posted one per request to /predict by closed-loop clients "
+        f"(in {result['client_processes']} load-generating process(es)).",
         f"Server settings: {result['server_options']}.",
         "",
         f"Offline `predict_proba` on the {result['offline']['reviews']} reviews of the 64-client level "
@@ -247,7 +291,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="predict_proba batch size, offline and in the server.")
     parser.add_argument("--threads", type=int, help="Torch threads, offline and in the server (default: torch's own).")
     parser.add_argument("--workers", type=int, help="Server processes sharing the socket (serve --workers; on a CPU each gets cores / workers threads).")
+    parser.add_argument("--batches-in-flight", type=int, help="Batches the server scores at once (serve --batches-in-flight).")
     parser.add_argument("--http-workers", type=int, help="HTTP processes forwarding to the model processes (serve --http-workers).")
+    parser.add_argument(
+        "--client-processes", type=int, default=max(1, min(4, (os.cpu_count() or 1) // 4)),
+        help="Processes the clients are spread over (default: one per 4 CPUs, at most 4), so that the load generator "
+        "is not what limits a fast server; on small machines they would take cores from it.",
+    )
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--name", default="serve_load_cpu")
     parser.add_argument("--machine", default="2-core CPU", help="How the results name this machine.")
@@ -288,20 +338,27 @@ def main() -> None:
         server_options += ["--workers", str(arguments.workers)]
     if arguments.http_workers:
         server_options += ["--http-workers", str(arguments.http_workers)]
+    if arguments.batches_in_flight:
+        server_options += ["--batches-in-flight", str(arguments.batches_in_flight)]
     process = subprocess.Popen(
         [sys.executable, "-m", "review_toolkit", "serve", "--run", str(run), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *server_options],
     )  # fmt: skip
+    clients = ClientProcesses(arguments.client_processes) if arguments.client_processes > 1 else None
     try:
         wait_ready(port, process)
-        run_async(run_level(port, texts[-50:], 1, 50, 60))  # warm the server's code paths, not measured
+        run_level(port, texts[-50:], 1, 50, 60)  # warm the server's code paths, not measured
+        if clients is not None:  # start the client processes before anything is measured
+            run_level(port, texts[-200:], 64, 200, 60, clients)
         levels = []
-        for clients, requests in zip(LEVELS, arguments.requests):
+        for level_clients, requests in zip(LEVELS, arguments.requests):
             before = metric_values(port)
-            level = run_async(run_level(port, texts[:requests], clients, requests, arguments.time_limit))
+            level = run_level(port, texts[:requests], level_clients, requests, arguments.time_limit, clients)
             level["server_batches"] = batch_summary(before, metric_values(port))
             print(json.dumps(level), flush=True)
             levels.append(level)
     finally:
+        if clients is not None:
+            clients.close()
         process.terminate()
         process.wait(timeout=120)
     load_after = [round(value, 2) for value in os.getloadavg()]
@@ -319,6 +376,7 @@ def main() -> None:
         "run_description": arguments.run_description,
         "data": f"{Path(arguments.data).name} (shuffled, seed 0)",
         "server_options": " ".join(server_options),
+        "client_processes": arguments.client_processes,
         "offline": offline,
         "levels": levels,
         "call_latency_ms": latency,

@@ -16,10 +16,18 @@ Inputs travel to the GPU from pinned memory without waiting, and the pooled vect
 the GPU until the last row: nothing makes the host wait for the GPU between rows. Small rows
 (a server's batches, the end of a file) cost the host more time to launch than the GPU to compute:
 they replay recorded CUDA graphs (``review_toolkit.accel.scoring_graphs``).
+
+Several threads may score with one encoder at once (a server keeps two batches in flight): one
+thread at a time queues a call's work, up to the copy of its vectors back to the host, and waits
+for them outside, so the next call's work is queued while the GPU still computes this one. A
+recorded graph's fixed input and output tensors are thus never written by one call between
+another's copy in and copy out.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -135,6 +143,19 @@ def padded_batches(lengths: Sequence[int], max_tokens: int = GPU_SCORING_TOKENS)
     return batches
 
 
+_QUEUEING: "weakref.WeakKeyDictionary[nn.Module, threading.Lock]" = weakref.WeakKeyDictionary()
+_QUEUEING_LOCKS = threading.Lock()
+
+
+def queueing_lock(encoder: nn.Module) -> threading.Lock:
+    """The lock a thread holds while it queues scoring work for ``encoder`` on the GPU."""
+    with _QUEUEING_LOCKS:
+        lock = _QUEUEING.get(encoder)
+        if lock is None:
+            lock = _QUEUEING[encoder] = threading.Lock()
+        return lock
+
+
 def _pinned(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """``array`` on ``device``; to a GPU from page-locked memory, so the copy need not wait."""
     tensor = torch.from_numpy(array)
@@ -226,7 +247,7 @@ def embed_on_gpu(
         enable_packed_attention(encoder)
     graphs = scoring_graphs_for(encoder) if packed and replay_graphs else None
     pieces: list[torch.Tensor] = []
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    with queueing_lock(encoder), torch.autocast("cuda", dtype=torch.bfloat16):
         for chunk in chunks:
             ids = [np.asarray(review, dtype=np.int64) for review in chunk]
             lengths = [len(review) for review in ids]
@@ -241,6 +262,12 @@ def embed_on_gpu(
             # Back into the chunk's order, still on the GPU: nothing waits for it here.
             order = _pinned(np.argsort(np.concatenate(groups), kind="stable"), device)
             pieces.append(torch.cat(vectors).float()[order])
-    if not pieces:
-        raise ValueError("embed_on_gpu needs at least one review")
-    return torch.cat(pieces).cpu().numpy()
+        if not pieces:
+            raise ValueError("embed_on_gpu needs at least one review")
+        on_gpu = torch.cat(pieces)
+        on_host = torch.empty(on_gpu.shape, dtype=on_gpu.dtype, pin_memory=True)
+        on_host.copy_(on_gpu, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record(torch.cuda.current_stream(device))
+    copied.synchronize()  # outside the lock: another call queues its work meanwhile
+    return on_host.numpy()

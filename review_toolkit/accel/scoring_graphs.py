@@ -18,6 +18,7 @@ encoder scores the same through them as eagerly, to bf16 rounding.
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 
 import torch
@@ -105,7 +106,9 @@ class ScoringGraphs:
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with _autocast(dtype), torch.cuda.graph(graph, pool=self._pool, stream=stream):
+        # thread_local: another thread may wait for its own results meanwhile (embed_on_gpu
+        # lets one thread at a time queue work, not wait); the global mode would fail that wait.
+        with _autocast(dtype), torch.cuda.graph(graph, pool=self._pool, stream=stream, capture_error_mode="thread_local"):
             output = self._forward(layout, static)
         self._graphs[layout.row_length] = (graph, static, output)
         return graph, static, output
@@ -120,6 +123,7 @@ def _autocast(dtype: torch.dtype | None):
 
 
 _GRAPHS: "weakref.WeakKeyDictionary[nn.Module, ScoringGraphs]" = weakref.WeakKeyDictionary()
+_MAKING = threading.Lock()
 
 
 def scoring_graphs_for(encoder: nn.Module) -> ScoringGraphs:
@@ -130,7 +134,10 @@ def scoring_graphs_for(encoder: nn.Module) -> ScoringGraphs:
     """
     graphs = _GRAPHS.get(encoder)
     if graphs is None:
-        graphs = _GRAPHS[encoder] = ScoringGraphs(encoder)
+        with _MAKING:  # two threads' first calls get one set of graphs
+            graphs = _GRAPHS.get(encoder)
+            if graphs is None:
+                graphs = _GRAPHS[encoder] = ScoringGraphs(encoder)
     return graphs
 
 

@@ -28,6 +28,7 @@ def _missing_dependencies() -> list[str]:
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option("--max-batch-tokens", type=click.IntRange(min=1), default=_DEFAULTS.max_batch_tokens, show_default=True, help="Tokens scored together in one batch.")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=_DEFAULTS.max_wait_ms, show_default=True, help="Longest wait for more requests before scoring a batch.")
+@click.option("--batches-in-flight", type=click.IntRange(min=1), help="Batches scored at once (default: 2 on a GPU, which computes one while the last is answered; 1 on a CPU).")
 @click.option("--max-concurrent-requests", type=click.IntRange(min=1), default=_DEFAULTS.max_concurrent_requests, show_default=True, help="Requests queued or being scored; more are refused with 429.")
 @click.option("--max-inputs", type=click.IntRange(min=1), default=_DEFAULTS.max_inputs, show_default=True, help="Reviews per request; more are refused with 413.")
 @click.option("--max-body-bytes", type=click.IntRange(min=1), default=_DEFAULTS.max_body_bytes, show_default=True, help="Largest request body; larger ones are refused with 413.")

@@ -2,10 +2,15 @@
 
 Requests wait in a bounded queue. One worker task takes everything queued, up to a token budget,
 waiting at most ``max_wait_s`` for more once it holds a request; it sorts the batch by length
-(so little padding is computed) and scores it in a thread of its own, so the event loop keeps
+(so little padding is computed) and scores it in a scoring thread, so the event loop keeps
 accepting and answering requests meanwhile. Each request's future is resolved with the slice of
 the batch's scores that belongs to its reviews. If scoring a batch of several requests raises,
 every request is scored again on its own: one bad request fails alone.
+
+Up to ``batches_in_flight`` batches are scored at once, each in its own thread. On a GPU, two keep
+it busy: while one batch's results travel back and are answered, the next one's work is already
+queued on the device (``accel.gpu_scoring`` lets one thread at a time queue work). On a CPU one
+batch already uses every core, so one at a time is the default there (``ReviewScorer``).
 """
 
 from __future__ import annotations
@@ -63,17 +68,22 @@ class DynamicBatcher:
         max_batch_tokens: int,
         max_wait_s: float,
         max_pending_requests: int,
+        batches_in_flight: int = 1,
         metrics: ServeMetrics | None = None,
     ):
+        if batches_in_flight < 1:
+            raise ValueError(f"batches_in_flight must be at least 1, not {batches_in_flight}")
         self.scorer = scorer
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_s
         self.max_pending_requests = max_pending_requests
+        self.batches_in_flight = batches_in_flight
         self.metrics = metrics or ServeMetrics()
         self._waiting: deque[_Request] = deque()
         self._pending = 0  # queued or being scored
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
+        self._scoring: set[asyncio.Task] = set()  # batches being scored
         self._executor: ThreadPoolExecutor | None = None
         self._closing = False
 
@@ -84,8 +94,7 @@ class DynamicBatcher:
     def start(self) -> None:
         """Start the worker on the running event loop."""
         self._arrived = asyncio.Event()
-        # One scoring thread: batches run one after another, each using all of torch's threads.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="review-toolkit-scoring")
+        self._executor = ThreadPoolExecutor(max_workers=self.batches_in_flight, thread_name_prefix="review-toolkit-scoring")
         self._worker = asyncio.get_running_loop().create_task(self._work(), name="review-toolkit-batcher")
 
     async def score(self, texts: list[str], token_ids: list[list[int]] | None = None) -> ScoredReviews:
@@ -124,6 +133,8 @@ class DynamicBatcher:
                 await self._worker
             except asyncio.CancelledError:
                 pass
+        if self._scoring:
+            await asyncio.gather(*self._scoring, return_exceptions=True)
         for request in self._waiting:
             if not request.future.done():
                 request.future.set_exception(ShuttingDown("the server stopped before scoring this request"))
@@ -132,16 +143,31 @@ class DynamicBatcher:
             self._executor.shutdown(wait=True)
 
     async def _work(self) -> None:
+        slots = asyncio.Semaphore(self.batches_in_flight)
+        loop = asyncio.get_running_loop()
         while True:
-            batch = await self._next_batch()
-            if not batch:
-                continue
+            await slots.acquire()
             try:
-                await self._score_batch(batch)
-            except Exception as error:  # the worker must outlive any batch, or every later request would hang
-                logger.exception("Batch handling failed")
-                for request in batch:
-                    _resolve_failed(request, error)
+                batch = await self._next_batch()
+            except BaseException:
+                slots.release()
+                raise
+            if not batch:
+                slots.release()
+                continue
+            task = loop.create_task(self._score_batch_in_slot(batch, slots))
+            self._scoring.add(task)
+            task.add_done_callback(self._scoring.discard)
+
+    async def _score_batch_in_slot(self, batch: list[_Request], slots: asyncio.Semaphore) -> None:
+        try:
+            await self._score_batch(batch)
+        except Exception as error:  # the batcher must outlive any batch, or its requests would hang
+            logger.exception("Batch handling failed")
+            for request in batch:
+                _resolve_failed(request, error)
+        finally:
+            slots.release()
 
     async def _next_batch(self) -> list[_Request]:
         while not self._waiting:
@@ -219,12 +245,12 @@ class DynamicBatcher:
             request.future.set_result(scored)
 
     async def _run_scorer(self, texts: list[str], token_ids: list[list[int]] | None) -> ScoredReviews:
-        self.metrics.batch_in_progress.set(1)
+        self.metrics.batch_in_progress.inc()
         try:
             loop = asyncio.get_running_loop()
             scored = await loop.run_in_executor(self._executor, self.scorer.score, texts, token_ids)
         finally:
-            self.metrics.batch_in_progress.set(0)
+            self.metrics.batch_in_progress.dec()
         self.metrics.reviews_scored.inc(len(texts))
         return scored
 

@@ -35,7 +35,7 @@ class ServeMetrics:
         self.requests_in_flight = Gauge(
             "review_toolkit_requests_in_flight", "Scoring requests queued or being scored.", registry=registry
         )
-        self.batch_in_progress = Gauge("review_toolkit_batch_in_progress", "1 while a batch is being scored.", registry=registry)
+        self.batch_in_progress = Gauge("review_toolkit_batch_in_progress", "Batches being scored (at most --batches-in-flight).", registry=registry)
         self.queue_wait = Histogram(
             "review_toolkit_queue_wait_seconds", "Time a request waited before its batch started.",
             buckets=LATENCY_BUCKETS, registry=registry,

@@ -30,6 +30,17 @@ class ScoredReviews:
         return ScoredReviews(self.p_fake[start:stop], self.raw_p_fake[start:stop])
 
 
+def scores_on_gpu(classifier: Any) -> bool:
+    """Whether ``classifier`` (or any member of an ensemble) embeds with a torch encoder on a CUDA device."""
+    for member in getattr(classifier, "members", None) or [classifier]:
+        parameters = getattr(getattr(member, "encoder", None), "parameters", None)
+        if callable(parameters):
+            first = next(iter(parameters()), None)
+            if first is not None and first.device.type == "cuda":
+                return True
+    return False
+
+
 class ReviewScorer:
     """A loaded classifier, seen by the batcher: token counts and blocking batch scoring."""
 
@@ -38,6 +49,9 @@ class ReviewScorer:
         self.batch_size = batch_size
         self.max_length = int(classifier.max_length)
         self.threshold = float(classifier.threshold)
+        # A GPU computes one batch while the host answers the last and queues the next; on a CPU,
+        # one batch uses every core and a second would only share them.
+        self.batches_in_flight = 2 if scores_on_gpu(classifier) else 1
 
     def tokenize(self, texts: list[str]) -> tuple[list[int], list[list[int]] | None]:
         """Tokens each review costs once truncated as in training, and the ids themselves, which

@@ -23,6 +23,9 @@ class ServeSettings:
     max_wait_ms: float = 2.0
     # Requests queued or being scored at once; more are refused with 429 instead of queueing.
     max_concurrent_requests: int = 256
+    # Batches scored at once; None: two where the model scores on a GPU (one is answered while the
+    # next computes), one on a CPU (one batch already uses every core).
+    batches_in_flight: int | None = None
     # Reviews in one request; more are refused with 413.
     max_inputs: int = 256
     # Bytes of one request body; more are refused with 413 before being read whole.
@@ -42,6 +45,8 @@ class ServeSettings:
         for name in ("max_batch_tokens", "max_concurrent_requests", "max_inputs", "max_body_bytes", "predict_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}.")
+        if self.batches_in_flight is not None and self.batches_in_flight < 1:
+            raise ConfigError(f"batches_in_flight must be at least 1, not {self.batches_in_flight}.")
         if self.backend != "auto":  # the default needs no check, nor the import
             from review_toolkit.inference.onnx_backend import BACKENDS
 

@@ -80,6 +80,7 @@ class ModelState:
                 max_batch_tokens=self.settings.max_batch_tokens,
                 max_wait_s=self.settings.max_wait_ms / 1000,
                 max_pending_requests=self.settings.max_concurrent_requests,
+                batches_in_flight=self.settings.batches_in_flight or scorer.batches_in_flight,
                 metrics=self.metrics,
             )
             batcher.start()

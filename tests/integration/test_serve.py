@@ -388,6 +388,32 @@ def check_concurrent_clients(running: ThreadServer, model: GatedClassifier, clas
     assert all_batches > single_request_batches  # some batch held several requests
 
 
+def test_batches_in_flight_are_scored_side_by_side_each_answered_its_own(classifier: Any) -> None:
+    """--batches-in-flight 2 (a GPU's default): a second batch starts while the first is scored,
+    a third waits for one of them; every client gets its own review's score."""
+    with gated_server(classifier, batches_in_flight=2, max_wait_ms=0) as (running, model):
+        model.gate.clear()
+        answers: dict[int, httpx.Response] = {}
+
+        def post(index: int) -> None:
+            answers[index] = httpx.post(f"{running.url}/score", json={"reviews": [REVIEWS[index]]}, timeout=120)
+
+        posts = [threading.Thread(target=post, args=(index,)) for index in range(3)]
+        posts[0].start()
+        wait_until(lambda: metric(running.url, "review_toolkit_batch_in_progress") == 1, "the first batch")
+        posts[1].start()
+        wait_until(lambda: metric(running.url, "review_toolkit_batch_in_progress") == 2, "a second batch beside it")
+        posts[2].start()
+        wait_until(lambda: metric(running.url, "review_toolkit_queue_depth") == 1, "the third request queued")
+        assert metric(running.url, "review_toolkit_batch_in_progress") == 2
+        model.gate.set()
+        for thread in posts:
+            thread.join(timeout=120)
+    for index in range(3):
+        assert answers[index].status_code == 200
+        np.testing.assert_allclose(answers[index].json()["results"][0]["p_fake"], expected_p_fake(classifier, [REVIEWS[index]])[0], atol=1e-6)
+
+
 # ------------------------------------------------------------------------------ the command
 
 

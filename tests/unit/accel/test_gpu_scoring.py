@@ -178,3 +178,21 @@ def test_gpu_scoring_matches_the_padded_path_to_bf16_rounding(architecture):
     cosine = (vectors * expected).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(expected, axis=1)
     assert cosine.min() > 0.999, cosine.min()
     np.testing.assert_allclose(vectors, expected, atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="scoring on GPUs needs a CUDA GPU")
+def test_threads_scoring_with_one_encoder_at_once_each_get_their_own_vectors():
+    """A server keeps two batches in flight: rows replayed from the same graphs must not mix."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = tiny_encoder("bert").cuda()
+    device = torch.device("cuda")
+    chunks = [reviews_of(random_lengths(1 + index % 7, seed=index), seed=index) for index in range(48)]
+    alone = [embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device) for chunk in chunks]
+
+    with ThreadPoolExecutor(max_workers=3) as threads:
+        together = list(threads.map(lambda chunk: embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device), chunks))
+
+    for own, shared in zip(alone, together):
+        np.testing.assert_array_equal(shared, own)
