@@ -6,7 +6,8 @@ CUDA graph records those launches once and replays them as one. A graph replays 
 fixed addresses, so each small row takes the shape of the smallest of a few layouts
 (``SCORING_ROW_LENGTHS`` tokens, ``packing.StaticRowLayout``) that holds it, is copied into that
 graph's input tensors, and the graph's output is copied out before the next replay writes it.
-A layout's graph is recorded the first time a row needs it; rows larger than every layout, or
+A layout's graph is recorded the first time a row needs it, or all at once beforehand
+(``gpu_scoring.record_scoring_graphs``: a server does, before it reports ready); rows larger than every layout, or
 with a review longer than ``MAX_GRAPHED_REVIEW`` tokens, run eagerly, as does an encoder whose
 layers are compiled (compiled code keeps graphs of its own).
 
@@ -29,8 +30,9 @@ from review_toolkit.accel.packing import ROW_MULTIPLE, StaticRowLayout, packed_p
 logger = logging.getLogger(__name__)
 
 #: Row lengths that get a recorded graph; longer rows keep the GPU busy enough on their own. Steps of
-#: at most 1.5x above 1,024, so that a row computes at most half as many filler tokens as its own.
-SCORING_ROW_LENGTHS = (128, 256, 512, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
+#: 128 tokens up to 1,024, 256 up to 4,096 and 512 up to 8,192: a row takes the next length up, and
+#: the filler it computes costs as much as reviews would (benchmarks/README.md, "Serving load").
+SCORING_ROW_LENGTHS = (*range(128, 1024, 128), *range(1024, 4096, 256), *range(4096, 8192 + 1, 512))
 #: Reviews longer than this take the eager path (the layouts' bound on a segment's length).
 MAX_GRAPHED_REVIEW = 512
 #: Eager passes before recording, so lazily created state (cuBLAS workspaces) exists first.
@@ -63,6 +65,10 @@ class ScoringGraphs:
         self.enabled = not _is_compiled(encoder)
         self._pool = None
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor], torch.Tensor]] = {}
+
+    @property
+    def recorded(self) -> int:
+        return len(self._graphs)
 
     def layout_for(self, lengths: list[int]) -> StaticRowLayout | None:
         """The smallest layout that holds reviews of these lengths, or None."""

@@ -19,8 +19,8 @@ from review_toolkit.serve.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 
-# Scored once before the server reports ready: the first forward pass allocates and initialises
-# what later ones reuse, and no client should pay for that.
+# Scored once before the server reports ready (ReviewScorer.warm_up): the first forward pass
+# allocates and initialises what later ones reuse, and no client should pay for that.
 WARM_UP_REVIEWS = [
     "Great product, works exactly as described.",
     "Terrible quality. It broke after two days and the seller never answered my messages about a refund.",
@@ -74,7 +74,7 @@ class ModelState:
         try:
             classifier = await asyncio.to_thread(self._load)
             scorer = ReviewScorer(classifier, batch_size=self.settings.predict_batch_size)
-            await asyncio.to_thread(scorer.score, WARM_UP_REVIEWS)
+            await asyncio.to_thread(scorer.warm_up, WARM_UP_REVIEWS)
             batcher = DynamicBatcher(
                 scorer,
                 max_batch_tokens=self.settings.max_batch_tokens,
