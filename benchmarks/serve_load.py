@@ -291,6 +291,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="predict_proba batch size, offline and in the server.")
     parser.add_argument("--threads", type=int, help="Torch threads, offline and in the server (default: torch's own).")
     parser.add_argument("--workers", type=int, help="Server processes sharing the socket (serve --workers; on a CPU each gets cores / workers threads).")
+    parser.add_argument("--compile", action="store_true", help="Compiled encoder layers (GPUs), offline and in the server alike.")
     parser.add_argument("--batches-in-flight", type=int, help="Batches the server scores at once (serve --batches-in-flight).")
     parser.add_argument("--http-workers", type=int, help="HTTP processes forwarding to the model processes (serve --http-workers).")
     parser.add_argument(
@@ -324,6 +325,8 @@ def main() -> None:
     from review_toolkit.runs.loader import load_run
 
     classifier = load_run(run, device=arguments.device)
+    if arguments.compile:
+        classifier.compile_encoder()
     offline = offline_throughput(classifier, texts[:largest], arguments.batch_size, arguments.offline_rounds)
     print(f"offline predict_proba: {offline['reviews_per_s']} reviews/s", flush=True)
     latency = call_latency(classifier, texts, arguments.batch_size)
@@ -340,6 +343,8 @@ def main() -> None:
         server_options += ["--http-workers", str(arguments.http_workers)]
     if arguments.batches_in_flight:
         server_options += ["--batches-in-flight", str(arguments.batches_in_flight)]
+    if arguments.compile:
+        server_options += ["--compile"]
     process = subprocess.Popen(
         [sys.executable, "-m", "review_toolkit", "serve", "--run", str(run), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *server_options],
     )  # fmt: skip

@@ -49,7 +49,7 @@ def compile_for_scoring(encoder: nn.Module) -> int:
     layers = compile_encoder_layers(model if model is not None else encoder)
     from review_toolkit.accel.scoring_graphs import forget_scoring_graphs
 
-    forget_scoring_graphs(encoder)  # compiled layers keep graphs of their own
+    forget_scoring_graphs(encoder)  # small rows' graphs are recorded again, over the compiled layers
     if layers == 0:
         raise ConfigError(f"compile: found no repeated layers to compile in {type(model or encoder).__name__}.")
     torch.backends.cuda.matmul.allow_tf32 = True  # float32 products left outside autocast (the projection)

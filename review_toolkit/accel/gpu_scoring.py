@@ -223,7 +223,8 @@ def _padded_inputs(token_ids: list[np.ndarray], batch: list[int], pad_token_id: 
 def record_scoring_graphs(encoder: nn.Module, device: torch.device) -> int:
     """Record now the CUDA graph of every small-row layout ``embed_on_gpu`` replays on ``device``
     (otherwise each is recorded by the first row that needs it, which then waits for it); returns
-    how many graphs the encoder has, 0 where it scores without them."""
+    how many graphs the encoder has, 0 where it scores without them. On compiled layers, the first
+    recordings also compile them (seconds to tens of seconds)."""
     if not packs_on(encoder, device):
         return 0
     if encoder.training:
@@ -233,7 +234,7 @@ def record_scoring_graphs(encoder: nn.Module, device: torch.device) -> int:
     graphs = scoring_graphs_for(encoder)
     with queueing_lock(encoder), torch.autocast("cuda", dtype=torch.bfloat16):
         for layout in graphs.layouts:
-            if not graphs.enabled:  # compiled layers, or a forward pass a graph cannot hold
+            if not graphs.enabled:  # a forward pass a graph cannot hold
                 return 0
             # One review as long as the layout holds: its shape is all a recording needs.
             length = min(layout.max_segment_length, layout.row_length - layout.review_slots - layout.filler_segments + 1)

@@ -7,9 +7,10 @@ fixed addresses, so each small row takes the shape of the smallest of a few layo
 (``SCORING_ROW_LENGTHS`` tokens, ``packing.StaticRowLayout``) that holds it, is copied into that
 graph's input tensors, and the graph's output is copied out before the next replay writes it.
 A layout's graph is recorded the first time a row needs it, or all at once beforehand
-(``gpu_scoring.record_scoring_graphs``: a server does, before it reports ready); rows larger than every layout, or
-with a review longer than ``MAX_GRAPHED_REVIEW`` tokens, run eagerly, as does an encoder whose
-layers are compiled (compiled code keeps graphs of its own).
+(``gpu_scoring.record_scoring_graphs``: a server does, before it reports ready); rows larger than
+every layout, or with a review longer than ``MAX_GRAPHED_REVIEW`` tokens, run eagerly. An encoder
+whose layers are compiled (``predict --compile``) records its fused kernels: the passes before
+recording compile them. A forward pass that cannot be recorded is scored eagerly from then on.
 
 The graphs hold the weights' addresses and cast any float32 weight inside every replay (no cached
 casts; a run loaded onto the GPU keeps its linear weights in bf16, so those need none): a frozen
@@ -52,17 +53,13 @@ def scoring_layouts() -> list[StaticRowLayout]:
     ]
 
 
-def _is_compiled(encoder: nn.Module) -> bool:
-    return any(getattr(module, "_compiled_call_impl", None) is not None for module in encoder.modules())
-
-
 class ScoringGraphs:
     """The recorded graphs of one encoder, one per layout, recorded on first use."""
 
     def __init__(self, encoder: nn.Module) -> None:
         self.encoder = encoder
         self.layouts = scoring_layouts()
-        self.enabled = not _is_compiled(encoder)
+        self.enabled = True  # until a forward pass cannot be recorded
         self._pool = None
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor], torch.Tensor]] = {}
 
@@ -133,7 +130,7 @@ _MAKING = threading.Lock()
 
 
 def scoring_graphs_for(encoder: nn.Module) -> ScoringGraphs:
-    """The graphs of ``encoder`` (made once per encoder, dropped with it; none if it is compiled).
+    """The graphs of ``encoder`` (made once per encoder, dropped with it or when it is compiled).
 
     Looked up at every scoring call, so it does nothing per call that walks the encoder's modules:
     for a server's small batches, that walk cost as much as the forward pass.
@@ -148,5 +145,6 @@ def scoring_graphs_for(encoder: nn.Module) -> ScoringGraphs:
 
 
 def forget_scoring_graphs(encoder: nn.Module) -> None:
-    """Drop ``encoder``'s graphs (its layers were just compiled: the next lookup sees that)."""
+    """Drop ``encoder``'s graphs: its layers were just compiled, and graphs recorded before would
+    replay the uncompiled kernels; the next lookup records the compiled ones."""
     _GRAPHS.pop(encoder, None)

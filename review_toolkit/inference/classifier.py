@@ -133,7 +133,7 @@ class Classifier:
     def record_scoring_graphs(self) -> int:
         """Record the CUDA graphs that small batches on a GPU replay, now rather than at the first
         batch that needs each (a server does before it reports ready); returns how many there are,
-        0 where scoring uses none (CPUs, ONNX, encoders that do not pack or are compiled)."""
+        0 where scoring uses none (CPUs, ONNX, encoders that do not pack)."""
         if self.featurizer is not None or self.backend != "torch":
             return 0
         from review_toolkit.accel.gpu_scoring import record_scoring_graphs

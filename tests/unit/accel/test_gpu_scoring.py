@@ -222,3 +222,21 @@ def test_graphs_recorded_beforehand_score_as_eager_rows():
         eager = embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device, replay_graphs=False)
         np.testing.assert_allclose(replayed, eager, atol=1e-2, rtol=1e-2)
     assert scoring_graphs_for(encoder).recorded == recorded  # nothing recorded on the way
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="scoring on GPUs needs a CUDA GPU")
+def test_compiled_layers_are_recorded_into_graphs_and_score_as_before():
+    from review_toolkit.accel.compilation import compile_for_scoring
+
+    encoder = tiny_encoder("bert").cuda()
+    device = torch.device("cuda")
+    chunks = [reviews_of(random_lengths(count, seed=count)) for count in (1, 5, 12)]
+    before = [embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device, replay_graphs=False) for chunk in chunks]
+
+    compile_for_scoring(encoder)
+    recorded = record_scoring_graphs(encoder, device)
+
+    assert recorded == len(scoring_graphs_for(encoder).layouts)  # compiled kernels recorded, none refused
+    for chunk, uncompiled in zip(chunks, before):
+        np.testing.assert_allclose(embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device), uncompiled, atol=2e-2, rtol=2e-2)
