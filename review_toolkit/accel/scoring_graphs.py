@@ -3,7 +3,7 @@
 A packed row of a few reviews (a server's batch, the last row of a file) is computed by the GPU in
 a fraction of the time the host takes to launch the encoder's thousand-odd kernels one by one. A
 CUDA graph records those launches once and replays them as one. A graph replays fixed shapes at
-fixed addresses, so each small row takes the shape of the smallest of a few layouts
+fixed addresses, so each small row takes the shape of the smallest of the layouts
 (``SCORING_ROW_LENGTHS`` tokens, ``packing.StaticRowLayout``) that holds it, is copied into that
 graph's input tensors, and the graph's output is copied out before the next replay writes it.
 A layout's graph is recorded the first time a row needs it, or all at once beforehand
@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 #: Row lengths that get a recorded graph; longer rows keep the GPU busy enough on their own. Steps of
 #: 128 tokens up to 1,024, 256 up to 4,096 and 512 up to 8,192: a row takes the next length up, and
-#: the filler it computes costs as much as reviews would (benchmarks/README.md, "Serving load").
+#: the filler up to it costs the GPU as much as reviews' tokens, so the steps stay a small part of a
+#: row (benchmarks/README.md, "Serving load").
 SCORING_ROW_LENGTHS = (*range(128, 1024, 128), *range(1024, 4096, 256), *range(4096, 8192 + 1, 512))
 #: Reviews longer than this take the eager path (the layouts' bound on a segment's length).
 MAX_GRAPHED_REVIEW = 512
