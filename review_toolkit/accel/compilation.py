@@ -47,9 +47,9 @@ def compile_for_scoring(encoder: nn.Module) -> int:
         )
     model = pretrained_model(getattr(encoder, "transformer", encoder))
     layers = compile_encoder_layers(model if model is not None else encoder)
-    from review_toolkit.accel.scoring_graphs import forget_scoring_graphs
+    from review_toolkit.accel.scoring_lanes import forget_scoring_lanes
 
-    forget_scoring_graphs(encoder)  # small rows' graphs are recorded again, over the compiled layers
+    forget_scoring_lanes(encoder)  # small rows' graphs are recorded again, over the compiled layers
     if layers == 0:
         raise ConfigError(f"compile: found no repeated layers to compile in {type(model or encoder).__name__}.")
     torch.backends.cuda.matmul.allow_tf32 = True  # float32 products left outside autocast (the projection)

@@ -17,11 +17,13 @@ the GPU until the last row: nothing makes the host wait for the GPU between rows
 (a server's batches, the end of a file) cost the host more time to launch than the GPU to compute:
 they replay recorded CUDA graphs (``review_toolkit.accel.scoring_graphs``).
 
-Several threads may score with one encoder at once (a server keeps two batches in flight): one
-thread at a time queues a call's work, up to the copy of its vectors back to the host, and waits
-for them outside, so the next call's work is queued while the GPU still computes this one. A
-recorded graph's fixed input and output tensors are thus never written by one call between
-another's copy in and copy out.
+Several threads may score with one encoder at once (a server keeps batches in flight). Each call
+computes on a lane of its own (``review_toolkit.accel.scoring_lanes``: a CUDA stream and the graphs
+replayed on it), so the GPU computes small batches side by side. One thread at a time queues its
+call's work, up to the copy of its vectors back to the host (the host launches one call's kernels
+at a time anyway, and an encoder's modules, compiled ones above all, are not made to be entered by
+two threads at once), and waits for them outside, so the next call's work is queued while the GPU
+still computes this one.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from review_toolkit.accel.scoring_graphs import scoring_graphs_for
+from review_toolkit.accel.scoring_lanes import scoring_lanes_for
 from review_toolkit.accel.packing import (
     ROW_MULTIPLE,
     StaticRowLayout,
@@ -220,10 +222,11 @@ def _padded_inputs(token_ids: list[np.ndarray], batch: list[int], pad_token_id: 
 
 
 @torch.inference_mode()
-def record_scoring_graphs(encoder: nn.Module, device: torch.device) -> int:
-    """Record now the CUDA graph of every small-row layout ``embed_on_gpu`` replays on ``device``
-    (otherwise each is recorded by the first row that needs it, which then waits for it); returns
-    how many graphs the encoder has, 0 where it scores without them. On compiled layers, the first
+def record_scoring_graphs(encoder: nn.Module, device: torch.device, lanes: int = 1) -> int:
+    """Record now the CUDA graph of every small-row layout ``embed_on_gpu`` replays on ``device``,
+    on each of ``lanes`` lanes (as many as calls will be in flight at once; otherwise each graph
+    is recorded by the first row that needs it, which then waits for it); returns how many graphs
+    each lane has, 0 where the encoder scores without them. On compiled layers, the first
     recordings also compile them (seconds to tens of seconds)."""
     if not packs_on(encoder, device):
         return 0
@@ -231,16 +234,19 @@ def record_scoring_graphs(encoder: nn.Module, device: torch.device) -> int:
         encoder.eval()
     use_shape_agnostic_attention()
     enable_packed_attention(encoder)
-    graphs = scoring_graphs_for(encoder)
-    with queueing_lock(encoder), torch.autocast("cuda", dtype=torch.bfloat16):
-        for layout in graphs.layouts:
-            if not graphs.enabled:  # a forward pass a graph cannot hold
-                return 0
-            # One review as long as the layout holds: its shape is all a recording needs.
-            length = min(layout.max_segment_length, layout.row_length - layout.review_slots - layout.filler_segments + 1)
-            graphs.replay(layout, packed_inputs([np.zeros(length, dtype=np.int64)], [0], device, layout))
+    scoring_lanes = scoring_lanes_for(encoder, device)
+    for lane in scoring_lanes.ensure(lanes):
+        with scoring_lanes.borrow(lane), queueing_lock(encoder), torch.cuda.stream(lane.stream):
+            lane.stream.wait_stream(torch.cuda.default_stream(device))
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                for layout in lane.graphs.layouts:
+                    if not lane.graphs.enabled:  # a forward pass a graph cannot hold
+                        return 0
+                    # One review as long as the layout holds: its shape is all a recording needs.
+                    length = min(layout.max_segment_length, layout.row_length - layout.review_slots - layout.filler_segments + 1)
+                    lane.graphs.replay(layout, packed_inputs([np.zeros(length, dtype=np.int64)], [0], device, layout))
     torch.cuda.synchronize(device)
-    return graphs.recorded
+    return min(lane.graphs.recorded for lane in scoring_lanes.lanes[: max(1, lanes)])
 
 
 @torch.inference_mode()
@@ -269,9 +275,21 @@ def embed_on_gpu(
     packed = packs_on(encoder, device) if pack is None else pack
     if packed:
         enable_packed_attention(encoder)
-    graphs = scoring_graphs_for(encoder) if packed and replay_graphs else None
+    with scoring_lanes_for(encoder, device).borrow() as lane:
+        with queueing_lock(encoder), torch.cuda.stream(lane.stream):
+            # What was queued before on the default stream (the weights' copy to the GPU, say) comes first.
+            lane.stream.wait_stream(torch.cuda.default_stream(device))
+            graphs = lane.graphs if packed and replay_graphs else None
+            on_host, copied = _embed(encoder, chunks, pad_token_id, device, max_tokens, packed, graphs, progress)
+        copied.synchronize()  # outside the lock: another call queues its work meanwhile
+    return on_host.numpy()
+
+
+def _embed(encoder, chunks, pad_token_id, device, max_tokens, packed, graphs, progress) -> tuple[torch.Tensor, torch.cuda.Event]:
+    """Queue the forward passes of ``chunks`` on the current stream; returns the vectors' host
+    tensor and the event after which it holds them."""
     pieces: list[torch.Tensor] = []
-    with queueing_lock(encoder), torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.autocast("cuda", dtype=torch.bfloat16):
         for chunk in chunks:
             ids = [np.asarray(review, dtype=np.int64) for review in chunk]
             lengths = [len(review) for review in ids]
@@ -289,9 +307,8 @@ def embed_on_gpu(
         if not pieces:
             raise ValueError("embed_on_gpu needs at least one review")
         on_gpu = torch.cat(pieces)
-        on_host = torch.empty(on_gpu.shape, dtype=on_gpu.dtype, pin_memory=True)
-        on_host.copy_(on_gpu, non_blocking=True)
-        copied = torch.cuda.Event()
-        copied.record(torch.cuda.current_stream(device))
-    copied.synchronize()  # outside the lock: another call queues its work meanwhile
-    return on_host.numpy()
+    on_host = torch.empty(on_gpu.shape, dtype=on_gpu.dtype, pin_memory=True)
+    on_host.copy_(on_gpu, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record(torch.cuda.current_stream(device))
+    return on_host, copied

@@ -7,7 +7,8 @@ fixed addresses, so each small row takes the shape of the smallest of the layout
 (``SCORING_ROW_LENGTHS`` tokens, ``packing.StaticRowLayout``) that holds it, is copied into that
 graph's input tensors, and the graph's output is copied out before the next replay writes it.
 A layout's graph is recorded the first time a row needs it, or all at once beforehand
-(``gpu_scoring.record_scoring_graphs``: a server does, before it reports ready); rows larger than
+(``gpu_scoring.record_scoring_graphs``: a server does, before it reports ready). Each lane
+(``scoring_lanes``: a stream a call in flight computes on) has a set of its own. Rows larger than
 every layout, or with a review longer than ``MAX_GRAPHED_REVIEW`` tokens, run eagerly. An encoder
 whose layers are compiled (``predict --compile``) records its fused kernels: the passes before
 recording compile them. A forward pass that cannot be recorded is scored eagerly from then on.
@@ -20,8 +21,6 @@ encoder scores the same through them as eagerly, to bf16 rounding.
 from __future__ import annotations
 
 import logging
-import threading
-import weakref
 
 import torch
 from torch import nn
@@ -55,7 +54,7 @@ def scoring_layouts() -> list[StaticRowLayout]:
 
 
 class ScoringGraphs:
-    """The recorded graphs of one encoder, one per layout, recorded on first use."""
+    """Recorded graphs of one encoder, one per layout, recorded on first use (those of one lane)."""
 
     def __init__(self, encoder: nn.Module) -> None:
         self.encoder = encoder
@@ -124,28 +123,3 @@ def _autocast(dtype: torch.dtype | None):
     if dtype is None:
         return torch.autocast("cuda", enabled=False)
     return torch.autocast("cuda", dtype=dtype, cache_enabled=False)
-
-
-_GRAPHS: "weakref.WeakKeyDictionary[nn.Module, ScoringGraphs]" = weakref.WeakKeyDictionary()
-_MAKING = threading.Lock()
-
-
-def scoring_graphs_for(encoder: nn.Module) -> ScoringGraphs:
-    """The graphs of ``encoder`` (made once per encoder, dropped with it or when it is compiled).
-
-    Looked up at every scoring call, so it does nothing per call that walks the encoder's modules:
-    for a server's small batches, that walk cost as much as the forward pass.
-    """
-    graphs = _GRAPHS.get(encoder)
-    if graphs is None:
-        with _MAKING:  # two threads' first calls get one set of graphs
-            graphs = _GRAPHS.get(encoder)
-            if graphs is None:
-                graphs = _GRAPHS[encoder] = ScoringGraphs(encoder)
-    return graphs
-
-
-def forget_scoring_graphs(encoder: nn.Module) -> None:
-    """Drop ``encoder``'s graphs: its layers were just compiled, and graphs recorded before would
-    replay the uncompiled kernels; the next lookup records the compiled ones."""
-    _GRAPHS.pop(encoder, None)

@@ -130,16 +130,17 @@ class Classifier:
 
         return compile_for_scoring(self.encoder)
 
-    def record_scoring_graphs(self) -> int:
+    def record_scoring_graphs(self, lanes: int = 1) -> int:
         """Record the CUDA graphs that small batches on a GPU replay, now rather than at the first
-        batch that needs each (a server does before it reports ready); returns how many there are,
-        0 where scoring uses none (CPUs, ONNX, encoders that do not pack)."""
+        batch that needs each (a server does before it reports ready), for ``lanes`` batches
+        scored at once; returns how many there are per batch, 0 where scoring uses none (CPUs,
+        ONNX, encoders that do not pack)."""
         if self.featurizer is not None or self.backend != "torch":
             return 0
         from review_toolkit.accel.gpu_scoring import record_scoring_graphs
         from review_toolkit.inference.embeddings import model_device
 
-        return record_scoring_graphs(self.encoder, model_device(self.encoder))
+        return record_scoring_graphs(self.encoder, model_device(self.encoder), lanes=lanes)
 
     def token_ids(self, texts: list[str]) -> list[list[int]] | None:
         """The token ids ``embed`` computes ``texts`` from (prepared and truncated as in training);

@@ -132,9 +132,9 @@ class EnsembleClassifier:
             raise ConfigError("compile: no member of this ensemble has a neural encoder to compile.")
         return sum(member.compile_encoder() for member in with_encoders)
 
-    def record_scoring_graphs(self) -> int:
+    def record_scoring_graphs(self, lanes: int = 1) -> int:
         """Record every member's GPU scoring graphs now (``Classifier.record_scoring_graphs``); returns how many."""
-        return sum(member.record_scoring_graphs() for member in self.members if hasattr(member, "record_scoring_graphs"))
+        return sum(member.record_scoring_graphs(lanes) for member in self.members if hasattr(member, "record_scoring_graphs"))
 
     def member_probabilities(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """[reviews, members] of each member's calibrated P(fake): one pass of each member over ``texts``."""

@@ -74,13 +74,14 @@ class ModelState:
         try:
             classifier = await asyncio.to_thread(self._load)
             scorer = ReviewScorer(classifier, batch_size=self.settings.predict_batch_size)
-            await asyncio.to_thread(scorer.warm_up, WARM_UP_REVIEWS)
+            batches_in_flight = self.settings.batches_in_flight or scorer.batches_in_flight
+            await asyncio.to_thread(scorer.warm_up, WARM_UP_REVIEWS, batches_in_flight)
             batcher = DynamicBatcher(
                 scorer,
                 max_batch_tokens=self.settings.max_batch_tokens,
                 max_wait_s=self.settings.max_wait_ms / 1000,
                 max_pending_requests=self.settings.max_concurrent_requests,
-                batches_in_flight=self.settings.batches_in_flight or scorer.batches_in_flight,
+                batches_in_flight=batches_in_flight,
                 metrics=self.metrics,
             )
             batcher.start()

@@ -15,7 +15,8 @@ from review_toolkit.accel.gpu_scoring import (
     padded_batches, record_scoring_graphs,
 )
 from review_toolkit.accel.packing import enable_packed_attention, packed_pooled, packed_row_length
-from review_toolkit.accel.scoring_graphs import ScoringGraphs, scoring_graphs_for
+from review_toolkit.accel.scoring_graphs import ScoringGraphs
+from review_toolkit.accel.scoring_lanes import MAX_LANES, scoring_lanes_for
 from review_toolkit.plugin_api.encoders import PooledEncoder
 
 
@@ -158,7 +159,8 @@ def test_small_rows_replayed_from_graphs_score_as_eager_rows(architecture):
     replayed = [embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device) for chunk in chunks]
     eager = [embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device, replay_graphs=False) for chunk in chunks]
 
-    assert len(scoring_graphs_for(encoder)._graphs) >= 2  # several layouts recorded, then replayed
+    (lane,) = scoring_lanes_for(encoder, device).lanes  # one thread scoring: one lane
+    assert len(lane.graphs._graphs) >= 2  # several layouts recorded, then replayed
     for graphed, plain in zip(replayed, eager):
         np.testing.assert_allclose(graphed, plain, atol=1e-2, rtol=1e-2)
 
@@ -205,6 +207,33 @@ def test_threads_scoring_with_one_encoder_at_once_each_get_their_own_vectors():
 
     for own, shared in zip(alone, together):  # summed in another order, a vector moves by bf16 rounding only
         np.testing.assert_allclose(shared, own, atol=2e-2, rtol=0)
+    assert 1 <= len(scoring_lanes_for(encoder, device).lanes) <= 3  # a lane per call in flight at most
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="scoring on GPUs needs a CUDA GPU")
+def test_each_batch_in_flight_has_a_lane_of_its_own_recorded_beforehand():
+    """A server records the graphs of as many lanes as it has batches in flight, each on its own stream."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = tiny_encoder("bert").cuda()
+    device = torch.device("cuda")
+
+    recorded = record_scoring_graphs(encoder, device, lanes=3)
+
+    lanes = scoring_lanes_for(encoder, torch.device("cuda:0")).lanes  # "cuda" and "cuda:0": the same lanes
+    assert len(lanes) == 3 and len({lane.stream.cuda_stream for lane in lanes}) == 3
+    assert recorded == len(lanes[0].graphs.layouts) and all(lane.graphs.recorded == recorded for lane in lanes)
+    chunks = [reviews_of(random_lengths(1 + index % 9, seed=index)) for index in range(30)]
+    alone = [embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device, replay_graphs=False) for chunk in chunks]
+    with ThreadPoolExecutor(max_workers=3) as threads:
+        together = list(threads.map(lambda chunk: embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device), chunks))
+    for own, shared in zip(alone, together):
+        np.testing.assert_allclose(shared, own, atol=1e-2, rtol=1e-2)
+    assert len(scoring_lanes_for(encoder, device).lanes) == 3  # no lane made on the way
+    assert all(lane.graphs.recorded == recorded for lane in lanes)  # nor any graph recorded
+    assert record_scoring_graphs(encoder, device, lanes=MAX_LANES + 2) == recorded
+    assert len(scoring_lanes_for(encoder, device).lanes) == MAX_LANES  # each lane holds its graphs' memory: bounded
 
 
 @pytest.mark.gpu
@@ -215,13 +244,14 @@ def test_graphs_recorded_beforehand_score_as_eager_rows():
 
     recorded = record_scoring_graphs(encoder, device)
 
-    assert recorded == len(scoring_graphs_for(encoder).layouts)
+    (lane,) = scoring_lanes_for(encoder, device).lanes
+    assert recorded == len(lane.graphs.layouts)
     chunks = [reviews_of(random_lengths(count, seed=count)) for count in (1, 5, 12, 40)]
     for chunk in chunks:
         replayed = embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device)
         eager = embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device, replay_graphs=False)
         np.testing.assert_allclose(replayed, eager, atol=1e-2, rtol=1e-2)
-    assert scoring_graphs_for(encoder).recorded == recorded  # nothing recorded on the way
+    assert lane.graphs.recorded == recorded  # nothing recorded on the way
 
 
 @pytest.mark.gpu
@@ -237,6 +267,7 @@ def test_compiled_layers_are_recorded_into_graphs_and_score_as_before():
     compile_for_scoring(encoder)
     recorded = record_scoring_graphs(encoder, device)
 
-    assert recorded == len(scoring_graphs_for(encoder).layouts)  # compiled kernels recorded, none refused
+    (lane,) = scoring_lanes_for(encoder, device).lanes  # the lanes recorded before compiling are gone
+    assert recorded == len(lane.graphs.layouts)  # compiled kernels recorded, none refused
     for chunk, uncompiled in zip(chunks, before):
         np.testing.assert_allclose(embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device), uncompiled, atol=2e-2, rtol=2e-2)
