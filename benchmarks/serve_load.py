@@ -202,6 +202,28 @@ def call_latency(classifier: Any, texts: list[str], batch_size: int, sizes: tupl
     return medians
 
 
+def side_by_side(
+    classifier: Any, texts: list[str], batch_size: int, size: int = 24, threads: tuple[int, ...] = (1, 2, 3, 4), calls: int = 60
+) -> dict:
+    """Reviews/s of predict_proba calls on ``size`` reviews each (token ids given), made from T threads
+    at once: what a server's batches in flight can get from the device, whatever the HTTP side costs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = [texts[index * size : (index + 1) * size] for index in range(calls)]
+    ids = [classifier.token_ids(chunk) for chunk in chunks]
+    record = getattr(classifier, "record_scoring_graphs", None)
+    if record is not None:
+        record(max(threads))  # as a server does for its batches in flight
+    rates = {}
+    for count in threads:
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            list(pool.map(lambda pair: classifier.predict_proba(pair[0], batch_size=batch_size, token_ids=pair[1]), zip(chunks, ids)))
+            started = time.perf_counter()
+            list(pool.map(lambda pair: classifier.predict_proba(pair[0], batch_size=batch_size, token_ids=pair[1]), zip(chunks, ids)))
+            rates[str(count)] = round(size * calls / (time.perf_counter() - started), 1)
+    return {"reviews_per_call": size, "reviews_per_s_by_threads": rates}
+
+
 def wait_ready(port: int, process: subprocess.Popen, limit_s: float = 600) -> None:
     import urllib.request
 
@@ -260,6 +282,9 @@ def markdown(result: dict) -> str:
         "One `predict_proba` call on N reviews (token ids given, median of 20), ms: "
         + ", ".join(f"{size}: {ms}" for size, ms in result["call_latency_ms"].items()) + ".",
         "",
+        f"Calls on {result['side_by_side']['reviews_per_call']} reviews each, from T threads at once, reviews/s: "
+        + ", ".join(f"{count}: {rate:,.0f}" for count, rate in result["side_by_side"]["reviews_per_s_by_threads"].items()) + ".",
+        "",
         "| clients | requests | failures | requests/s | p50 ms | p99 ms | vs offline | batches | reviews/batch | ms/batch | queue wait ms |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -292,6 +317,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="Torch threads, offline and in the server (default: torch's own).")
     parser.add_argument("--workers", type=int, help="Server processes sharing the socket (serve --workers; on a CPU each gets cores / workers threads).")
     parser.add_argument("--compile", action="store_true", help="Compiled encoder layers (GPUs), offline and in the server alike.")
+    parser.add_argument("--max-wait-ms", type=float, default=2.0, help="The server's --max-wait-ms.")
     parser.add_argument("--batches-in-flight", type=int, help="Batches the server scores at once (serve --batches-in-flight).")
     parser.add_argument("--http-workers", type=int, help="HTTP processes forwarding to the model processes (serve --http-workers).")
     parser.add_argument(
@@ -331,10 +357,12 @@ def main() -> None:
     print(f"offline predict_proba: {offline['reviews_per_s']} reviews/s", flush=True)
     latency = call_latency(classifier, texts, arguments.batch_size)
     print(f"one predict_proba call, ms by reviews: {latency}", flush=True)
+    together = side_by_side(classifier, texts, arguments.batch_size, threads=(1, 2) if arguments.device == "cpu" else (1, 2, 3, 4))
+    print(f"calls side by side: {together}", flush=True)
     del classifier  # the server loads its own
 
     port = free_port()
-    server_options = ["--max-wait-ms", "2", "--max-concurrent-requests", "256", "--device", arguments.device]
+    server_options = ["--max-wait-ms", str(arguments.max_wait_ms), "--max-concurrent-requests", "256", "--device", arguments.device]
     if arguments.threads:
         server_options += ["--threads", str(arguments.threads)]
     if arguments.workers:
@@ -385,6 +413,7 @@ def main() -> None:
         "offline": offline,
         "levels": levels,
         "call_latency_ms": latency,
+        "side_by_side": together,
         "targets": {
             "throughput_64_vs_offline": round(ratio, 3),
             "throughput_met": ratio >= 0.8,
