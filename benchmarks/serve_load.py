@@ -214,12 +214,15 @@ def side_by_side(
     record = getattr(classifier, "record_scoring_graphs", None)
     if record is not None:
         record(max(threads))  # as a server does for its batches in flight
+    def score(pair: tuple[list[str], list[list[int]]]) -> Any:
+        return classifier.predict_proba(pair[0], batch_size=batch_size, token_ids=pair[1])
+
     rates = {}
     for count in threads:
         with ThreadPoolExecutor(max_workers=count) as pool:
-            list(pool.map(lambda pair: classifier.predict_proba(pair[0], batch_size=batch_size, token_ids=pair[1]), zip(chunks, ids)))
+            list(pool.map(score, zip(chunks, ids)))  # first pass: each thread's lane and allocations
             started = time.perf_counter()
-            list(pool.map(lambda pair: classifier.predict_proba(pair[0], batch_size=batch_size, token_ids=pair[1]), zip(chunks, ids)))
+            list(pool.map(score, zip(chunks, ids)))
             rates[str(count)] = round(size * calls / (time.perf_counter() - started), 1)
     return {"reviews_per_call": size, "reviews_per_s_by_threads": rates}
 

@@ -235,7 +235,8 @@ def record_scoring_graphs(encoder: nn.Module, device: torch.device, lanes: int =
     use_shape_agnostic_attention()
     enable_packed_attention(encoder)
     scoring_lanes = scoring_lanes_for(encoder, device)
-    for lane in scoring_lanes.ensure(lanes):
+    made = scoring_lanes.ensure(lanes)
+    for lane in made:
         with scoring_lanes.borrow(lane), queueing_lock(encoder), torch.cuda.stream(lane.stream):
             lane.stream.wait_stream(torch.cuda.default_stream(device))
             with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -246,7 +247,7 @@ def record_scoring_graphs(encoder: nn.Module, device: torch.device, lanes: int =
                     length = min(layout.max_segment_length, layout.row_length - layout.review_slots - layout.filler_segments + 1)
                     lane.graphs.replay(layout, packed_inputs([np.zeros(length, dtype=np.int64)], [0], device, layout))
     torch.cuda.synchronize(device)
-    return min(lane.graphs.recorded for lane in scoring_lanes.lanes[: max(1, lanes)])
+    return min(lane.graphs.recorded for lane in made)
 
 
 @torch.inference_mode()
