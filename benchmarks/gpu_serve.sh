@@ -6,7 +6,8 @@
 # the toolkit's wheel, fake_reviews.csv and minilm-tokenizer/ (MiniLM's tokenizer files). WORKERS (default "1") lists the
 # server process counts to measure, all on the one GPU; HTTP_WORKERS (default "0") the counts of HTTP processes in front
 # of them (serve --http-workers; 0: each process answers HTTP itself); BATCHES_IN_FLIGHT (default "default": serve's own)
-# the --batches-in-flight values; MAX_WAIT_MS (default "2") the --max-wait-ms values; arguments pass through to serve_load.py.
+# the --batches-in-flight values; GPU_STREAMS (default "1") the --gpu-streams values; MAX_WAIT_MS (default "2") the --max-wait-ms
+# values; arguments pass through to serve_load.py.
 set -euo pipefail
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-index --no-compile --target /tmp/serve-site .carry/wheels/*.whl .carry/review_toolkit-0.1.0-py3-none-any.whl
@@ -29,13 +30,16 @@ for workers in ${WORKERS:-1}; do
   for http_workers in ${HTTP_WORKERS:-0}; do
     for in_flight in ${BATCHES_IN_FLIGHT:-default}; do
       for wait_ms in ${MAX_WAIT_MS:-2}; do
-        name="serve_load_h200_workers$workers"; [ "$http_workers" = 0 ] || name+="_http$http_workers"
-        in_flight_option=(); [ "$in_flight" = default ] || { in_flight_option=(--batches-in-flight "$in_flight"); name+="_inflight$in_flight"; }
-        [ "$wait_ms" = 2 ] || name+="_wait$wait_ms"
-        python3 benchmarks/serve_load.py --run /tmp/serve-runs/bert-large-frozen-logreg --device cuda:0 --data .carry/fake_reviews.csv \
-            --out "$OUT" --name "$name" --machine "one NVIDIA H200" --offline-rounds 2 --workers "$workers" --http-workers "$http_workers" \
-            "${in_flight_option[@]}" --max-wait-ms "$wait_ms" \
-            --run-description "a frozen BERT-large-shaped (Stella-size, random-init) encoder + logistic regression run" "$@" | grep -E '^\||side by side'
+        for streams in ${GPU_STREAMS:-1}; do
+          name="serve_load_h200_workers$workers"; [ "$http_workers" = 0 ] || name+="_http$http_workers"
+          in_flight_option=(); [ "$in_flight" = default ] || { in_flight_option=(--batches-in-flight "$in_flight"); name+="_inflight$in_flight"; }
+          [ "$streams" = 1 ] || name+="_streams$streams"
+          [ "$wait_ms" = 2 ] || name+="_wait$wait_ms"
+          python3 benchmarks/serve_load.py --run /tmp/serve-runs/bert-large-frozen-logreg --device cuda:0 --data .carry/fake_reviews.csv \
+              --out "$OUT" --name "$name" --machine "one NVIDIA H200" --offline-rounds 2 --workers "$workers" --http-workers "$http_workers" \
+              "${in_flight_option[@]}" --gpu-streams "$streams" --max-wait-ms "$wait_ms" \
+              --run-description "a frozen BERT-large-shaped (Stella-size, random-init) encoder + logistic regression run" "$@" | grep -E '^\||side by side'
+        done
       done
     done
   done

@@ -206,25 +206,33 @@ def side_by_side(
     classifier: Any, texts: list[str], batch_size: int, size: int = 24, threads: tuple[int, ...] = (1, 2, 3, 4), calls: int = 60
 ) -> dict:
     """Reviews/s of predict_proba calls on ``size`` reviews each (token ids given), made from T threads
-    at once: what a server's batches in flight can get from the device, whatever the HTTP side costs."""
+    at once: what a server's batches in flight can get from the device, whatever the HTTP side costs.
+    On a GPU, the threads' calls on a stream each (side by side) and on one stream (one after another)."""
     from concurrent.futures import ThreadPoolExecutor
 
     chunks = [texts[index * size : (index + 1) * size] for index in range(calls)]
     ids = [classifier.token_ids(chunk) for chunk in chunks]
     record = getattr(classifier, "record_scoring_graphs", None)
-    if record is not None:
-        record(max(threads))  # as a server does for its batches in flight
+
     def score(pair: tuple[list[str], list[list[int]]]) -> Any:
         return classifier.predict_proba(pair[0], batch_size=batch_size, token_ids=pair[1])
 
-    rates = {}
-    for count in threads:
-        with ThreadPoolExecutor(max_workers=count) as pool:
-            list(pool.map(score, zip(chunks, ids)))  # first pass: each thread's lane and allocations
-            started = time.perf_counter()
-            list(pool.map(score, zip(chunks, ids)))
-            rates[str(count)] = round(size * calls / (time.perf_counter() - started), 1)
-    return {"reviews_per_call": size, "reviews_per_s_by_threads": rates}
+    def rates(streams_for) -> dict[str, float]:
+        measured = {}
+        for count in threads:
+            if record is not None:
+                record(streams_for(count))  # as a server does for its --gpu-streams
+            with ThreadPoolExecutor(max_workers=count) as pool:
+                list(pool.map(score, zip(chunks, ids)))  # first pass: each thread's allocations
+                started = time.perf_counter()
+                list(pool.map(score, zip(chunks, ids)))
+                measured[str(count)] = round(size * calls / (time.perf_counter() - started), 1)
+        return measured
+
+    result = {"reviews_per_call": size, "reviews_per_s_by_threads": rates(lambda count: count)}
+    if record is not None and record(1):  # scoring replays graphs: a GPU
+        result["reviews_per_s_by_threads_one_stream"] = rates(lambda count: 1)
+    return result
 
 
 def wait_ready(port: int, process: subprocess.Popen, limit_s: float = 600) -> None:
@@ -286,7 +294,12 @@ def markdown(result: dict) -> str:
         + ", ".join(f"{size}: {ms}" for size, ms in result["call_latency_ms"].items()) + ".",
         "",
         f"Calls on {result['side_by_side']['reviews_per_call']} reviews each, from T threads at once, reviews/s: "
-        + ", ".join(f"{count}: {rate:,.0f}" for count, rate in result["side_by_side"]["reviews_per_s_by_threads"].items()) + ".",
+        + ", ".join(f"{count}: {rate:,.0f}" for count, rate in result["side_by_side"]["reviews_per_s_by_threads"].items())
+        + (
+            "; all on one CUDA stream: "
+            + ", ".join(f"{count}: {rate:,.0f}" for count, rate in result["side_by_side"]["reviews_per_s_by_threads_one_stream"].items())
+            if "reviews_per_s_by_threads_one_stream" in result["side_by_side"] else ""
+        ) + ".",
         "",
         "| clients | requests | failures | requests/s | p50 ms | p99 ms | vs offline | batches | reviews/batch | ms/batch | queue wait ms |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -322,6 +335,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="Compiled encoder layers (GPUs), offline and in the server alike.")
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="The server's --max-wait-ms.")
     parser.add_argument("--batches-in-flight", type=int, help="Batches the server scores at once (serve --batches-in-flight).")
+    parser.add_argument("--gpu-streams", type=int, help="CUDA streams the server's batches compute on (serve --gpu-streams).")
     parser.add_argument("--http-workers", type=int, help="HTTP processes forwarding to the model processes (serve --http-workers).")
     parser.add_argument(
         "--client-processes", type=int, default=max(1, min(4, (os.cpu_count() or 1) // 4)),
@@ -374,6 +388,8 @@ def main() -> None:
         server_options += ["--http-workers", str(arguments.http_workers)]
     if arguments.batches_in_flight:
         server_options += ["--batches-in-flight", str(arguments.batches_in_flight)]
+    if arguments.gpu_streams:
+        server_options += ["--gpu-streams", str(arguments.gpu_streams)]
     if arguments.compile:
         server_options += ["--compile"]
     process = subprocess.Popen(

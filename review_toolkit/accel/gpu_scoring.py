@@ -18,8 +18,9 @@ the GPU until the last row: nothing makes the host wait for the GPU between rows
 they replay recorded CUDA graphs (``review_toolkit.accel.scoring_graphs``).
 
 Several threads may score with one encoder at once (a server keeps batches in flight). Each call
-computes on a lane of its own (``review_toolkit.accel.scoring_lanes``: a CUDA stream and the graphs
-replayed on it), so the GPU computes small batches side by side. One thread at a time queues its
+computes on a lane (``review_toolkit.accel.scoring_lanes``: a CUDA stream and the graphs replayed on
+it): calls on lanes of their own are computed side by side, calls sharing one, one after another.
+One thread at a time queues its
 call's work, up to the copy of its vectors back to the host (the host launches one call's kernels
 at a time anyway, and an encoder's modules, compiled ones above all, are not made to be entered by
 two threads at once), and waits for them outside, so the next call's work is queued while the GPU
@@ -224,7 +225,7 @@ def _padded_inputs(token_ids: list[np.ndarray], batch: list[int], pad_token_id: 
 @torch.inference_mode()
 def record_scoring_graphs(encoder: nn.Module, device: torch.device, lanes: int = 1) -> int:
     """Record now the CUDA graph of every small-row layout ``embed_on_gpu`` replays on ``device``,
-    on each of ``lanes`` lanes (as many as calls will be in flight at once; otherwise each graph
+    on each of ``lanes`` lanes, the lanes calls in flight share from now on (otherwise each graph
     is recorded by the first row that needs it, which then waits for it); returns how many graphs
     each lane has, 0 where the encoder scores without them. On compiled layers, the first
     recordings also compile them (seconds to tens of seconds)."""

@@ -100,12 +100,13 @@ class ScoringGraphs:
     def _record(self, layout: StaticRowLayout, inputs: dict) -> tuple:
         static = {name: inputs[name].clone() for name in ("input_ids", "position_ids", "cu_seq_lens", "review_index")}
         dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), _autocast(dtype):
+        # Recorded on the stream it will be replayed on (the lane's, never the default stream): a
+        # graph keeps the cuBLAS workspace of the stream it was recorded on, and graphs of two
+        # lanes recorded on one stream would write one workspace when replayed side by side.
+        stream = torch.cuda.current_stream()
+        with _autocast(dtype):
             for _ in range(WARMUP_PASSES):
                 self._forward(layout, static)
-        torch.cuda.current_stream().wait_stream(stream)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()

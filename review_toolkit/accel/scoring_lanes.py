@@ -11,9 +11,17 @@ by side must be different recordings, and each lane's have a memory pool of thei
 one pool reuse each other's memory, which only graphs replayed one after another can.
 
 A call borrows a lane for as long as its work is queued and computed, and gives it back once its
-results are on the host. The lanes of an encoder are made as calls need them, up to
-``MAX_LANES``; a call beyond waits for one. One thread at a time scoring, as ``predict`` does,
-always gets the same lane, and records one set of graphs.
+results are on the host: an idle lane if there is one, else a new one while fewer than the lanes'
+limit exist, else the lane with the fewest calls in flight. Calls sharing a lane are computed one
+after another in the order they were queued (one thread at a time queues, ``gpu_scoring.queueing_lock``),
+so the second's rows are copied into the graphs' inputs only after the first's outputs were copied
+out. One thread at a time scoring, as ``predict`` does, always gets the first lane, and records
+one set of graphs.
+
+Side by side is not always faster for the caller: two batches sharing the GPU each take longer
+than one alone, so a server whose clients wait for their answer before they send again can get
+more from batches queued on one stream (benchmarks/README.md, "Batches in flight"). A server sets
+how many lanes it uses (``ensure``), and records their graphs before it reports ready.
 """
 
 from __future__ import annotations
@@ -49,44 +57,47 @@ class ScoringLanes:
         self.encoder = encoder
         self.device = device
         self.lanes: list[ScoringLane] = []
-        self._free: list[ScoringLane] = []
-        self._changed = threading.Condition()
+        self.limit = MAX_LANES  # lanes made on demand at most, until ``ensure`` sets it
+        self._calls: dict[ScoringLane, int] = {}  # calls in flight on each lane
+        self._lock = threading.Lock()
 
     def ensure(self, count: int) -> list[ScoringLane]:
-        """At least ``count`` lanes (at most ``MAX_LANES``) made; returns the first ``count``."""
+        """Use ``count`` lanes (1 to ``MAX_LANES``) from now on: made now if missing, and no more
+        made later; returns them."""
         count = max(1, min(count, MAX_LANES))
-        with self._changed:
+        with self._lock:
+            self.limit = count
             while len(self.lanes) < count:
-                self._free.append(self._new_lane())
+                self._new_lane()
             return self.lanes[:count]
 
     @contextmanager
     def borrow(self, lane: ScoringLane | None = None) -> Iterator[ScoringLane]:
-        """A free lane (or ``lane``, once it is free), made if none is free and fewer than
-        ``MAX_LANES`` exist, given back on leaving."""
-        with self._changed:
-            while True:
-                if lane is None and self._free:
-                    taken = self._free.pop()  # the lane given back last: one thread keeps one lane
-                    break
-                if lane is None and len(self.lanes) < MAX_LANES:
-                    taken = self._new_lane()
-                    break
-                if lane is not None and lane in self._free:
-                    self._free.remove(lane)
-                    taken = lane
-                    break
-                self._changed.wait()
+        """``lane``, or the first idle lane, a new one while fewer than ``limit`` exist, or the
+        least busy; counted as in flight on it until leaving."""
+        with self._lock:
+            if lane is None:
+                usable = self.lanes[: self.limit]
+                lane = next((candidate for candidate in usable if not self._calls[candidate]), None)
+                if lane is None:
+                    lane = self._new_lane() if len(usable) < self.limit else min(usable, key=self._calls.__getitem__)
+            self._calls[lane] += 1
         try:
-            yield taken
+            yield lane
         finally:
-            with self._changed:
-                self._free.append(taken)
-                self._changed.notify()
+            with self._lock:
+                self._calls[lane] -= 1
 
     def _new_lane(self) -> ScoringLane:
-        lane = ScoringLane(torch.cuda.Stream(device=self.device), ScoringGraphs(self.encoder))
+        # torch hands out streams round-robin from a small pool: a lane sharing another's stream
+        # would share its cuBLAS workspace (scoring_graphs), so it takes the next free one.
+        taken = {lane.stream.cuda_stream for lane in self.lanes}
+        stream = torch.cuda.Stream(device=self.device)
+        while stream.cuda_stream in taken:
+            stream = torch.cuda.Stream(device=self.device)
+        lane = ScoringLane(stream, ScoringGraphs(self.encoder))
         self.lanes.append(lane)
+        self._calls[lane] = 0
         return lane
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from review_toolkit.cli.group import backend_option
-from review_toolkit.serve.settings import ServeSettings
+from review_toolkit.serve.settings import MAX_GPU_STREAMS, ServeSettings
 
 _DEFAULTS = ServeSettings()
 
@@ -29,6 +29,7 @@ def _missing_dependencies() -> list[str]:
 @click.option("--max-batch-tokens", type=click.IntRange(min=1), default=_DEFAULTS.max_batch_tokens, show_default=True, help="Tokens scored together in one batch.")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=_DEFAULTS.max_wait_ms, show_default=True, help="Longest wait for more requests before scoring a batch.")
 @click.option("--batches-in-flight", type=click.IntRange(min=1), help="Batches scored at once (default: 2 on a GPU, which computes one while the last is answered; 1 on a CPU).")
+@click.option("--gpu-streams", type=click.IntRange(1, MAX_GPU_STREAMS), default=_DEFAULTS.gpu_streams, show_default=True, help="CUDA streams the batches in flight compute on: on streams of their own the GPU computes them side by side, on one, one after another.")
 @click.option("--max-concurrent-requests", type=click.IntRange(min=1), default=_DEFAULTS.max_concurrent_requests, show_default=True, help="Requests queued or being scored; more are refused with 429.")
 @click.option("--max-inputs", type=click.IntRange(min=1), default=_DEFAULTS.max_inputs, show_default=True, help="Reviews per request; more are refused with 413.")
 @click.option("--max-body-bytes", type=click.IntRange(min=1), default=_DEFAULTS.max_body_bytes, show_default=True, help="Largest request body; larger ones are refused with 413.")

@@ -68,13 +68,13 @@ class ReviewScorer:
         portable = getattr(self.classifier, "portable_token_ids", None)
         return portable() if portable is not None else None
 
-    def warm_up(self, reviews: list[str], batches_in_flight: int = 1) -> None:
+    def warm_up(self, reviews: list[str], gpu_streams: int = 1) -> None:
         """Score ``reviews`` once (first-pass allocations) and record the GPU graphs small batches
-        replay, for that many batches scored at once, so that no client's request waits for either."""
+        replay, on each of ``gpu_streams`` streams, so that no client's request waits for either."""
         self.score(reviews)
         record = getattr(self.classifier, "record_scoring_graphs", None)
         if record is not None:
-            record(batches_in_flight)
+            record(gpu_streams)
 
     def score(self, texts: list[str], token_ids: list[list[int]] | None = None) -> ScoredReviews:
         """Blocking: run it in a worker thread, never on the event loop."""

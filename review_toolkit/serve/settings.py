@@ -10,6 +10,9 @@ from typing import Any
 
 from review_toolkit.errors import ConfigError
 
+#: accel.scoring_lanes.MAX_LANES, without importing torch.
+MAX_GPU_STREAMS = 4
+
 
 @dataclass(frozen=True)
 class ServeSettings:
@@ -26,6 +29,9 @@ class ServeSettings:
     # Batches scored at once; None: two where the model scores on a GPU (one is answered while the
     # next computes), one on a CPU (one batch already uses every core).
     batches_in_flight: int | None = None
+    # CUDA streams those batches compute on (accel/scoring_lanes.py): on streams of their own
+    # batches are computed side by side, on one, one after another.
+    gpu_streams: int = 1
     # Reviews in one request; more are refused with 413.
     max_inputs: int = 256
     # Bytes of one request body; more are refused with 413 before being read whole.
@@ -47,6 +53,8 @@ class ServeSettings:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}.")
         if self.batches_in_flight is not None and self.batches_in_flight < 1:
             raise ConfigError(f"batches_in_flight must be at least 1, not {self.batches_in_flight}.")
+        if not 1 <= self.gpu_streams <= MAX_GPU_STREAMS:
+            raise ConfigError(f"gpu_streams must be from 1 to {MAX_GPU_STREAMS}, not {self.gpu_streams}.")
         if self.backend != "auto":  # the default needs no check, nor the import
             from review_toolkit.inference.onnx_backend import BACKENDS
 

@@ -75,7 +75,7 @@ class ModelState:
             classifier = await asyncio.to_thread(self._load)
             scorer = ReviewScorer(classifier, batch_size=self.settings.predict_batch_size)
             batches_in_flight = self.settings.batches_in_flight or scorer.batches_in_flight
-            await asyncio.to_thread(scorer.warm_up, WARM_UP_REVIEWS, batches_in_flight)
+            await asyncio.to_thread(scorer.warm_up, WARM_UP_REVIEWS, self.settings.gpu_streams)
             batcher = DynamicBatcher(
                 scorer,
                 max_batch_tokens=self.settings.max_batch_tokens,

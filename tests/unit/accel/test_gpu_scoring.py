@@ -238,6 +238,29 @@ def test_each_batch_in_flight_has_a_lane_of_its_own_recorded_beforehand():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="scoring on GPUs needs a CUDA GPU")
+def test_batches_in_flight_sharing_one_stream_each_get_their_own_vectors():
+    """serve --gpu-streams 1: batches in flight queue on one lane, replaying the same graphs one after another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = tiny_encoder("bert").cuda()
+    device = torch.device("cuda")
+    chunks = [
+        [[1000 + 37 * index + slot] * length for slot, length in enumerate(random_lengths(1 + index % 7, seed=index))]
+        for index in range(48)
+    ]  # fmt: skip
+    alone = [embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device, replay_graphs=False) for chunk in chunks]
+    recorded = record_scoring_graphs(encoder, device, lanes=1)
+
+    (lane,) = scoring_lanes_for(encoder, device).lanes
+    with ThreadPoolExecutor(max_workers=4) as threads:
+        together = list(threads.map(lambda chunk: embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device), chunks))
+    for own, shared in zip(alone, together):
+        np.testing.assert_allclose(shared, own, atol=2e-2, rtol=0)
+    assert scoring_lanes_for(encoder, device).lanes == [lane] and lane.graphs.recorded == recorded  # nothing made on the way
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="scoring on GPUs needs a CUDA GPU")
 def test_graphs_recorded_beforehand_score_as_eager_rows():
     encoder = tiny_encoder("bert").cuda()
     device = torch.device("cuda")
@@ -271,3 +294,17 @@ def test_compiled_layers_are_recorded_into_graphs_and_score_as_before():
     assert recorded == len(lane.graphs.layouts)  # compiled kernels recorded, none refused
     for chunk, uncompiled in zip(chunks, before):
         np.testing.assert_allclose(embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device), uncompiled, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="scoring on GPUs needs a CUDA GPU")
+def test_lanes_never_share_a_cuda_stream():
+    """Two lanes on one stream would share its cuBLAS workspace, and write it at once when replayed side by side."""
+    encoder = tiny_encoder("bert").cuda()
+    lanes = scoring_lanes_for(encoder, torch.device("cuda"))
+    lanes.ensure(1)
+    for count in range(2, MAX_LANES + 1):
+        for _ in range(31):  # torch's pool of 32 streams comes round to the last lane's
+            torch.cuda.Stream()
+        lanes.ensure(count)
+    assert len({lane.stream.cuda_stream for lane in lanes.lanes}) == MAX_LANES
