@@ -9,7 +9,9 @@ every request is scored again on its own: one bad request fails alone.
 
 Up to ``batches_in_flight`` batches are scored at once, each in its own thread. On a GPU, two keep
 it busy: while one batch's results travel back and are answered, the next one's work is already
-queued on the device (``accel.gpu_scoring`` lets one thread at a time queue work). On a CPU one
+queued on the device (``accel.gpu_scoring`` lets one thread at a time queue work). They queue on
+one CUDA stream unless ``gpu_streams`` says more (``ServeSettings``): computed side by side, each
+batch finishes later, and so do the next requests of its clients. On a CPU one
 batch already uses every core, so one at a time is the default there (``ReviewScorer``).
 """
 
