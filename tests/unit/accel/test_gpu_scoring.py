@@ -28,7 +28,10 @@ def random_lengths(count: int, seed: int = 0) -> list[int]:
 def tiny_encoder(architecture: str) -> PooledEncoder:
     torch.manual_seed(0)
     if architecture == "gte":
-        from transformers import GteConfig, GteModel
+        try:
+            from transformers import GteConfig, GteModel
+        except ImportError:
+            pytest.skip("this transformers has no native gte classes (Stella's); newer ones do")
 
         transformer = GteModel(GteConfig(
             vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
