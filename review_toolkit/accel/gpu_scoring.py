@@ -20,11 +20,10 @@ they replay recorded CUDA graphs (``review_toolkit.accel.scoring_graphs``).
 Several threads may score with one encoder at once (a server keeps batches in flight). Each call
 computes on a lane (``review_toolkit.accel.scoring_lanes``: a CUDA stream and the graphs replayed on
 it): calls on lanes of their own are computed side by side, calls sharing one, one after another.
-One thread at a time queues its
-call's work, up to the copy of its vectors back to the host (the host launches one call's kernels
-at a time anyway, and an encoder's modules, compiled ones above all, are not made to be entered by
-two threads at once), and waits for them outside, so the next call's work is queued while the GPU
-still computes this one.
+One thread at a time queues its call's work, up to the copy of its vectors back to the host (the
+host launches one call's kernels at a time anyway, and an encoder's modules, compiled ones above
+all, are not made to be entered by two threads at once), and waits for them outside, so the next
+call's work is queued while the GPU still computes this one.
 """
 
 from __future__ import annotations

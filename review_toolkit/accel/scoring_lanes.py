@@ -21,8 +21,8 @@ one set of graphs.
 Side by side is not always faster for the caller: two batches sharing the GPU each take longer
 than one alone, so a server whose clients wait for their answer before they send again can get
 more from batches queued on one stream (benchmarks/README.md, "Batches side by side on CUDA
-streams"). A server sets
-how many lanes it uses (``ensure``), and records their graphs before it reports ready.
+streams"). A server sets how many lanes it uses (``ensure``), and records their graphs before it
+reports ready.
 """
 
 from __future__ import annotations

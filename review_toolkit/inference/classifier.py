@@ -133,8 +133,8 @@ class Classifier:
     def record_scoring_graphs(self, lanes: int = 1) -> int:
         """Record the CUDA graphs that small batches on a GPU replay, now rather than at the first
         batch that needs each (a server does before it reports ready), on each of the ``lanes``
-        CUDA streams that batches scored at once share (``accel.scoring_lanes``); returns how many there are per batch, 0 where scoring uses none (CPUs,
-        ONNX, encoders that do not pack)."""
+        CUDA streams that batches scored at once share (``accel.scoring_lanes``); returns how many
+        there are per stream, 0 where scoring uses none (CPUs, ONNX, encoders that do not pack)."""
         if self.featurizer is not None or self.backend != "torch":
             return 0
         from review_toolkit.accel.gpu_scoring import record_scoring_graphs

@@ -30,8 +30,8 @@ class ServeSettings:
     # next computes), one on a CPU (one batch already uses every core).
     batches_in_flight: int | None = None
     # CUDA streams those batches compute on (accel/scoring_lanes.py): on streams of their own
-    # batches are computed side by side, on one, one after another. One: side by side, each batch
-    # finishes later, and its clients post their next requests later.
+    # batches are computed side by side, on one, one after another. One by default: side by side,
+    # each batch finishes later, and so its clients post their next requests later.
     gpu_streams: int = 1
     # Reviews in one request; more are refused with 413.
     max_inputs: int = 256

@@ -311,3 +311,10 @@ def test_lanes_never_share_a_cuda_stream():
             torch.cuda.Stream()
         lanes.ensure(count)
     assert len({lane.stream.cuda_stream for lane in lanes.lanes}) == MAX_LANES
+
+
+def test_the_server_offers_as_many_gpu_streams_as_an_encoder_has_lanes():
+    """serve --gpu-streams is checked without importing torch, against its own copy of the bound."""
+    from review_toolkit.serve.settings import MAX_GPU_STREAMS
+
+    assert MAX_GPU_STREAMS == MAX_LANES
