@@ -60,6 +60,24 @@ def padded_vectors(encoder: PooledEncoder, reviews: list[list[int]]) -> torch.Te
     return encoder(input_ids=ids.to(device), attention_mask=mask.to(device))
 
 
+def distinct_review_chunks(count: int = 48) -> list[list[list[int]]]:
+    """Chunks of 1-7 reviews in which each review repeats a token of its own, so that no two
+    reviews' vectors are alike (random tokens, mean-pooled, give vectors too close to tell a
+    mix-up from bf16 rounding)."""
+    return [
+        [[1000 + 37 * index + slot] * length for slot, length in enumerate(random_lengths(1 + index % 7, seed=index))]
+        for index in range(count)
+    ]  # fmt: skip
+
+
+def scored_from_threads(encoder: PooledEncoder, chunks: list, threads: int, device: torch.device) -> list[np.ndarray]:
+    """Each chunk's vectors, the chunks scored from ``threads`` threads at once (a server's batches in flight)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(lambda chunk: embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device), chunks))
+
+
 def test_packed_rows_hold_every_review_once_within_the_token_budget():
     lengths = random_lengths(3_000)
     rows = packed_rows(lengths, max_tokens=8192)
@@ -189,24 +207,16 @@ def test_gpu_scoring_matches_the_padded_path_to_bf16_rounding(architecture):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="scoring on GPUs needs a CUDA GPU")
 def test_threads_scoring_with_one_encoder_at_once_each_get_their_own_vectors():
     """A server keeps two batches in flight: rows replayed from the same graphs must not mix."""
-    from concurrent.futures import ThreadPoolExecutor
-
     encoder = tiny_encoder("bert").cuda()
     device = torch.device("cuda")
-    # Each review repeats a token of its own, so that no two reviews' vectors are alike (random
-    # tokens, mean-pooled, give vectors too close to tell a mix-up from bf16 rounding).
-    chunks = [
-        [[1000 + 37 * index + slot] * length for slot, length in enumerate(random_lengths(1 + index % 7, seed=index))]
-        for index in range(48)
-    ]  # fmt: skip
+    chunks = distinct_review_chunks()
     alone = [embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device) for chunk in chunks]
     vectors = np.concatenate(alone)
     distances = np.abs(vectors[:, None] - vectors[None]).max(-1)
     np.fill_diagonal(distances, np.inf)
     assert distances.min() > 0.1  # any two reviews differ far beyond the tolerance below
 
-    with ThreadPoolExecutor(max_workers=3) as threads:
-        together = list(threads.map(lambda chunk: embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device), chunks))
+    together = scored_from_threads(encoder, chunks, 3, device)
 
     for own, shared in zip(alone, together):  # summed in another order, a vector moves by bf16 rounding only
         np.testing.assert_allclose(shared, own, atol=2e-2, rtol=0)
@@ -217,8 +227,6 @@ def test_threads_scoring_with_one_encoder_at_once_each_get_their_own_vectors():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="scoring on GPUs needs a CUDA GPU")
 def test_each_batch_in_flight_has_a_lane_of_its_own_recorded_beforehand():
     """A server records the graphs of as many lanes as it has batches in flight, each on its own stream."""
-    from concurrent.futures import ThreadPoolExecutor
-
     encoder = tiny_encoder("bert").cuda()
     device = torch.device("cuda")
 
@@ -229,8 +237,7 @@ def test_each_batch_in_flight_has_a_lane_of_its_own_recorded_beforehand():
     assert recorded == len(lanes[0].graphs.layouts) and all(lane.graphs.recorded == recorded for lane in lanes)
     chunks = [reviews_of(random_lengths(1 + index % 9, seed=index)) for index in range(30)]
     alone = [embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device, replay_graphs=False) for chunk in chunks]
-    with ThreadPoolExecutor(max_workers=3) as threads:
-        together = list(threads.map(lambda chunk: embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device), chunks))
+    together = scored_from_threads(encoder, chunks, 3, device)
     for own, shared in zip(alone, together):
         np.testing.assert_allclose(shared, own, atol=1e-2, rtol=1e-2)
     assert len(scoring_lanes_for(encoder, device).lanes) == 3  # no lane made on the way
@@ -243,20 +250,14 @@ def test_each_batch_in_flight_has_a_lane_of_its_own_recorded_beforehand():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="scoring on GPUs needs a CUDA GPU")
 def test_batches_in_flight_sharing_one_stream_each_get_their_own_vectors():
     """serve --gpu-streams 1: batches in flight queue on one lane, replaying the same graphs one after another."""
-    from concurrent.futures import ThreadPoolExecutor
-
     encoder = tiny_encoder("bert").cuda()
     device = torch.device("cuda")
-    chunks = [
-        [[1000 + 37 * index + slot] * length for slot, length in enumerate(random_lengths(1 + index % 7, seed=index))]
-        for index in range(48)
-    ]  # fmt: skip
+    chunks = distinct_review_chunks()
     alone = [embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device, replay_graphs=False) for chunk in chunks]
     recorded = record_scoring_graphs(encoder, device, lanes=1)
 
     (lane,) = scoring_lanes_for(encoder, device).lanes
-    with ThreadPoolExecutor(max_workers=4) as threads:
-        together = list(threads.map(lambda chunk: embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device), chunks))
+    together = scored_from_threads(encoder, chunks, 4, device)
     for own, shared in zip(alone, together):
         np.testing.assert_allclose(shared, own, atol=2e-2, rtol=0)
     assert scoring_lanes_for(encoder, device).lanes == [lane] and lane.graphs.recorded == recorded  # nothing made on the way
