@@ -244,8 +244,8 @@ def record_scoring_graphs(encoder: nn.Module, device: torch.device, lanes: int =
                     if not lane.graphs.enabled:  # a forward pass a graph cannot hold
                         return 0
                     # One review as long as the layout holds: its shape is all a recording needs.
-                    length = min(layout.max_segment_length, layout.row_length - layout.review_slots - layout.filler_segments + 1)
-                    lane.graphs.replay(layout, packed_inputs([np.zeros(length, dtype=np.int64)], [0], device, layout))
+                    review = np.zeros(layout.longest_review, dtype=np.int64)
+                    lane.graphs.replay(layout, packed_inputs([review], [0], device, layout))
     torch.cuda.synchronize(device)
     return min(lane.graphs.recorded for lane in made)
 

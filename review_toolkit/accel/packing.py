@@ -168,17 +168,25 @@ class StaticRowLayout:
     """One shape for every packed training row of a run, as CUDA graphs replay it (``review_toolkit.accel.graphs``).
 
     A row holds ``row_length`` tokens in ``review_slots + filler_segments`` segments: the batch's
-    reviews, one padding token for each review slot the batch leaves empty, and the rest of the
-    row in ``filler_segments`` pieces of at most ``ROW_MULTIPLE`` tokens (attention within a piece
-    costs little; one long filler would attend to itself quadratically). Every segment holds at
-    least one token: the variable-length flash kernel is not relied on for empty ones.
-    ``TokenBudgetBatchSampler`` cuts batches that fit (``row_tokens``).
+    reviews, the review slots the batch leaves empty, and the rest of the row in ``filler_segments``
+    pieces of at most ``ROW_MULTIPLE`` tokens (attention within a piece costs little; one long
+    filler would attend to itself quadratically). ``TokenBudgetBatchSampler`` cuts batches that fit
+    (``row_tokens``).
+
+    In training every segment holds at least one token: an empty review slot one padding token,
+    and the filler is spread over all its pieces (the backward kernels are not relied on for
+    empty segments). With ``empty_segments`` (scoring, forward only), empty slots hold no token
+    and the filler fills as few pieces as it needs, the others empty: the flash kernel returns at
+    once for an empty segment, while any segment of up to 128 tokens costs it a whole tile, so
+    a server's small rows spent most of their attention on their empty slots and filler
+    (benchmarks/README.md, "Serving load").
     """
 
     row_length: int
     review_slots: int
     filler_segments: int
     max_segment_length: int
+    empty_segments: bool = False
 
     @classmethod
     def for_budget(cls, max_tokens: int, max_reviews: int, max_review_length: int) -> StaticRowLayout:
@@ -187,9 +195,17 @@ class StaticRowLayout:
         return cls(row_length, max_reviews, row_length // ROW_MULTIPLE, max(max_review_length, ROW_MULTIPLE))
 
     def row_tokens(self, review_tokens: int, reviews: int) -> int:
-        """Tokens a row needs for ``reviews`` reviews of ``review_tokens`` tokens: theirs, one per
-        empty review slot and at least one per filler segment. At most ``row_length`` to fit."""
+        """Tokens a row needs for ``reviews`` reviews of ``review_tokens`` tokens: theirs and, unless
+        segments may be empty, one per empty review slot and one per filler segment. At most
+        ``row_length`` to fit."""
+        if self.empty_segments:
+            return review_tokens
         return review_tokens + max(self.review_slots - reviews, 0) + self.filler_segments
+
+    @property
+    def longest_review(self) -> int:
+        """Tokens of the longest review a row of this layout can hold."""
+        return min(self.max_segment_length, self.row_length - self.row_tokens(0, 1))
 
     def fits(self, lengths: list[int]) -> bool:
         """Whether reviews of these lengths fit the layout (else the batch takes a row of its own length)."""
@@ -200,7 +216,14 @@ class StaticRowLayout:
         )
 
     def segment_lengths(self, lengths: list[int]) -> list[int]:
+        """Tokens of each segment of a row holding reviews of ``lengths`` (which must fit)."""
         empty_slots = self.review_slots - len(lengths)
+        if self.empty_segments:
+            rest = self.row_length - sum(lengths)
+            piece = max(ROW_MULTIPLE, -(-rest // self.filler_segments))
+            full, last = divmod(rest, piece)
+            filler = [piece] * full + [last] * (last > 0)
+            return [*lengths, *[0] * empty_slots, *filler, *[0] * (self.filler_segments - len(filler))]
         rest = self.row_length - sum(lengths) - empty_slots
         pieces, longer = divmod(rest, self.filler_segments)
         filler = [pieces + 1] * longer + [pieces] * (self.filler_segments - longer)
@@ -264,7 +287,9 @@ def mean_per_review(
     segments = cu_seq_lens.shape[0] - 1
     reviews = segments - 1 if reviews is None else reviews
     sums = hidden.new_zeros(segments, hidden.shape[-1]).index_add_(0, review_index, hidden)
-    return sums[:reviews] / cu_seq_lens[: reviews + 1].diff().unsqueeze(-1).to(hidden.dtype)
+    # An empty review slot (``StaticRowLayout.empty_segments``) pools to zeros, not 0 / 0.
+    counts = cu_seq_lens[: reviews + 1].diff().clamp(min=1)
+    return sums[:reviews] / counts.unsqueeze(-1).to(hidden.dtype)
 
 
 def packed_pooled(

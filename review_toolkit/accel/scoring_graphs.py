@@ -48,6 +48,7 @@ def scoring_layouts() -> list[StaticRowLayout]:
             review_slots=max(4, length // 32),
             filler_segments=length // ROW_MULTIPLE,
             max_segment_length=min(length, MAX_GRAPHED_REVIEW),
+            empty_segments=True,
         )
         for length in SCORING_ROW_LENGTHS
     ]
