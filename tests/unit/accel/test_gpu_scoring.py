@@ -144,16 +144,33 @@ def test_a_row_in_a_graph_layout_gives_each_review_its_padded_vector(architectur
 
     enable_packed_attention(encoder)
     inputs = packed_inputs([np.asarray(review) for review in reviews], list(range(len(reviews))), torch.device("cpu"), layout)
-    assert inputs["input_ids"].shape == (1, 384) and inputs["cu_seq_lens"].shape == (layout.review_slots + 3 + 1,)
-    # The empty review slots hold no token; the 126 tokens of filler fill one piece, the other two are empty.
+    assert inputs["input_ids"].shape == (1, 384) and inputs["cu_seq_lens"].shape == (layout.review_slots + 1 + 1,)
+    # The empty review slots hold no token; the 126 tokens of filler are one piece.
     segments = inputs["cu_seq_lens"].diff().tolist()
-    assert segments == [*lengths, *[0] * (layout.review_slots - len(reviews)), 126, 0, 0]
+    assert segments == [*lengths, *[0] * (layout.review_slots - len(reviews)), 126]
     with torch.inference_mode():
         vectors = packed_pooled(
             encoder, inputs["input_ids"], inputs["position_ids"], inputs["cu_seq_lens"], inputs["max_length"],
             inputs["review_index"], layout.review_slots,
         )
     torch.testing.assert_close(vectors[: len(reviews)], expected.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_every_graph_layout_keeps_its_filler_pieces_within_its_longest_segment():
+    """However little of a layout its reviews fill, no filler piece is longer than the flash kernel is told."""
+    from review_toolkit.accel.packing import ROW_MULTIPLE
+    from review_toolkit.accel.scoring_graphs import scoring_layouts
+
+    for layout in scoring_layouts():
+        for lengths in ([1], [layout.longest_review], [1] * layout.review_slots):
+            assert layout.fits(lengths)
+            segments = layout.segment_lengths(lengths)
+            filler = segments[layout.review_slots:]
+            assert len(segments) == layout.review_slots + layout.filler_segments and sum(segments) == layout.row_length
+            assert max(filler) <= layout.max_segment_length
+            # As few pieces as that allows: all but the last are full, the unused ones empty.
+            used = [piece for piece in filler if piece]
+            assert all(piece == used[0] >= ROW_MULTIPLE for piece in used[:-1]) and 0 not in filler[: len(used)]
 
 
 @pytest.mark.parametrize("architecture", ["bert", "gte"])
