@@ -25,15 +25,15 @@ import logging
 import torch
 from torch import nn
 
-from review_toolkit.accel.packing import StaticRowLayout, packed_pooled
+from review_toolkit.accel.packing import ROW_MULTIPLE, StaticRowLayout, packed_pooled
 
 logger = logging.getLogger(__name__)
 
 #: Row lengths that get a recorded graph; longer rows keep the GPU busy enough on their own. Steps of
-#: 128 tokens up to 4,096 (a server's batches) and 512 up to 8,192: a row takes the next length up,
-#: and the filler up to it costs the GPU as much as reviews' tokens, so the steps stay a small part
-#: of a row (benchmarks/README.md, "Serving load").
-SCORING_ROW_LENGTHS = (*range(128, 4096, 128), *range(4096, 8192 + 1, 512))
+#: 128 tokens up to 1,024, 256 up to 4,096 and 512 up to 8,192: a row takes the next length up, and
+#: the filler up to it costs the GPU as much as reviews' tokens, so the steps stay a small part of a
+#: row (benchmarks/README.md, "Serving load").
+SCORING_ROW_LENGTHS = (*range(128, 1024, 128), *range(1024, 4096, 256), *range(4096, 8192 + 1, 512))
 #: Reviews longer than this take the eager path (the layouts' bound on a segment's length).
 MAX_GRAPHED_REVIEW = 512
 #: Eager passes before recording, so lazily created state (cuBLAS workspaces) exists first.
@@ -41,23 +41,17 @@ WARMUP_PASSES = 2
 
 
 def scoring_layouts() -> list[StaticRowLayout]:
-    """One layout per row length, each for up to a review per 32 tokens (at least 4).
-
-    Unused slots and filler pieces hold no tokens (``StaticRowLayout.empty_segments``), and the
-    filler gets as few pieces as keep each within the longest segment the flash kernel is told
-    of: each segment, even an empty one, adds blocks to the kernel's grid.
-    """
-    layouts = []
-    for length in SCORING_ROW_LENGTHS:
-        longest = min(length, MAX_GRAPHED_REVIEW)
-        layouts.append(StaticRowLayout(
+    """One layout per row length, each for up to a review per 32 tokens (at least 4)."""
+    return [
+        StaticRowLayout(
             row_length=length,
             review_slots=max(4, length // 32),
-            filler_segments=-(-length // longest),
-            max_segment_length=longest,
+            filler_segments=length // ROW_MULTIPLE,
+            max_segment_length=min(length, MAX_GRAPHED_REVIEW),
             empty_segments=True,
-        ))
-    return layouts
+        )
+        for length in SCORING_ROW_LENGTHS
+    ]
 
 
 class ScoringGraphs:

@@ -144,10 +144,10 @@ def test_a_row_in_a_graph_layout_gives_each_review_its_padded_vector(architectur
 
     enable_packed_attention(encoder)
     inputs = packed_inputs([np.asarray(review) for review in reviews], list(range(len(reviews))), torch.device("cpu"), layout)
-    assert inputs["input_ids"].shape == (1, 384) and inputs["cu_seq_lens"].shape == (layout.review_slots + 1 + 1,)
-    # The empty review slots hold no token; the 126 tokens of filler are one piece.
+    assert inputs["input_ids"].shape == (1, 384) and inputs["cu_seq_lens"].shape == (layout.review_slots + 3 + 1,)
+    # The empty review slots hold no token; the 126 tokens of filler fill one piece, the other two are empty.
     segments = inputs["cu_seq_lens"].diff().tolist()
-    assert segments == [*lengths, *[0] * (layout.review_slots - len(reviews)), 126]
+    assert segments == [*lengths, *[0] * (layout.review_slots - len(reviews)), 126, 0, 0]
     with torch.inference_mode():
         vectors = packed_pooled(
             encoder, inputs["input_ids"], inputs["position_ids"], inputs["cu_seq_lens"], inputs["max_length"],
