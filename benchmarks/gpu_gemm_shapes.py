@@ -2,8 +2,9 @@
 
 A server's rows hold a few thousand tokens, offline rows tens of thousands: this times the layer's
 bf16 linear products (queries, keys and values, their output, the feed-forward's two) at each
-count, with the cuBLAS choices PyTorch offers, each in a process of its own (some are read once
-per process):
+count, replayed from a CUDA graph (launched one by one from Python, the small ones would time the
+launches), with the cuBLAS choices PyTorch offers, each in a process of its own (some are read
+once per process):
 
 - ``default``: ``F.linear`` as the encoder calls it (cuBLASLt with the bias in its epilogue);
 - ``cublas``: ``torch.backends.cuda.preferred_blas_library("cublas")``;

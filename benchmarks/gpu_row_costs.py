@@ -10,7 +10,8 @@ run in one process:
   (median milliseconds) and from two threads at once (reviews/s), and the host's time to queue one
   call's work;
 - ``kernels``: where a row's GPU time goes (matrix products, attention, layer norms, the rest), per
-  token, for a server-sized row and an offline-sized one;
+  token, for rows of a server's size up to offline's (the profiler's totals run above the timed
+  rows: compare them within a row size);
 - the same rows again for each ``--variant``: ``fused-qkv`` (BERT's query, key and value projections
   as one matrix product) and ``compiled`` (the encoder's layers compiled, ``predict --compile``).
 

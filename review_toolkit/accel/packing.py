@@ -165,7 +165,8 @@ def packing_wanted(
 
 @dataclass(frozen=True)
 class StaticRowLayout:
-    """One shape for every packed training row of a run, as CUDA graphs replay it (``review_toolkit.accel.graphs``).
+    """One shape for packed rows, as CUDA graphs replay it: every training row of a run
+    (``review_toolkit.accel.graphs``), or the small scoring rows of one size (``scoring_graphs``).
 
     A row holds ``row_length`` tokens in ``review_slots + filler_segments`` segments: the batch's
     reviews, the review slots the batch leaves empty, and the rest of the row in ``filler_segments``

@@ -156,8 +156,9 @@ def test_a_row_in_a_graph_layout_gives_each_review_its_padded_vector(architectur
     torch.testing.assert_close(vectors[: len(reviews)], expected.detach(), atol=1e-5, rtol=1e-5)
 
 
-def test_every_graph_layout_keeps_its_filler_pieces_within_its_longest_segment():
-    """However little of a layout its reviews fill, no filler piece is longer than the flash kernel is told."""
+def test_every_graph_layout_fills_its_row_with_as_few_filler_pieces_as_it_needs():
+    """However little of a layout its reviews fill, its segments add up to the row, no filler piece
+    is longer than the flash kernel is told, and the pieces it does not need are empty."""
     from review_toolkit.accel.packing import ROW_MULTIPLE
     from review_toolkit.accel.scoring_graphs import scoring_layouts
 
