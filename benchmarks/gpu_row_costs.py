@@ -37,6 +37,7 @@ import torch
 from review_toolkit import load_run
 from review_toolkit.accel.compilation import compile_for_scoring
 from review_toolkit.accel.gpu_scoring import (
+    GPU_SCORING_TOKENS,
     _embed,
     _packed_row,
     enable_packed_attention,
@@ -125,7 +126,7 @@ def measure_calls(classifier, ids_by_review: list[list[int]], texts: list[str]) 
         for batch, token_ids in calls[:20]:
             with torch.inference_mode(), lanes.borrow() as lane, queueing_lock(classifier.encoder), torch.cuda.stream(lane.stream):
                 started = time.perf_counter()
-                _, copied = _embed(classifier.encoder, [token_ids], classifier.tokenizer.pad_token_id, device, 32768, True, lane.graphs, None)
+                _, copied = _embed(classifier.encoder, [token_ids], classifier.tokenizer.pad_token_id, device, GPU_SCORING_TOKENS, True, lane.graphs, None)
                 queueing.append(time.perf_counter() - started)
             copied.synchronize()
         done = threading.Barrier(2)
