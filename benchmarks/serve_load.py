@@ -336,7 +336,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="Torch threads, offline and in the server (default: torch's own).")
     parser.add_argument("--workers", type=int, help="Server processes sharing the socket (serve --workers; on a CPU each gets cores / workers threads).")
     parser.add_argument("--compile", action="store_true", help="Compiled encoder layers (GPUs), offline and in the server alike.")
-    parser.add_argument("--max-wait-ms", type=float, default=2.0, help="The server's --max-wait-ms.")
+    parser.add_argument("--max-wait-ms", type=float, help="The server's --max-wait-ms (default: serve's own).")
     parser.add_argument("--batches-in-flight", type=int, help="Batches the server scores at once (serve --batches-in-flight).")
     parser.add_argument("--gpu-streams", type=int, help="CUDA streams the server's batches compute on (serve --gpu-streams).")
     parser.add_argument("--http-workers", type=int, help="HTTP processes forwarding to the model processes (serve --http-workers).")
@@ -382,7 +382,9 @@ def main() -> None:
     del classifier  # the server loads its own
 
     port = free_port()
-    server_options = ["--max-wait-ms", str(arguments.max_wait_ms), "--max-concurrent-requests", "256", "--device", arguments.device]
+    server_options = ["--max-concurrent-requests", "256", "--device", arguments.device]
+    if arguments.max_wait_ms is not None:
+        server_options += ["--max-wait-ms", str(arguments.max_wait_ms)]
     if arguments.threads:
         server_options += ["--threads", str(arguments.threads)]
     if arguments.workers:

@@ -1,11 +1,18 @@
 """Dynamic batching: concurrent requests share forward passes, each gets back only its own scores.
 
 Requests wait in a bounded queue. One worker task takes everything queued, up to a token budget,
-waiting at most ``max_wait_s`` for more once it holds a request; it sorts the batch by length
-(so little padding is computed) and scores it in a scoring thread, so the event loop keeps
-accepting and answering requests meanwhile. Each request's future is resolved with the slice of
-the batch's scores that belongs to its reviews. If scoring a batch of several requests raises,
-every request is scored again on its own: one bad request fails alone.
+sorts the batch by length (so little padding is computed) and scores it in a scoring thread, so
+the event loop keeps accepting and answering requests meanwhile. Each request's future is resolved
+with the slice of the batch's scores that belongs to its reviews. If scoring a batch of several
+requests raises, every request is scored again on its own: one bad request fails alone.
+
+When the batch closes: if no batch is being scored, once as many requests have arrived since the
+last batch was scored as it answered (the clients it answered and that post again as soon as
+they have their answer join this batch, rather than the one after it, with which they would
+otherwise keep alternating) and at most ``max_wait_s`` after it was scored, which for a request
+arriving at an idle scorer is at once; otherwise just before the scorer is expected to be free
+for it (``pacing.ServiceTimes`` learns how long batches take), so that it takes every request that
+arrives until then, and never later than ``max_wait_s`` after its oldest request arrived.
 
 Up to ``batches_in_flight`` batches are scored at once, each in its own thread. On a GPU, two keep
 it busy: while one batch's results travel back and are answered, the next one's work is already
@@ -25,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from review_toolkit.serve.metrics import ServeMetrics
+from review_toolkit.serve.pacing import ServiceTimes
 from review_toolkit.serve.scorer import ReviewScorer, ScoredReviews
 
 logger = logging.getLogger(__name__)
@@ -44,6 +52,11 @@ class ScoringFailed(Exception):
 
 # The HTTP status each refusal is answered with (and travels as between processes).
 REFUSAL_STATUS: dict[type[Exception], int] = {Overloaded: 429, ShuttingDown: 503, ScoringFailed: 500}
+
+#: How long before the scorer is expected to be free a batch closes: the time to hand it to the
+#: scorer (its inputs prepared and its work queued on the GPU) and, as the service times end when
+#: a batch's scores are back, the time those take to come back (benchmarks/README.md, "Serving load").
+HAND_OVER_S = 0.001
 
 
 @dataclass
@@ -88,6 +101,11 @@ class DynamicBatcher:
         self._scoring: set[asyncio.Task] = set()  # batches being scored
         self._executor: ThreadPoolExecutor | None = None
         self._closing = False
+        self.service_times = ServiceTimes()
+        self._in_progress = 0  # batches handed to the scorer and not yet scored
+        self._free_at = 0.0  # when the scorer is expected to have scored all of them
+        self._last_done = 0.0  # when the scorer last finished a batch
+        self._last_answered = 0  # requests that batch answered
 
     @property
     def pending(self) -> int:
@@ -157,11 +175,16 @@ class DynamicBatcher:
             if not batch:
                 slots.release()
                 continue
-            task = loop.create_task(self._score_batch_in_slot(batch, slots))
+            tokens = sum(request.tokens for request in batch)
+            handed_over = time.perf_counter()
+            # The scorer takes batches in turn: this one starts when those before it are done.
+            self._free_at = max(handed_over, self._free_at) + self.service_times.predict(tokens)
+            self._in_progress += 1
+            task = loop.create_task(self._score_batch_in_slot(batch, tokens, handed_over, slots))
             self._scoring.add(task)
             task.add_done_callback(self._scoring.discard)
 
-    async def _score_batch_in_slot(self, batch: list[_Request], slots: asyncio.Semaphore) -> None:
+    async def _score_batch_in_slot(self, batch: list[_Request], tokens: int, handed_over: float, slots: asyncio.Semaphore) -> None:
         try:
             await self._score_batch(batch)
         except Exception as error:  # the batcher must outlive any batch, or its requests would hang
@@ -169,7 +192,17 @@ class DynamicBatcher:
             for request in batch:
                 _resolve_failed(request, error)
         finally:
+            done = time.perf_counter()
+            started = max(handed_over, self._last_done)  # the scorer was busy with the batch before until then
+            if done > started:
+                self.service_times.observe(tokens, done - started)
+            self._last_done = max(self._last_done, done)
+            self._last_answered = len(batch)
+            self._in_progress -= 1
+            if not self._in_progress:
+                self._free_at = done
             slots.release()
+            self._arrived.set()  # a batch being formed may close now
 
     async def _next_batch(self) -> list[_Request]:
         while not self._waiting:
@@ -177,7 +210,6 @@ class DynamicBatcher:
             await self._arrived.wait()
         batch: list[_Request] = []
         tokens = 0
-        deadline = time.perf_counter() + self.max_wait_s
         while True:
             while self._waiting:
                 request = self._waiting[0]
@@ -188,8 +220,21 @@ class DynamicBatcher:
                     return self._taken(batch)
                 batch.append(self._waiting.popleft())
                 tokens += request.tokens
-            remaining = deadline - time.perf_counter()
-            if tokens >= self.max_batch_tokens or remaining <= 0:
+            if not batch:  # every request queued had gone away
+                return batch
+            if tokens >= self.max_batch_tokens:
+                return self._taken(batch)
+            if not self._in_progress:
+                returned = sum(request.queued_at >= self._last_done for request in batch)
+                if returned >= self._last_answered:
+                    return self._taken(batch)
+                close_at = self._last_done + self.max_wait_s
+            else:
+                # Counted from the oldest request's arrival: requests that queued while every batch
+                # slot was busy have waited for company already.
+                close_at = min(batch[0].queued_at + self.max_wait_s, self._free_at - HAND_OVER_S)
+            remaining = close_at - time.perf_counter()
+            if remaining <= 0:
                 return self._taken(batch)
             self._arrived.clear()
             try:

@@ -31,6 +31,8 @@ from review_toolkit.serve.settings import ServeSettings
 logger = logging.getLogger("review_toolkit.serve")
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: The GIL switch interval of a model process (``_engine_main``).
+ENGINE_SWITCH_INTERVAL_S = 0.0005
 
 
 def _configure_logging(level: str) -> None:
@@ -152,6 +154,10 @@ def _engine_main(run: str, settings: dict[str, Any], socket_path: str, threads: 
     import asyncio
 
     _start_process(log_level, threads)
+    # The event loop answering the HTTP processes and the threads launching batches on the GPU share
+    # this interpreter; a thread that wants the GIL asks its holder to let go only after this long
+    # (5 ms by default), and a batch launched that late leaves the GPU idle (benchmarks/README.md).
+    sys.setswitchinterval(ENGINE_SWITCH_INTERVAL_S)
     from review_toolkit.serve.engine import run_engine
 
     async def main() -> None:

@@ -21,9 +21,10 @@ class ServeSettings:
     # Tokens (after truncation to the run's max_length) scored together in one forward pass.
     # A single request larger than this is scored on its own rather than refused.
     max_batch_tokens: int = 8192
-    # How long the batcher waits for more requests once it holds one; requests that arrive
-    # while a batch is being scored are batched anyway, so this can stay small.
-    max_wait_ms: float = 2.0
+    # The longest a request waits for others to share its batch, counted from its arrival. A batch
+    # closes sooner when the scorer is about to be free for it, and at once when it is idle, so
+    # this bounds the wait behind a long batch (serve/batcher.py).
+    max_wait_ms: float = 10.0
     # Requests queued or being scored at once; more are refused with 429 instead of queueing.
     max_concurrent_requests: int = 256
     # Batches scored at once; None: two where the model scores on a GPU (one is answered while the

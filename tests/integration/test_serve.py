@@ -414,6 +414,47 @@ def test_batches_in_flight_are_scored_side_by_side_each_answered_its_own(classif
         np.testing.assert_allclose(answers[index].json()["results"][0]["p_fake"], expected_p_fake(classifier, [REVIEWS[index]])[0], atol=1e-6)
 
 
+def test_a_lone_request_is_scored_at_once_not_after_max_wait(classifier: Any) -> None:
+    """With nothing being scored, waiting for company would only leave the model idle."""
+    with gated_server(classifier, batches_in_flight=2, max_wait_ms=600_000) as (running, _):
+        answer = httpx.post(f"{running.url}/score", json={"reviews": [REVIEWS[0]]}, timeout=120)
+    assert answer.status_code == 200
+    np.testing.assert_allclose(answer.json()["results"][0]["p_fake"], expected_p_fake(classifier, [REVIEWS[0]])[0], atol=1e-6)
+
+
+def test_requests_arriving_while_a_batch_is_scored_share_the_next_batch_with_its_returning_client(classifier: Any) -> None:
+    """The batch being formed closes when the scorer is about to be free for it: here not while the
+    batch before it is scored (the server has learnt that batches take ten minutes), so every request
+    arriving meanwhile is in it; and once that batch is scored, not before the client it answered has
+    posted again, so that the two groups of clients do not keep alternating between batches."""
+    with gated_server(classifier, batches_in_flight=2, max_wait_ms=600_000) as (running, model):
+        running.app.state.model.batcher.service_times.observe(1, 600.0)
+        model.gate.clear()
+        answers: dict[int, list[httpx.Response]] = {index: [] for index in range(4)}
+
+        def post(index: int, times: int = 1) -> None:
+            for _ in range(times):
+                answers[index].append(httpx.post(f"{running.url}/score", json={"reviews": [REVIEWS[index]]}, timeout=120))
+
+        posts = [threading.Thread(target=post, args=(0, 2))] + [threading.Thread(target=post, args=(index,)) for index in range(1, 4)]
+        posts[0].start()
+        wait_until(lambda: metric(running.url, "review_toolkit_batch_in_progress") == 1, "the first batch")
+        for thread in posts[1:]:
+            thread.start()
+        wait_until(lambda: metric(running.url, "review_toolkit_requests_in_flight") == 4, "three more requests")
+        assert metric(running.url, "review_toolkit_batch_in_progress") == 1  # the second batch is still open
+        model.gate.set()
+        for thread in posts:
+            thread.join(timeout=120)
+        assert metric(running.url, "review_toolkit_batch_size_requests_count") == 2
+        assert metric(running.url, "review_toolkit_batch_size_requests_sum") == 5
+    assert [len(answers[index]) for index in range(4)] == [2, 1, 1, 1]
+    for index in range(4):
+        for answer in answers[index]:
+            assert answer.status_code == 200
+            np.testing.assert_allclose(answer.json()["results"][0]["p_fake"], expected_p_fake(classifier, [REVIEWS[index]])[0], atol=1e-6)
+
+
 # ------------------------------------------------------------------------------ the command
 
 
