@@ -27,7 +27,7 @@ def _missing_dependencies() -> list[str]:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option("--max-batch-tokens", type=click.IntRange(min=1), default=_DEFAULTS.max_batch_tokens, show_default=True, help="Tokens scored together in one batch.")
-@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=_DEFAULTS.max_wait_ms, show_default=True, help="Longest a request waits for others to share its batch; batches close sooner when the model is about to be free for them, and at once when it is idle.")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=_DEFAULTS.max_wait_ms, show_default=True, help="Longest a batch waits for more requests after its oldest (while another is scored; it closes sooner when the model is about to be free for it) or after the newest (while the model is idle and the clients it answered are not all back).")
 @click.option("--batches-in-flight", type=click.IntRange(min=1), help="Batches scored at once (default: 2 on a GPU, which computes one while the last is answered; 1 on a CPU).")
 @click.option("--gpu-streams", type=click.IntRange(1, MAX_GPU_STREAMS), default=_DEFAULTS.gpu_streams, show_default=True, help="CUDA streams the batches in flight compute on: on streams of their own the GPU computes them side by side, on one, one after another.")
 @click.option("--max-concurrent-requests", type=click.IntRange(min=1), default=_DEFAULTS.max_concurrent_requests, show_default=True, help="Requests queued or being scored; more are refused with 429.")

@@ -7,12 +7,11 @@ with the slice of the batch's scores that belongs to its reviews. If scoring a b
 requests raises, every request is scored again on its own: one bad request fails alone.
 
 When the batch closes: if no batch is being scored, once as many requests have arrived since the
-last batch was scored as it answered (the clients it answered and that post again as soon as
-they have their answer join this batch, rather than the one after it, with which they would
-otherwise keep alternating) and at most ``max_wait_s`` after it was scored, which for a request
-arriving at an idle scorer is at once; otherwise just before the scorer is expected to be free
-for it (``pacing.ServiceTimes`` learns how long batches take), so that it takes every request that
-arrives until then, and never later than ``max_wait_s`` after its oldest request arrived.
+last batch was scored as it answered, or none for ``max_wait_s`` (a request arriving at a scorer
+idle for longer is scored at once; clients that post again as soon as they have their answer join
+this batch rather than the one after it, with which they would otherwise keep alternating); otherwise just before the scorer is expected to
+be free for it (``pacing.ServiceTimes`` learns how long batches take), so that it takes every
+request that arrives until then, and never later than ``max_wait_s`` after its oldest request arrived.
 
 Up to ``batches_in_flight`` batches are scored at once, each in its own thread. On a GPU, two keep
 it busy: while one batch's results travel back and are answered, the next one's work is already
@@ -205,6 +204,7 @@ class DynamicBatcher:
             self._arrived.set()  # a batch being formed may close now
 
     async def _next_batch(self) -> list[_Request]:
+        forming_since = time.perf_counter()
         while not self._waiting:
             self._arrived.clear()
             await self._arrived.wait()
@@ -225,10 +225,15 @@ class DynamicBatcher:
             if tokens >= self.max_batch_tokens:
                 return self._taken(batch)
             if not self._in_progress:
-                returned = sum(request.queued_at >= self._last_done for request in batch)
-                if returned >= self._last_answered:
+                # The clients the last batch answered come back one after another: wait for them
+                # while each arrives within max_wait of the one before, the first within max_wait
+                # of this wait's start (after their answers were sent, in a server of one process).
+                returned = [request.queued_at for request in batch if request.queued_at >= self._last_done]
+                since = max(forming_since, self._last_done)
+                late = bool(returned) and returned[0] - since > self.max_wait_s
+                if len(returned) >= self._last_answered or late:
                     return self._taken(batch)
-                close_at = self._last_done + self.max_wait_s
+                close_at = max([since, *returned]) + self.max_wait_s
             else:
                 # Counted from the oldest request's arrival: requests that queued while every batch
                 # slot was busy have waited for company already.

@@ -21,9 +21,10 @@ class ServeSettings:
     # Tokens (after truncation to the run's max_length) scored together in one forward pass.
     # A single request larger than this is scored on its own rather than refused.
     max_batch_tokens: int = 8192
-    # The longest a request waits for others to share its batch, counted from its arrival. A batch
-    # closes sooner when the scorer is about to be free for it, and at once when it is idle, so
-    # this bounds the wait behind a long batch (serve/batcher.py).
+    # How long a batch waits for more requests: while another batch is being scored, at most this
+    # long after its oldest request (sooner when the scorer is about to be free for it); while the
+    # scorer is idle, until the clients it last answered are back or none arrives for this long
+    # (a lone request not at all). See serve/batcher.py.
     max_wait_ms: float = 10.0
     # Requests queued or being scored at once; more are refused with 429 instead of queueing.
     max_concurrent_requests: int = 256
