@@ -9,9 +9,10 @@ requests raises, every request is scored again on its own: one bad request fails
 When the batch closes: if no batch is being scored, once as many requests have arrived since the
 last batch was scored as it answered, or none for ``max_wait_s`` (a request arriving at a scorer
 idle for longer is scored at once; clients that post again as soon as they have their answer join
-this batch rather than the one after it, with which they would otherwise keep alternating); otherwise just before the scorer is expected to
-be free for it (``pacing.ServiceTimes`` learns how long batches take), so that it takes every
-request that arrives until then, and never later than ``max_wait_s`` after its oldest request arrived.
+this batch rather than the one after it, with which they would otherwise keep alternating);
+otherwise just before the scorer is expected to be free for it (``pacing.ServiceTimes`` learns how
+long batches take), so that it takes every request that arrives until then, and never later than
+``max_wait_s`` after its oldest request arrived.
 
 Up to ``batches_in_flight`` batches are scored at once, each in its own thread. On a GPU, two keep
 it busy: while one batch's results travel back and are answered, the next one's work is already
@@ -185,7 +186,7 @@ class DynamicBatcher:
 
     async def _score_batch_in_slot(self, batch: list[_Request], tokens: int, handed_over: float, slots: asyncio.Semaphore) -> None:
         try:
-            await self._score_batch(batch)
+            await self._score_batch(batch, tokens)
         except Exception as error:  # the batcher must outlive any batch, or its requests would hang
             logger.exception("Batch handling failed")
             for request in batch:
@@ -251,7 +252,7 @@ class DynamicBatcher:
         self.metrics.queue_depth.set(len(self._waiting))
         return batch
 
-    async def _score_batch(self, batch: list[_Request]) -> None:
+    async def _score_batch(self, batch: list[_Request], tokens: int) -> None:
         batch.sort(key=lambda request: request.tokens / len(request.texts))
         started = time.perf_counter()
         for request in batch:
@@ -262,7 +263,7 @@ class DynamicBatcher:
             token_ids = [ids for request in batch for ids in request.token_ids]
         self.metrics.batch_requests.observe(len(batch))
         self.metrics.batch_reviews.observe(len(texts))
-        self.metrics.batch_tokens.observe(sum(request.tokens for request in batch))
+        self.metrics.batch_tokens.observe(tokens)
         try:
             scored = await self._run_scorer(texts, token_ids)
         except Exception as error:
