@@ -17,6 +17,7 @@ def summary(path: Path, last: int) -> dict:
     tokens = np.array([row["tokens"] for row in rows], dtype=float)
     gpu_ms = np.array([row["gpu_ms"] for row in rows])
     launch_ms = np.array([row["launch_ms"] for row in rows])
+    gaps_ms = np.array([row["gap_ms"] for row in rows[1:] if row["gap_ms"] is not None])
     span_ms = (rows[-1]["t0"] - rows[0]["t0"]) * 1e3
     fixed, per_token = np.linalg.lstsq(np.vstack([np.ones_like(tokens), tokens]).T, gpu_ms, rcond=None)[0]
     return {
@@ -28,6 +29,9 @@ def summary(path: Path, last: int) -> dict:
         "gpu_share_of_span": round(float(gpu_ms[:-1].sum() / span_ms), 3),
         "gpu_ms_fit": {"fixed": round(float(fixed), 3), "per_token_us": round(float(per_token) * 1e3, 3)},
         "launch_ms": {q: round(float(np.percentile(launch_ms, int(q[1:]))), 2) for q in ("p10", "p50", "p90")} | {"mean": round(float(launch_ms.mean()), 2)},
+        # From one call's last copy to the next call's first work on the GPU: the GPU had nothing in hand.
+        "gap_ms": {q: round(float(np.percentile(gaps_ms, int(q[1:]))), 2) for q in ("p50", "p90")} | {"mean": round(float(gaps_ms.mean()), 3)}
+        if len(gaps_ms) else None,
     }
 
 

@@ -12,10 +12,11 @@ Encoders that do not pack (T5's relative attention bias, checkpoint-supplied cod
 batches cut from the length-sorted order under the same token budget, rather than a fixed
 number of reviews: short reviews share large batches, long ones small.
 
-Inputs travel to the GPU from pinned memory without waiting, and the pooled vectors stay on
-the GPU until the last row: nothing makes the host wait for the GPU between rows. Small rows
-(a server's batches, the end of a file) cost the host more time to launch than the GPU to compute:
-they replay recorded CUDA graphs (``review_toolkit.accel.scoring_graphs``).
+Inputs travel to the GPU, and each row's vectors back, through page-locked memory without
+waiting: nothing makes the host wait for the GPU between rows, and the vectors are put back in
+input order on the host once the last row is copied. Small rows (a server's batches, the end of a
+file) cost the host more time to launch than the GPU to compute: they replay recorded CUDA graphs
+(``review_toolkit.accel.scoring_graphs``), each in a handful of calls into PyTorch.
 
 Several threads may score with one encoder at once (a server keeps batches in flight). Each call
 computes on a lane (``review_toolkit.accel.scoring_lanes``: a CUDA stream and the graphs replayed on
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from review_toolkit.accel.scoring_graphs import input_views, input_words
 from review_toolkit.accel.scoring_lanes import scoring_lanes_for
 from review_toolkit.accel.packing import (
     ROW_MULTIPLE,
@@ -166,14 +168,8 @@ def _pinned(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor.pin_memory().to(device, non_blocking=True)
 
 
-def packed_inputs(
-    token_ids: list[np.ndarray], row: list[int], device: torch.device, layout: StaticRowLayout | None = None
-) -> dict:
-    """One packed row's tensors on ``device``: ids, positions, review starts and each token's review.
-
-    Without ``layout`` the reviews are followed by one filler segment up to a multiple of
-    ``ROW_MULTIPLE``; with it, the row takes that layout's one shape (a recorded graph's).
-    """
+def _row_arrays(token_ids: list[np.ndarray], row: list[int], layout: StaticRowLayout | None) -> dict:
+    """One packed row's inputs on the host: ids, positions, segment starts, each token's segment."""
     lengths = np.fromiter((len(token_ids[i]) for i in row), dtype=np.int64, count=len(row))
     review_tokens = int(lengths.sum())
     if layout is None:
@@ -192,23 +188,47 @@ def packed_inputs(
     ids = np.zeros(row_length, dtype=np.int64)
     ids[:review_tokens] = np.concatenate([token_ids[i] for i in row])
     positions = np.arange(row_length, dtype=np.int64) - starts[segment]
+    return {"input_ids": ids, "position_ids": positions, "cu_seq_lens": starts, "review_index": segment, "max_length": max_length}
+
+
+def packed_inputs(
+    token_ids: list[np.ndarray], row: list[int], device: torch.device, layout: StaticRowLayout | None = None
+) -> dict:
+    """One packed row's tensors on ``device``: ids, positions, review starts and each token's review.
+
+    Without ``layout`` the reviews are followed by one filler segment up to a multiple of
+    ``ROW_MULTIPLE``; with it, the row takes that layout's one shape (a recorded graph's).
+    """
+    arrays = _row_arrays(token_ids, row, layout)
     return {
-        "input_ids": _pinned(ids, device).unsqueeze(0),
-        "position_ids": _pinned(positions, device).unsqueeze(0),
-        "cu_seq_lens": _pinned(starts, device),
-        "max_length": max_length,
-        "review_index": _pinned(segment, device),
+        "input_ids": _pinned(arrays["input_ids"], device).unsqueeze(0),
+        "position_ids": _pinned(arrays["position_ids"], device).unsqueeze(0),
+        "cu_seq_lens": _pinned(arrays["cu_seq_lens"], device),
+        "max_length": arrays["max_length"],
+        "review_index": _pinned(arrays["review_index"], device),
         "reviews": len(row),
     }
 
 
+def graph_row(token_ids: list[np.ndarray], row: list[int], layout: StaticRowLayout) -> torch.Tensor:
+    """One packed row of ``layout`` as a recorded graph takes it: its inputs in one page-locked
+    buffer (``scoring_graphs.input_views``), copied to the GPU in one copy."""
+    arrays = _row_arrays(token_ids, row, layout)
+    buffer = torch.empty(input_words(layout), dtype=torch.int64, pin_memory=torch.cuda.is_available())  # CPU-only builds cannot pin
+    for name, view in input_views(buffer.numpy(), layout, np.int32).items():
+        view[...] = arrays[name].reshape(view.shape)
+    return buffer
+
+
 def _packed_row(encoder: nn.Module, ids: list[np.ndarray], row: list[int], device: torch.device, graphs) -> torch.Tensor:
+    """The row's float32 vectors; from a graph's output where it replays one (valid until that
+    layout's next replay)."""
     layout = graphs.layout_for([len(ids[i]) for i in row]) if graphs is not None else None
     if layout is not None:
-        vectors = graphs.replay(layout, packed_inputs(ids, row, device, layout))
+        vectors = graphs.replay(layout, graph_row(ids, row, layout), len(row))
         if vectors is not None:
             return vectors
-    return packed_pooled(encoder, **packed_inputs(ids, row, device))
+    return packed_pooled(encoder, **packed_inputs(ids, row, device)).float()
 
 
 def _padded_inputs(token_ids: list[np.ndarray], batch: list[int], pad_token_id: int, device: torch.device) -> dict:
@@ -245,7 +265,7 @@ def record_scoring_graphs(encoder: nn.Module, device: torch.device, lanes: int =
                         return 0
                     # One review as long as the layout holds: its shape is all a recording needs.
                     review = np.zeros(layout.longest_review, dtype=np.int64)
-                    lane.graphs.replay(layout, packed_inputs([review], [0], device, layout))
+                    lane.graphs.replay(layout, graph_row([review], [0], layout), 1)
     torch.cuda.synchronize(device)
     return min(lane.graphs.recorded for lane in made)
 
@@ -281,35 +301,44 @@ def embed_on_gpu(
             # What was queued before on the default stream (the weights' copy to the GPU, say) comes first.
             lane.stream.wait_stream(torch.cuda.default_stream(device))
             graphs = lane.graphs if packed and replay_graphs else None
-            on_host, copied = _embed(encoder, chunks, pad_token_id, device, max_tokens, packed, graphs, progress)
+            on_host, positions, copied = _embed(encoder, chunks, pad_token_id, device, max_tokens, packed, graphs, progress)
         copied.synchronize()  # outside the lock: another call queues its work meanwhile
-    return on_host.numpy()
+    vectors = np.empty((len(positions), on_host[0].shape[1]), dtype=np.float32)
+    start = 0
+    for piece in on_host:  # rows come back longest reviews first: each review to its input position
+        vectors[positions[start : start + len(piece)]] = piece.numpy()
+        start += len(piece)
+    return vectors
 
 
-def _embed(encoder, chunks, pad_token_id, device, max_tokens, packed, graphs, progress) -> tuple[torch.Tensor, torch.cuda.Event]:
-    """Queue the forward passes of ``chunks`` on the current stream; returns the vectors' host
-    tensor and the event after which it holds them."""
-    pieces: list[torch.Tensor] = []
+def _embed(encoder, chunks, pad_token_id, device, max_tokens, packed, graphs, progress) -> tuple[list[torch.Tensor], np.ndarray, torch.cuda.Event]:
+    """Queue the forward passes of ``chunks`` on the current stream, each row's vectors copied to
+    the host as soon as they are computed; returns those host tensors in row order, the input
+    position of each of their reviews, and the event after which they hold the vectors."""
+    on_host: list[torch.Tensor] = []
+    positions: list[np.ndarray] = []
+    offset = 0
     with torch.autocast("cuda", dtype=torch.bfloat16):
         for chunk in chunks:
             ids = [np.asarray(review, dtype=np.int64) for review in chunk]
             lengths = [len(review) for review in ids]
             groups = packed_rows(lengths, max_tokens) if packed else padded_batches(lengths, max_tokens)
-            vectors = [
-                _packed_row(encoder, ids, group, device, graphs) if packed
-                else encoder(**_padded_inputs(ids, group, pad_token_id, device))
-                for group in groups
-            ]
+            for group in groups:
+                if packed:
+                    vectors = _packed_row(encoder, ids, group, device, graphs)
+                else:
+                    vectors = encoder(**_padded_inputs(ids, group, pad_token_id, device)).float()
+                # Queued before anything that could write them again (a graph's next replay).
+                host = torch.empty(vectors.shape, dtype=torch.float32, pin_memory=True)
+                host.copy_(vectors, non_blocking=True)
+                on_host.append(host)
+            if groups:
+                positions.append(offset + np.concatenate(groups))
+            offset += len(ids)
             if progress is not None:
                 progress.update(len(ids))
-            # Back into the chunk's order, still on the GPU: nothing waits for it here.
-            order = _pinned(np.argsort(np.concatenate(groups), kind="stable"), device)
-            pieces.append(torch.cat(vectors).float()[order])
-        if not pieces:
-            raise ValueError("embed_on_gpu needs at least one review")
-        on_gpu = torch.cat(pieces)
-    on_host = torch.empty(on_gpu.shape, dtype=on_gpu.dtype, pin_memory=True)
-    on_host.copy_(on_gpu, non_blocking=True)
+    if not on_host:
+        raise ValueError("embed_on_gpu needs at least one review")
     copied = torch.cuda.Event()
     copied.record(torch.cuda.current_stream(device))
-    return on_host, copied
+    return on_host, np.concatenate(positions), copied

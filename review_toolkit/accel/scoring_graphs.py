@@ -5,13 +5,21 @@ a fraction of the time the host takes to launch the encoder's thousand-odd kerne
 CUDA graph records those launches once and replays them as one. A graph replays fixed shapes at
 fixed addresses, so each small row takes the shape of the smallest of the layouts
 (``SCORING_ROW_LENGTHS`` tokens, ``packing.StaticRowLayout``) that holds it, is copied into that
-graph's input tensors, and the graph's output is copied out before the next replay writes it.
+graph's inputs, and the graph's output is copied out before the next replay writes it.
+
 A layout's graph is recorded the first time a row needs it, or all at once beforehand
 (``gpu_scoring.record_scoring_graphs``: a server does, before it reports ready). Each lane
 (``scoring_lanes``: a stream a call in flight computes on) has a set of its own. Rows larger than
 every layout, or with a review longer than ``MAX_GRAPHED_REVIEW`` tokens, run eagerly. An encoder
 whose layers are compiled (``predict --compile``) records its fused kernels: the passes before
 recording compile them. A forward pass that cannot be recorded is scored eagerly from then on.
+
+A row's four inputs (ids, positions, each token's review, the reviews' starts) lie in one buffer
+(``input_views``), written on the host in page-locked memory and copied to the graph's in one
+copy: the host queues a replayed row in a handful of calls into PyTorch. A server's host does
+little else per batch, and each call is a point where its scoring thread gives up the
+interpreter to the event loop answering requests, and waits to get it back (benchmarks/README.md,
+"Serving load").
 
 The graphs hold the weights' addresses and cast any float32 weight inside every replay (no cached
 casts; a run loaded onto the GPU keeps its linear weights in bf16, so those need none): a frozen
@@ -21,6 +29,7 @@ encoder scores the same through them as eagerly, to bf16 rounding.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,6 +63,27 @@ def scoring_layouts() -> list[StaticRowLayout]:
     ]
 
 
+def input_words(layout: StaticRowLayout) -> int:
+    """int64 words of a row's inputs in one buffer: ids, positions and each token's segment, one
+    word each per token, then the segments' starts, two int32 to a word."""
+    starts = layout.review_slots + layout.filler_segments + 1
+    return 3 * layout.row_length + -(-starts // 2)
+
+
+def input_views(buffer: Any, layout: StaticRowLayout, int32: Any) -> dict[str, Any]:
+    """The inputs of a row of ``layout`` as views of one int64 buffer of ``input_words`` words (a
+    numpy array with ``int32=np.int32``, or a tensor with ``torch.int32``), named as
+    ``packed_pooled`` takes them."""
+    length = layout.row_length
+    starts = layout.review_slots + layout.filler_segments + 1
+    return {
+        "input_ids": buffer[:length].reshape(1, length),
+        "position_ids": buffer[length : 2 * length].reshape(1, length),
+        "review_index": buffer[2 * length : 3 * length],
+        "cu_seq_lens": buffer[3 * length :].view(int32)[:starts],
+    }
+
+
 class ScoringGraphs:
     """Recorded graphs of one encoder, one per layout, recorded on first use (those of one lane)."""
 
@@ -62,7 +92,7 @@ class ScoringGraphs:
         self.layouts = scoring_layouts()
         self.enabled = True  # until a forward pass cannot be recorded
         self._pool = None
-        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor], torch.Tensor]] = {}
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}  # inputs, output
 
     @property
     def recorded(self) -> int:
@@ -74,49 +104,55 @@ class ScoringGraphs:
             return None
         return next((layout for layout in self.layouts if layout.fits(lengths)), None)
 
-    def replay(self, layout: StaticRowLayout, inputs: dict) -> torch.Tensor | None:
-        """The pooled vectors of the row's reviews (``packed_inputs`` with ``layout``), or None
-        if this encoder's forward pass cannot be recorded (it is then scored eagerly from now on)."""
+    def replay(self, layout: StaticRowLayout, row: torch.Tensor, reviews: int) -> torch.Tensor | None:
+        """The pooled float32 vectors of the row's ``reviews`` reviews, or None if this encoder's
+        forward pass cannot be recorded (it is then scored eagerly from now on).
+
+        ``row``: the row's inputs in one buffer (``input_views``), in page-locked memory, left
+        alone until the copy queued now is done. The vectors are a view of the graph's output:
+        the next replay of this layout on this lane writes them again, so they must be copied (or
+        used) by work queued before it."""
         recorded = self._graphs.get(layout.row_length)
         if recorded is None:
             try:
-                recorded = self._record(layout, inputs)
+                recorded = self._record(layout, row)
             except Exception as error:  # an operation a graph cannot hold: score eagerly instead
                 logger.warning("Scoring without CUDA graphs: the encoder could not be recorded (%s: %s)", type(error).__name__, error)
                 self.enabled = False
                 self._graphs.clear()
                 return None
-        graph, static, output = recorded
-        for name, tensor in static.items():
-            tensor.copy_(inputs[name], non_blocking=True)
+        graph, inputs, output = recorded
+        inputs.copy_(row, non_blocking=True)
         graph.replay()
-        return output[: inputs["reviews"]].clone()  # the next replay writes the recorded output again
+        return output[:reviews]
 
-    def _forward(self, layout: StaticRowLayout, static: dict[str, torch.Tensor]) -> torch.Tensor:
-        return packed_pooled(
-            self.encoder, static["input_ids"], static["position_ids"], static["cu_seq_lens"],
-            layout.max_segment_length, static["review_index"], layout.review_slots,
+    def _forward(self, layout: StaticRowLayout, inputs: torch.Tensor) -> torch.Tensor:
+        views = input_views(inputs, layout, torch.int32)
+        pooled = packed_pooled(
+            self.encoder, views["input_ids"], views["position_ids"], views["cu_seq_lens"],
+            layout.max_segment_length, views["review_index"], layout.review_slots,
         )
+        return pooled.float()  # in the graph: one kernel fewer to launch per row
 
-    def _record(self, layout: StaticRowLayout, inputs: dict) -> tuple:
-        static = {name: inputs[name].clone() for name in ("input_ids", "position_ids", "cu_seq_lens", "review_index")}
-        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
+    def _record(self, layout: StaticRowLayout, row: torch.Tensor) -> tuple:
         # Recorded on the stream it will be replayed on (the lane's, never the default stream): a
         # graph keeps the cuBLAS workspace of the stream it was recorded on, and graphs of two
         # lanes recorded on one stream would write one workspace when replayed side by side.
         stream = torch.cuda.current_stream()
+        inputs = row.to(stream.device, non_blocking=True)
+        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
         with _autocast(dtype):
             for _ in range(WARMUP_PASSES):
-                self._forward(layout, static)
+                self._forward(layout, inputs)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         # thread_local: another thread may wait for its own results meanwhile (embed_on_gpu
         # lets one thread at a time queue work, not wait); the global mode would fail that wait.
         with _autocast(dtype), torch.cuda.graph(graph, pool=self._pool, stream=stream, capture_error_mode="thread_local"):
-            output = self._forward(layout, static)
-        self._graphs[layout.row_length] = (graph, static, output)
-        return graph, static, output
+            output = self._forward(layout, inputs)
+        self._graphs[layout.row_length] = (graph, inputs, output)
+        return graph, inputs, output
 
 
 def _autocast(dtype: torch.dtype | None):

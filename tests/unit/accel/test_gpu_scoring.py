@@ -156,6 +156,24 @@ def test_a_row_in_a_graph_layout_gives_each_review_its_padded_vector(architectur
     torch.testing.assert_close(vectors[: len(reviews)], expected.detach(), atol=1e-5, rtol=1e-5)
 
 
+def test_a_graph_row_holds_in_one_buffer_the_inputs_of_the_row_in_its_layout():
+    """A replayed row's inputs travel in one copy: its buffer's views are the row's tensors."""
+    from review_toolkit.accel.gpu_scoring import graph_row
+    from review_toolkit.accel.scoring_graphs import input_views, input_words, scoring_layouts
+
+    reviews = [np.asarray(review) for review in reviews_of([5, 40, 17, 64, 3, 29, 100])]
+    row = [6, 3, 1, 5, 2, 0, 4]  # longest first, as packed_rows cuts them
+    for layout in scoring_layouts()[2:4]:
+        expected = packed_inputs(reviews, row, torch.device("cpu"), layout)
+        buffer = graph_row(reviews, row, layout)
+
+        assert buffer.shape == (input_words(layout),) and buffer.dtype == torch.int64
+        views = input_views(buffer, layout, torch.int32)
+        for name, view in views.items():
+            assert torch.equal(view, expected[name]), name
+        assert views["cu_seq_lens"].dtype == torch.int32 and views["cu_seq_lens"].is_contiguous()
+
+
 def test_every_graph_layout_fills_its_row_with_as_few_filler_pieces_as_it_needs():
     """However little of a layout its reviews fill, its segments add up to the row, no filler piece
     is longer than the flash kernel is told, and the pieces it does not need are empty."""
