@@ -29,9 +29,11 @@ call's work is queued while the GPU still computes this one.
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -75,7 +77,14 @@ def use_shape_agnostic_attention() -> None:
 
 def scores_in_bf16(device: torch.device) -> bool:
     """Whether scoring on ``device`` computes in bf16 (``embed_on_gpu``): a CUDA GPU with bf16."""
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return device.type == "cuda" and _bf16_gpu(torch.cuda.current_device() if device.index is None else device.index)
+
+
+@functools.cache
+def _bf16_gpu(index: int) -> bool:
+    # Asked at every scoring call; the answer takes several calls into the CUDA runtime.
+    with torch.cuda.device(index):
+        return torch.cuda.is_bf16_supported()
 
 
 def keep_linear_weights_in_bf16(encoder: nn.Module) -> int:
@@ -270,7 +279,6 @@ def record_scoring_graphs(encoder: nn.Module, device: torch.device, lanes: int =
     return min(lane.graphs.recorded for lane in made)
 
 
-@torch.inference_mode()
 def embed_on_gpu(
     encoder: nn.Module,
     chunks: Iterable[Sequence[Sequence[int]]],
@@ -292,23 +300,78 @@ def embed_on_gpu(
     (``review_toolkit.accel.scoring_graphs``). ``progress``
     (a tqdm bar, say) is advanced by the number of reviews of each row or batch.
     """
+    queued = queue_on_gpu(
+        encoder, chunks, pad_token_id=pad_token_id, device=device, max_tokens=max_tokens, pack=pack,
+        replay_graphs=replay_graphs, progress=progress,
+    )
+    return queued.result()
+
+
+@dataclass(eq=False)
+class QueuedVectors:
+    """The vectors of reviews whose work is queued on a GPU (``queue_on_gpu``)."""
+
+    on_host: list[torch.Tensor]  # each row's vectors, in row order, once ``copied`` has passed
+    positions: np.ndarray  # the input position of each of their reviews
+    copied: torch.cuda.Event
+    release: Callable[[], None]  # gives the lane back
+
+    def result(self) -> np.ndarray:
+        """Wait for the vectors (without holding the interpreter's lock); float32, in input order. Once only."""
+        try:
+            self.copied.synchronize()
+        finally:
+            self.release()
+        vectors = np.empty((len(self.positions), self.on_host[0].shape[1]), dtype=np.float32)
+        start = 0
+        for piece in self.on_host:  # rows come back longest reviews first: each review to its input position
+            vectors[self.positions[start : start + len(piece)]] = piece.numpy()
+            start += len(piece)
+        return vectors
+
+
+@torch.inference_mode()
+def queue_on_gpu(
+    encoder: nn.Module,
+    chunks: Iterable[Sequence[Sequence[int]]],
+    *,
+    pad_token_id: int,
+    device: torch.device,
+    max_tokens: int = GPU_SCORING_TOKENS,
+    pack: bool | None = None,
+    replay_graphs: bool = True,
+    progress=None,
+) -> QueuedVectors:
+    """``embed_on_gpu``'s work, queued on the GPU; returns at once, before the GPU has computed it.
+
+    The caller must call ``result()`` on what it returns: until then, the call holds a lane.
+    """
     use_shape_agnostic_attention()
     packed = packs_on(encoder, device) if pack is None else pack
     if packed:
         enable_packed_attention(encoder)
-    with scoring_lanes_for(encoder, device).borrow() as lane:
+    lanes = scoring_lanes_for(encoder, device)
+    lane = lanes.take()
+    try:
         with queueing_lock(encoder), torch.cuda.stream(lane.stream):
             # What was queued before on the default stream (the weights' copy to the GPU, say) comes first.
             lane.stream.wait_stream(torch.cuda.default_stream(device))
             graphs = lane.graphs if packed and replay_graphs else None
             on_host, positions, copied = _embed(encoder, chunks, pad_token_id, device, max_tokens, packed, graphs, progress)
-        copied.synchronize()  # outside the lock: another call queues its work meanwhile
-    vectors = np.empty((len(positions), on_host[0].shape[1]), dtype=np.float32)
-    start = 0
-    for piece in on_host:  # rows come back longest reviews first: each review to its input position
-        vectors[positions[start : start + len(piece)]] = piece.numpy()
-        start += len(piece)
-    return vectors
+    except BaseException:
+        lanes.give_back(lane)
+        raise
+    return QueuedVectors(on_host, positions, copied, functools.partial(lanes.give_back, lane))
+
+
+def replays_one_graph(encoder: nn.Module, device: torch.device, lengths: Sequence[int]) -> bool:
+    """Whether reviews of these lengths are scored as one row replayed from a graph already
+    recorded (``record_scoring_graphs``): queuing them costs the host a handful of calls into
+    PyTorch, rather than a launch of every layer's kernels (or a recording)."""
+    if not packs_on(encoder, device):
+        return False
+    lanes = scoring_lanes_for(encoder, device).lanes
+    return bool(lanes) and lanes[0].graphs.replays(list(lengths))
 
 
 def _embed(encoder, chunks, pad_token_id, device, max_tokens, packed, graphs, progress) -> tuple[list[torch.Tensor], np.ndarray, torch.cuda.Event]:

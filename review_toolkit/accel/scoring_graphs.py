@@ -104,6 +104,11 @@ class ScoringGraphs:
             return None
         return next((layout for layout in self.layouts if layout.fits(lengths)), None)
 
+    def replays(self, lengths: list[int]) -> bool:
+        """Whether reviews of these lengths take one of the graphs recorded so far."""
+        layout = self.layout_for(lengths)
+        return layout is not None and layout.row_length in self._graphs
+
     def replay(self, layout: StaticRowLayout, row: torch.Tensor, reviews: int) -> torch.Tensor | None:
         """The pooled float32 vectors of the row's ``reviews`` reviews, or None if this encoder's
         forward pass cannot be recorded (it is then scored eagerly from now on).

@@ -74,8 +74,16 @@ class ScoringLanes:
 
     @contextmanager
     def borrow(self, lane: ScoringLane | None = None) -> Iterator[ScoringLane]:
+        """``take`` a lane for as long as the block runs."""
+        lane = self.take(lane)
+        try:
+            yield lane
+        finally:
+            self.give_back(lane)
+
+    def take(self, lane: ScoringLane | None = None) -> ScoringLane:
         """``lane``, or the first idle lane, a new one while fewer than ``limit`` exist, or the
-        least busy; counted as in flight on it until leaving."""
+        least busy; counted as in flight on it until ``give_back``."""
         with self._lock:
             if lane is None:
                 usable = self.lanes[: self.limit]
@@ -83,11 +91,11 @@ class ScoringLanes:
                 if lane is None:
                     lane = self._new_lane() if len(usable) < self.limit else min(usable, key=self._calls.__getitem__)
             self._calls[lane] += 1
-        try:
-            yield lane
-        finally:
-            with self._lock:
-                self._calls[lane] -= 1
+            return lane
+
+    def give_back(self, lane: ScoringLane) -> None:
+        with self._lock:
+            self._calls[lane] -= 1
 
     def _new_lane(self) -> ScoringLane:
         # torch hands out streams round-robin from a small pool: a lane sharing another's stream

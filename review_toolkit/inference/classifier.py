@@ -7,6 +7,7 @@ predictions after ``load_run``, so what was measured is what is served.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -233,6 +234,23 @@ class Classifier:
             return np.zeros(0, dtype=np.float64)
         features = self.embed(texts, batch_size=batch_size, progress=progress, token_ids=token_ids)
         return self.p_fake_from_embeddings(features, calibrated=calibrated)
+
+    def queue_proba(
+        self, texts: list[str], *, token_ids: list[list[int]], calibrated: bool = True
+    ) -> Callable[[], np.ndarray] | None:
+        """``predict_proba`` of already tokenized reviews in two steps, where the first costs the
+        calling thread little: their work is queued on the GPU now (one row replayed from a
+        recorded graph, ``inference.embeddings.queue_embedding``), and the function returned waits
+        for it and applies the head (call it once, from any thread). None where the work cannot be
+        queued so cheaply (a CPU, a large batch, an ONNX or featurizer backbone): use ``predict_proba``."""
+        if self.featurizer is not None or self.backend != "torch" or len(token_ids) != len(texts):
+            return None
+        from review_toolkit.inference.embeddings import queue_embedding
+
+        vectors = queue_embedding(self.encoder, self.tokenizer, token_ids)
+        if vectors is None:
+            return None
+        return lambda: self.p_fake_from_embeddings(vectors(), calibrated=calibrated)
 
     def labels_for(self, p_fake: np.ndarray) -> list[str]:
         return [LABEL_NAMES[int(p >= self.threshold)] for p in p_fake]

@@ -16,7 +16,9 @@ long batches take), so that it takes every request that arrives until then, and 
 
 Up to ``batches_in_flight`` batches are scored at once, each in its own thread. On a GPU, two keep
 it busy: while one batch's results travel back and are answered, the next one's work is already
-queued on the device (``accel.gpu_scoring`` lets one thread at a time queue work). They queue on
+queued on the device (``accel.gpu_scoring`` lets one thread at a time queue work). Where queuing a
+batch's GPU work costs a graph's replay (``ReviewScorer.queue``), the event loop queues it as it
+hands the batch over, and the thread only waits for the scores and finishes them. They queue on
 one CUDA stream unless ``gpu_streams`` says more (``ServeSettings``): computed side by side, each
 batch finishes later, and so do the next requests of its clients. On a CPU one
 batch already uses every core, so one at a time is the default there (``ReviewScorer``).
@@ -25,6 +27,7 @@ batch already uses every core, so one at a time is the default there (``ReviewSc
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -301,7 +304,12 @@ class DynamicBatcher:
         self.metrics.batch_in_progress.inc()
         try:
             loop = asyncio.get_running_loop()
-            scored = await loop.run_in_executor(self._executor, self.scorer.score, texts, token_ids)
+            # Queued on the GPU from here where that is cheap (ReviewScorer.queue), waited for in a thread.
+            queue = getattr(self.scorer, "queue", None)
+            finish = queue(texts, token_ids) if queue is not None else None
+            if finish is None:
+                finish = functools.partial(self.scorer.score, texts, token_ids)
+            scored = await loop.run_in_executor(self._executor, finish)
         finally:
             self.metrics.batch_in_progress.dec()
         self.metrics.reviews_scored.inc(len(texts))

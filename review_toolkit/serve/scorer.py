@@ -7,6 +7,7 @@ from the same forward pass: calibration is applied to them afterwards, as the cl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,12 +80,30 @@ class ReviewScorer:
     def score(self, texts: list[str], token_ids: list[list[int]] | None = None) -> ScoredReviews:
         """Blocking: run it in a worker thread, never on the event loop."""
         extra = {} if token_ids is None else {"token_ids": token_ids}
-        raw = np.asarray(
-            self.classifier.predict_proba(texts, batch_size=self.batch_size, calibrated=False, **extra), dtype=np.float64
-        )
+        return self._scored(len(texts), self.classifier.predict_proba(texts, batch_size=self.batch_size, calibrated=False, **extra))
+
+    def queue(self, texts: list[str], token_ids: list[list[int]] | None) -> Callable[[], ScoredReviews] | None:
+        """``score`` in two steps where the first costs the calling thread (the event loop) well under
+        a millisecond: the batch's work is queued on the GPU now (``Classifier.queue_proba``), and
+        the function returned waits for it and finishes (blocking: run it in a worker thread).
+        None where the batch cannot be queued so cheaply: ``score`` it in a worker thread.
+
+        A worker thread that queues the GPU's work shares the interpreter's lock with the event loop
+        answering requests, and took several times as long to queue it as the loop does alone
+        (benchmarks/README.md, "Serving load"): the GPU waited for it."""
+        queue_proba = getattr(self.classifier, "queue_proba", None)
+        if queue_proba is None or token_ids is None:
+            return None
+        raw = queue_proba(texts, token_ids=token_ids, calibrated=False)
+        if raw is None:
+            return None
+        return lambda: self._scored(len(texts), raw())
+
+    def _scored(self, reviews: int, raw_scores: Any) -> ScoredReviews:
+        raw = np.asarray(raw_scores, dtype=np.float64)
         calibrated = np.asarray(self.classifier.calibration.apply(raw), dtype=np.float64)
-        if raw.shape != (len(texts),) or not np.all(np.isfinite(calibrated)):
-            raise ValueError(f"the classifier returned {raw.shape} scores (finite: {np.isfinite(calibrated).all()}) for {len(texts)} reviews")
+        if raw.shape != (reviews,) or not np.all(np.isfinite(calibrated)):
+            raise ValueError(f"the classifier returned {raw.shape} scores (finite: {np.isfinite(calibrated).all()}) for {reviews} reviews")
         return ScoredReviews(calibrated, raw)
 
     def label_for(self, p_fake: float) -> str:

@@ -12,7 +12,7 @@ from transformers import BertConfig, BertModel
 
 from review_toolkit.accel.gpu_scoring import (
     PADDED_BATCH_MIN_TOKENS, PADDED_LENGTH_SPREAD, embed_on_gpu, keep_linear_weights_in_bf16, packed_inputs, packed_rows,
-    padded_batches, record_scoring_graphs,
+    padded_batches, queue_on_gpu, record_scoring_graphs, replays_one_graph,
 )
 from review_toolkit.accel.packing import enable_packed_attention, packed_pooled, packed_row_length
 from review_toolkit.accel.scoring_graphs import ScoringGraphs
@@ -337,6 +337,54 @@ def test_compiled_layers_are_recorded_into_graphs_and_score_as_before():
     assert recorded == len(lane.graphs.layouts)  # compiled kernels recorded, none refused
     for chunk, uncompiled in zip(chunks, before):
         np.testing.assert_allclose(embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device), uncompiled, atol=2e-2, rtol=2e-2)
+
+
+def test_an_encoder_on_a_cpu_has_no_rows_to_queue_cheaply():
+    """A CPU server scores its batches in worker threads: nothing is queued from the event loop."""
+    assert not replays_one_graph(tiny_encoder("bert"), torch.device("cpu"), [12, 30])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="scoring on GPUs needs a CUDA GPU")
+def test_only_small_rows_of_recorded_graphs_are_queued_cheaply():
+    """What a server's event loop may queue itself: one row of a graph already recorded, never a
+    recording, an eager row or several rows."""
+    encoder = tiny_encoder("bert").cuda()
+    device = torch.device("cuda")
+    assert not replays_one_graph(encoder, device, [40, 12])  # nothing recorded yet
+
+    record_scoring_graphs(encoder, device)
+
+    assert replays_one_graph(encoder, device, [40, 12]) and replays_one_graph(encoder, device, [512] * 12)
+    assert not replays_one_graph(encoder, device, [600])  # longer than a graph's review: eager
+    assert not replays_one_graph(encoder, device, [500] * 40)  # 20,000 tokens: larger than every graph
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="scoring on GPUs needs a CUDA GPU")
+def test_batches_queued_from_one_thread_and_waited_for_in_others_each_get_their_own_vectors():
+    """A server's event loop queues each batch and a worker thread waits for it, two in flight on one lane."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = tiny_encoder("bert").cuda()
+    device = torch.device("cuda")
+    chunks = distinct_review_chunks()
+    alone = [embed_on_gpu(encoder, [chunk], pad_token_id=0, device=device, replay_graphs=False) for chunk in chunks]
+    record_scoring_graphs(encoder, device, lanes=1)
+    (lane,) = scoring_lanes_for(encoder, device).lanes
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = []
+        for chunk in chunks:
+            if len(futures) >= 2:  # the batcher's two slots: a third batch waits for the first of them
+                futures[-2].result()
+            futures.append(pool.submit(queue_on_gpu(encoder, [chunk], pad_token_id=0, device=device).result))
+        together = [future.result() for future in futures]
+
+    for own, shared in zip(alone, together):
+        np.testing.assert_allclose(shared, own, atol=2e-2, rtol=0)
+    assert scoring_lanes_for(encoder, device).lanes == [lane]
+    assert scoring_lanes_for(encoder, device)._calls[lane] == 0  # every queued call gave its lane back
 
 
 @pytest.mark.gpu
