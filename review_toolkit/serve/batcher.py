@@ -305,8 +305,7 @@ class DynamicBatcher:
         try:
             loop = asyncio.get_running_loop()
             # Queued on the GPU from here where that is cheap (ReviewScorer.queue), waited for in a thread.
-            queue = getattr(self.scorer, "queue", None)
-            finish = queue(texts, token_ids) if queue is not None else None
+            finish = self.scorer.queue(texts, token_ids)
             if finish is None:
                 finish = functools.partial(self.scorer.score, texts, token_ids)
             scored = await loop.run_in_executor(self._executor, finish)
