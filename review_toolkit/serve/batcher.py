@@ -2,9 +2,9 @@
 
 Requests wait in a bounded queue. One worker task takes everything queued, up to a token budget,
 sorts the batch by length (so little padding is computed) and scores it in a scoring thread, so
-the event loop keeps accepting and answering requests meanwhile. Each request's future is resolved
-with the slice of the batch's scores that belongs to its reviews. If scoring a batch of several
-requests raises, every request is scored again on its own: one bad request fails alone.
+the event loop keeps accepting and answering requests meanwhile. Each request is answered (its
+``Reply``) with the slice of the batch's scores that belongs to its reviews. If scoring a batch of
+several requests raises, every request is scored again on its own: one bad request fails alone.
 
 When the batch closes: if no batch is being scored, once as many requests have arrived since the
 last batch was scored as it answered, or none for ``max_wait_s`` (a request arriving at a scorer
@@ -33,6 +33,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
 
 from review_toolkit.serve.metrics import ServeMetrics
 from review_toolkit.serve.pacing import ServiceTimes
@@ -62,13 +63,40 @@ REFUSAL_STATUS: dict[type[Exception], int] = {Overloaded: 429, ShuttingDown: 503
 HAND_OVER_S = 0.001
 
 
+class Reply(Protocol):
+    """Where a request's scores go: an ``asyncio.Future``, or anything answering as one does. The
+    model process of ``--http-workers`` writes them straight into its connection's next message
+    (``engine``), with no task or future per request."""
+
+    def done(self) -> bool: ...  # True once answered, or once nobody waits for the answer any more
+    def set_result(self, result: "ScoredReviews", /) -> Any: ...
+    def set_exception(self, exception: BaseException, /) -> Any: ...
+
+
 @dataclass
 class _Request:
     texts: list[str]
     tokens: int
     token_ids: list[list[int]] | None  # computed once, when counted; None: scored from the texts
-    future: asyncio.Future
+    reply: Reply
+    settled: Callable[["_Request"], None]  # called once, when it no longer counts as pending
     queued_at: float = field(default_factory=time.perf_counter)
+    counted: bool = True
+
+    def answer(self, scored: ScoredReviews) -> None:
+        if not self.reply.done():
+            self.reply.set_result(scored)
+        self.settle()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.reply.done():
+            self.reply.set_exception(error)
+        self.settle()
+
+    def settle(self) -> None:
+        if self.counted:
+            self.counted = False
+            self.settled(self)
 
 
 def _describe(error: BaseException) -> str:
@@ -98,6 +126,11 @@ class DynamicBatcher:
         self.batches_in_flight = batches_in_flight
         self.metrics = metrics or ServeMetrics()
         self._waiting: deque[_Request] = deque()
+        self._waiting_tokens = 0
+        # An arrival wakes the batcher only once the waiting requests hold this many tokens: while
+        # a batch forms behind one being scored, its closing time does not depend on arrivals, and
+        # waking it for each would cost the event loop a task step per request.
+        self._wake_at_tokens = 0
         self._pending = 0  # queued or being scored
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
@@ -123,6 +156,16 @@ class DynamicBatcher:
     async def score(self, texts: list[str], token_ids: list[list[int]] | None = None) -> ScoredReviews:
         """The scores of ``texts`` (in order), once a batch holding them has been scored;
         ``token_ids``: theirs, as the scorer's ``tokenize`` gives them, if already computed."""
+        future = asyncio.get_running_loop().create_future()
+        request = self.submit(texts, token_ids, future)
+        try:
+            return await future
+        finally:
+            request.settle()  # a cancelled wait no longer counts as pending
+
+    def submit(self, texts: list[str], token_ids: list[list[int]] | None, reply: Reply) -> _Request:
+        """Queue ``texts`` for a batch; their scores (or why they failed) go to ``reply``. Raises
+        ``ShuttingDown`` or ``Overloaded`` at once instead of queuing."""
         if self._closing or self._worker is None:
             raise ShuttingDown("the server is shutting down")
         if self._pending >= self.max_pending_requests:
@@ -131,17 +174,19 @@ class DynamicBatcher:
             counts, token_ids = self.scorer.tokenize(texts)
         else:
             counts = [len(ids) for ids in token_ids]
-        request = _Request(texts, sum(counts), token_ids, asyncio.get_running_loop().create_future())
+        request = _Request(texts, sum(counts), token_ids, reply, self._settled)
         self._pending += 1
         self.metrics.requests_in_flight.set(self._pending)
         self._waiting.append(request)
+        self._waiting_tokens += request.tokens
         self.metrics.queue_depth.set(len(self._waiting))
-        self._arrived.set()
-        try:
-            return await request.future
-        finally:
-            self._pending -= 1
-            self.metrics.requests_in_flight.set(self._pending)
+        if self._waiting_tokens >= self._wake_at_tokens:
+            self._arrived.set()
+        return request
+
+    def _settled(self, request: _Request) -> None:
+        self._pending -= 1
+        self.metrics.requests_in_flight.set(self._pending)
 
     async def close(self) -> None:
         """Refuse new work, finish what is queued, then stop the worker."""
@@ -159,9 +204,9 @@ class DynamicBatcher:
         if self._scoring:
             await asyncio.gather(*self._scoring, return_exceptions=True)
         for request in self._waiting:
-            if not request.future.done():
-                request.future.set_exception(ShuttingDown("the server stopped before scoring this request"))
+            request.fail(ShuttingDown("the server stopped before scoring this request"))
         self._waiting.clear()
+        self._waiting_tokens = 0
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
@@ -193,7 +238,7 @@ class DynamicBatcher:
         except Exception as error:  # the batcher must outlive any batch, or its requests would hang
             logger.exception("Batch handling failed")
             for request in batch:
-                _resolve_failed(request, error)
+                request.fail(ScoringFailed(f"scoring failed: {_describe(error)}"))
         finally:
             done = time.perf_counter()
             started = max(handed_over, self._last_done)  # the scorer was busy with the batch before until then
@@ -210,19 +255,18 @@ class DynamicBatcher:
     async def _next_batch(self) -> list[_Request]:
         forming_since = time.perf_counter()
         while not self._waiting:
-            self._arrived.clear()
-            await self._arrived.wait()
+            await self._wait_for_arrivals(0)
         batch: list[_Request] = []
         tokens = 0
         while True:
             while self._waiting:
                 request = self._waiting[0]
-                if request.future.done():  # its client went away
-                    self._waiting.popleft()
+                if request.reply.done():  # its client went away
+                    self._take_waiting().settle()
                     continue
                 if batch and tokens + request.tokens > self.max_batch_tokens:
                     return self._taken(batch)
-                batch.append(self._waiting.popleft())
+                batch.append(self._take_waiting())
                 tokens += request.tokens
             if not batch:  # every request queued had gone away
                 return batch
@@ -238,18 +282,36 @@ class DynamicBatcher:
                 if len(returned) >= self._last_answered or late:
                     return self._taken(batch)
                 close_at = max([since, *returned]) + self.max_wait_s
+                wake_at_tokens = 0  # each arrival counts
             else:
                 # Counted from the oldest request's arrival: requests that queued while every batch
                 # slot was busy have waited for company already.
                 close_at = min(batch[0].queued_at + self.max_wait_s, self._free_at - HAND_OVER_S)
+                wake_at_tokens = self.max_batch_tokens - tokens  # only a full batch closes it earlier
             remaining = close_at - time.perf_counter()
-            if remaining <= 0:
+            if remaining <= 0 or not await self._wait_for_arrivals(wake_at_tokens, remaining):
                 return self._taken(batch)
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except asyncio.TimeoutError:
-                return self._taken(batch)
+
+    async def _wait_for_arrivals(self, tokens: int, timeout: float | None = None) -> bool:
+        """Wait until requests holding ``tokens`` tokens are waiting (0: any request), or a batch
+        was scored; False if ``timeout`` seconds passed first."""
+        self._wake_at_tokens = tokens
+        self._arrived.clear()
+        try:
+            if timeout is None:
+                await self._arrived.wait()
+            else:
+                await asyncio.wait_for(self._arrived.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self._wake_at_tokens = 0
+
+    def _take_waiting(self) -> _Request:
+        request = self._waiting.popleft()
+        self._waiting_tokens -= request.tokens
+        return request
 
     def _taken(self, batch: list[_Request]) -> list[_Request]:
         self.metrics.queue_depth.set(len(self._waiting))
@@ -273,7 +335,7 @@ class DynamicBatcher:
             self.metrics.batch_failures.inc()
             if len(batch) == 1:
                 logger.exception("Scoring a request of %d reviews failed", len(texts))
-                _resolve_failed(batch[0], error)
+                batch[0].fail(ScoringFailed(f"scoring failed: {_describe(error)}"))
                 return
             logger.warning("Scoring a batch of %d requests failed (%s); scoring each on its own", len(batch), _describe(error))
             for request in batch:
@@ -284,21 +346,20 @@ class DynamicBatcher:
         start = 0
         for request in batch:
             stop = start + len(request.texts)
-            if not request.future.done():
-                request.future.set_result(scored.slice(start, stop))
+            request.answer(scored.slice(start, stop))
             start = stop
 
     async def _score_alone(self, request: _Request) -> None:
-        if request.future.done():
+        if request.reply.done():
+            request.settle()
             return
         try:
             scored = await self._run_scorer(request.texts, request.token_ids)
         except Exception as error:
             logger.exception("Scoring a request of %d reviews failed", len(request.texts))
-            _resolve_failed(request, error)
+            request.fail(ScoringFailed(f"scoring failed: {_describe(error)}"))
             return
-        if not request.future.done():
-            request.future.set_result(scored)
+        request.answer(scored)
 
     async def _run_scorer(self, texts: list[str], token_ids: list[list[int]] | None) -> ScoredReviews:
         self.metrics.batch_in_progress.inc()
@@ -314,7 +375,3 @@ class DynamicBatcher:
         self.metrics.reviews_scored.inc(len(texts))
         return scored
 
-
-def _resolve_failed(request: _Request, error: BaseException) -> None:
-    if not request.future.done():
-        request.future.set_exception(ScoringFailed(f"scoring failed: {_describe(error)}"))

@@ -24,7 +24,7 @@ from review_toolkit.serve.batcher import REFUSAL_STATUS, Overloaded, ScoringFail
 from review_toolkit.serve.metrics import ServeMetrics
 from review_toolkit.serve.scorer import ScoredReviews
 from review_toolkit.serve.settings import ServeSettings
-from review_toolkit.serve.wire import read_message, write_message
+from review_toolkit.serve.wire import messages_in, read_message, write_message
 
 REFUSALS = {status: refusal for refusal, status in REFUSAL_STATUS.items()}
 # Families only an HTTP process counts; the model processes' queue, batch and scoring families
@@ -72,10 +72,11 @@ class EngineConnection:
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
-            while (message := await read_message(reader)) is not None:
-                answer = self._waiting.get(message.get("id"))
-                if answer is not None and not answer.done():
-                    answer.set_result(message)
+            while (frame := await read_message(reader)) is not None:
+                for message in messages_in(frame):  # the answers of one batch come in one frame
+                    answer = self._waiting.get(message.get("id"))
+                    if answer is not None and not answer.done():
+                        answer.set_result(message)
         finally:
             for answer in self._waiting.values():
                 if not answer.done():

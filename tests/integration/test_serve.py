@@ -600,6 +600,48 @@ def test_http_workers_forward_to_one_model_process_and_stop_cleanly(run_dir: Pat
     assert "Traceback" not in stderr
 
 
+def test_a_model_process_answers_each_request_once_and_a_batchs_answers_in_one_frame(classifier: Any, tmp_path: Path) -> None:
+    """The model process of --http-workers over its real Unix socket: requests written in one go
+    share a batch, each gets its own scores back, the batch's answers travel in one frame, and
+    malformed messages get a 400 without disturbing the rest."""
+    from review_toolkit.serve.engine import Engine
+    from review_toolkit.serve.metrics import ServeMetrics
+    from review_toolkit.serve.settings import ServeSettings
+    from review_toolkit.serve.state import ModelState
+    from review_toolkit.serve.wire import FrameReader, encode, messages_in
+
+    messages = [{"id": index, "op": "score", "texts": [review]} for index, review in enumerate(REVIEWS)]
+    messages += [{"id": "odd", "op": "score", "texts": "one review"}, {"id": "unknown", "op": "train"}]
+
+    async def exchange() -> tuple[list[Any], float | None]:
+        state = ModelState(classifier, ServeSettings(device="cpu"), ServeMetrics())
+        await state.load()
+        engine = Engine(state)
+        path = str(tmp_path / "engine.sock")
+        server = await asyncio.get_running_loop().create_unix_server(engine.connection, path=path)
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b"".join(encode(message) for message in messages))
+        frames, decoder = [], FrameReader()
+        while sum(len(messages_in(frame)) for frame in frames) < len(messages):
+            data = await asyncio.wait_for(reader.read(2**16), timeout=120)
+            assert data, "the model process closed the connection"
+            frames += decoder.feed(data)
+        batches = state.metrics.registry.get_sample_value("review_toolkit_batch_size_requests_count")
+        writer.close()
+        server.close()
+        await engine.drain()
+        return frames, batches
+
+    frames, batches = asyncio.run(exchange())
+    answers = {message["id"]: message for frame in frames for message in messages_in(frame)}
+    assert sorted(answers, key=str) == sorted([*range(len(REVIEWS)), "odd", "unknown"], key=str)  # each once
+    np.testing.assert_allclose([answers[index]["p_fake"][0] for index in range(len(REVIEWS))], expected_p_fake(classifier, REVIEWS), atol=1e-6)
+    assert answers["odd"]["status"] == 400 and "texts" in answers["odd"]["error"]
+    assert answers["unknown"]["status"] == 400 and "train" in answers["unknown"]["error"]
+    scored_frames = [frame for frame in frames if any("p_fake" in message for message in messages_in(frame))]
+    assert len(scored_frames) == batches  # one frame per batch for this connection
+
+
 def test_http_workers_stop_with_the_error_when_the_model_process_cannot_load(run_dir: Path) -> None:
     process = start_command(run_dir, free_port(), "--http-workers", "1", "--device", "cpu", "--backend", "onnx")
     _, stderr = process.communicate(timeout=300)
