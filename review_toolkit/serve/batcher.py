@@ -6,13 +6,18 @@ the event loop keeps accepting and answering requests meanwhile. Each request is
 ``Reply``) with the slice of the batch's scores that belongs to its reviews. If scoring a batch of
 several requests raises, every request is scored again on its own: one bad request fails alone.
 
-When the batch closes: if no batch is being scored, once as many requests have arrived since the
-last batch was scored as it answered, or none for ``max_wait_s`` (a request arriving at a scorer
-idle for longer is scored at once; clients that post again as soon as they have their answer join
-this batch rather than the one after it, with which they would otherwise keep alternating);
-otherwise just before the scorer is expected to be free for it (``pacing.ServiceTimes`` learns how
-long batches take), so that it takes every request that arrives until then, and never later than
-``max_wait_s`` after its oldest request arrived.
+When the batch closes:
+
+- if no batch is being scored, once as many requests have arrived since the last batch was scored
+  as it answered, divided among the batches in flight, or none for ``max_wait_s`` (a request
+  arriving at a scorer idle for longer is scored at once). With one batch at a time, the clients
+  that post again as soon as they have their answer join this batch rather than the one after it,
+  with which they would otherwise keep alternating; with two, half of them make this batch and the
+  rest the next, behind it (waiting for all of them would gather every client into each batch
+  again, and leave the GPU idle while they come back);
+- otherwise just before the scorer is expected to be free for it (``pacing.ServiceTimes`` learns
+  how long batches take), so that it takes every request that arrives until then, and never later
+  than ``max_wait_s`` after its oldest request arrived.
 
 Up to ``batches_in_flight`` batches are scored at once, each in its own thread. On a GPU, two keep
 it busy: while one batch's results travel back and are answered, the next one's work is already
@@ -274,12 +279,13 @@ class DynamicBatcher:
                 return self._taken(batch)
             if not self._in_progress:
                 # The clients the last batch answered come back one after another: wait for them
-                # while each arrives within max_wait of the one before, the first within max_wait
-                # of this wait's start (after their answers were sent, in a server of one process).
+                # (their share of this batch, see above) while each arrives within max_wait of the
+                # one before, the first within max_wait of this wait's start (after their answers
+                # were sent, in a server of one process).
                 returned = [request.queued_at for request in batch if request.queued_at >= self._last_done]
                 since = max(forming_since, self._last_done)
                 late = bool(returned) and returned[0] - since > self.max_wait_s
-                if len(returned) >= self._last_answered or late:
+                if len(returned) >= -(-self._last_answered // self.batches_in_flight) or late:
                     return self._taken(batch)
                 close_at = max([since, *returned]) + self.max_wait_s
                 wake_at_tokens = 0  # each arrival counts

@@ -455,6 +455,40 @@ def test_requests_arriving_while_a_batch_is_scored_share_the_next_batch_with_its
             np.testing.assert_allclose(answer.json()["results"][0]["p_fake"], expected_p_fake(classifier, [REVIEWS[index]])[0], atol=1e-6)
 
 
+@pytest.mark.parametrize("batches_in_flight, returning_clients", [(1, 4), (2, 2)])
+def test_an_idle_scorer_waits_for_its_share_of_the_clients_the_last_batch_answered(
+    classifier: Any, batches_in_flight: int, returning_clients: int
+) -> None:
+    """After a batch of four, the clients it answered post again one by one. Scoring one batch at a
+    time (a CPU's), the next batch waits for all four; with two in flight (a GPU's), for two: the
+    other two then make the batch behind it, instead of every client being gathered into each
+    batch again while the GPU waits for them."""
+    from review_toolkit.serve.batcher import DynamicBatcher
+    from review_toolkit.serve.scorer import ReviewScorer
+
+    async def clients_the_next_batch_waited_for() -> int:
+        batcher = DynamicBatcher(
+            ReviewScorer(classifier), max_batch_tokens=8192, max_wait_s=600.0, max_pending_requests=64,
+            batches_in_flight=batches_in_flight,
+        )  # fmt: skip
+        batcher.start()
+        sample = batcher.metrics.registry.get_sample_value
+        await asyncio.gather(*(batcher.score([review]) for review in REVIEWS))
+        assert sample("review_toolkit_batch_size_requests_sum") == len(REVIEWS)  # one batch of four
+        returned = []
+        for review in REVIEWS:
+            returned.append(asyncio.ensure_future(batcher.score([review])))
+            await asyncio.sleep(0.2)  # the batcher's turn to close a batch, or to wait on
+            if sample("review_toolkit_batch_size_requests_count") == 2:
+                break
+        scored = await asyncio.wait_for(asyncio.gather(*returned), timeout=120)
+        await batcher.close()
+        np.testing.assert_allclose([s.p_fake[0] for s in scored], expected_p_fake(classifier, REVIEWS[: len(scored)]), atol=1e-6)
+        return len(returned)
+
+    assert asyncio.run(clients_the_next_batch_waited_for()) == returning_clients
+
+
 # ------------------------------------------------------------------------------ the command
 
 
