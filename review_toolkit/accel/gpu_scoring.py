@@ -34,6 +34,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -307,6 +308,19 @@ def embed_on_gpu(
     return queued.result()
 
 
+class QueuedWork:
+    """Work queued on a GPU, finished in two steps: ``wait()`` blocks until the GPU has done its
+    part, without holding the interpreter's lock (a thread's job); ``result()`` then finishes it
+    on the host, in any thread, and returns it (once only; it waits first if need be)."""
+
+    def __init__(self, wait: Callable[[], None], result: Callable[[], Any]):
+        self.wait, self.result = wait, result
+
+    def then(self, finish: Callable[[Any], Any]) -> "QueuedWork":
+        """The same work, whose result is ``finish`` of this one's."""
+        return QueuedWork(self.wait, lambda: finish(self.result()))
+
+
 @dataclass(eq=False)
 class QueuedVectors:
     """The vectors of reviews whose work is queued on a GPU (``queue_on_gpu``)."""
@@ -315,19 +329,32 @@ class QueuedVectors:
     positions: np.ndarray  # the input position of each of their reviews
     copied: torch.cuda.Event
     release: Callable[[], None]  # gives the lane back
+    released: bool = False
 
-    def result(self) -> np.ndarray:
-        """Wait for the vectors (without holding the interpreter's lock); float32, in input order. Once only."""
+    def wait(self) -> None:
+        """Block until the vectors are on the host (without holding the interpreter's lock), and
+        give the lane back: the vectors lie in memory of this call's own."""
+        if self.released:
+            return
         try:
             self.copied.synchronize()
         finally:
+            self.released = True
             self.release()
+
+    def result(self) -> np.ndarray:
+        """The vectors, float32, in input order (waiting for them first if need be). Once only."""
+        self.wait()
         vectors = np.empty((len(self.positions), self.on_host[0].shape[1]), dtype=np.float32)
         start = 0
         for piece in self.on_host:  # rows come back longest reviews first: each review to its input position
             vectors[self.positions[start : start + len(piece)]] = piece.numpy()
             start += len(piece)
         return vectors
+
+    def then(self, finish: Callable[[np.ndarray], Any]) -> QueuedWork:
+        """The work of ``finish`` on these vectors, queued as they are (``QueuedWork``)."""
+        return QueuedWork(self.wait, lambda: finish(self.result()))
 
 
 @torch.inference_mode()

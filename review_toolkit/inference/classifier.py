@@ -7,7 +7,6 @@ predictions after ``load_run``, so what was measured is what is served.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,8 @@ from review_toolkit.plugin_api.contracts import Backbone, Featurizer, FittedMode
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from review_toolkit.accel.gpu_scoring import QueuedWork
 
 
 def _is_torch_module(value: Any) -> bool:
@@ -235,14 +236,12 @@ class Classifier:
         features = self.embed(texts, batch_size=batch_size, progress=progress, token_ids=token_ids)
         return self.p_fake_from_embeddings(features, calibrated=calibrated)
 
-    def queue_proba(
-        self, texts: list[str], *, token_ids: list[list[int]], calibrated: bool = True
-    ) -> Callable[[], np.ndarray] | None:
-        """``predict_proba`` of already tokenized reviews in two steps, where the first costs the
-        calling thread little: their work is queued on the GPU now (one row replayed from a
-        recorded graph, ``inference.embeddings.queue_embedding``), and the function returned waits
-        for it and applies the head (call it once, from any thread). None where the work cannot be
-        queued so cheaply (a CPU, a large batch, an ONNX or featurizer backbone): use ``predict_proba``."""
+    def queue_proba(self, texts: list[str], *, token_ids: list[list[int]], calibrated: bool = True) -> QueuedWork | None:
+        """``predict_proba`` of already tokenized reviews, queued where that costs the calling
+        thread little: their work is queued on the GPU now (one row replayed from a recorded
+        graph, ``inference.embeddings.queue_embedding``); ``wait()`` for it in any thread, then its
+        ``result()`` applies the head. None where the work cannot be queued so cheaply (a CPU, a
+        large batch, an ONNX or featurizer backbone): use ``predict_proba``."""
         if self.featurizer is not None or self.backend != "torch" or len(token_ids) != len(texts):
             return None
         from review_toolkit.inference.embeddings import queue_embedding
@@ -250,7 +249,7 @@ class Classifier:
         vectors = queue_embedding(self.encoder, self.tokenizer, token_ids)
         if vectors is None:
             return None
-        return lambda: self.p_fake_from_embeddings(vectors(), calibrated=calibrated)
+        return vectors.then(lambda embeddings: self.p_fake_from_embeddings(embeddings, calibrated=calibrated))
 
     def labels_for(self, p_fake: np.ndarray) -> list[str]:
         return [LABEL_NAMES[int(p >= self.threshold)] for p in p_fake]

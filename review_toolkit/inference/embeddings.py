@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from review_toolkit.accel.gpu_scoring import embed_on_gpu, queue_on_gpu, replays_one_graph, scores_in_bf16
+from review_toolkit.accel.gpu_scoring import QueuedVectors, embed_on_gpu, queue_on_gpu, replays_one_graph, scores_in_bf16
 from review_toolkit.inference.cpu_batches import CPU_ACTIVATION_BYTES, cpu_token_budget_batches  # noqa: F401
 from review_toolkit.inference.token_ids import pad_right, token_id_encoder
 
@@ -85,15 +85,16 @@ def tokenized_ahead(
                 future.cancel()
 
 
-def queue_embedding(encoder: torch.nn.Module, tokenizer: Any, token_ids: list[list[int]]) -> Callable[[], np.ndarray] | None:
+def queue_embedding(encoder: torch.nn.Module, tokenizer: Any, token_ids: list[list[int]]) -> QueuedVectors | None:
     """What ``embed_texts`` computes for already tokenized reviews, queued on the GPU now where that
     costs the caller's thread little: one row replayed from a recorded graph
-    (``accel.gpu_scoring.replays_one_graph``). Returns what waits for the vectors (call it once,
-    from any thread), or None where the work would take more to queue: use ``embed_texts``."""
+    (``accel.gpu_scoring.replays_one_graph``). Returns the queued vectors (``wait()`` for them in
+    any thread, then take their ``result()`` once), or None where the work would take more to
+    queue: use ``embed_texts``."""
     device = model_device(encoder)
     if encoder.training or not token_ids or not replays_one_graph(encoder, device, [len(ids) for ids in token_ids]):
         return None
-    return queue_on_gpu(encoder, [token_ids], pad_token_id=tokenizer.pad_token_id, device=device).result
+    return queue_on_gpu(encoder, [token_ids], pad_token_id=tokenizer.pad_token_id, device=device)
 
 
 def _padded(tokenizer: Any, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

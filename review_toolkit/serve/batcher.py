@@ -23,10 +23,12 @@ Up to ``batches_in_flight`` batches are scored at once, each in its own thread. 
 it busy: while one batch's results travel back and are answered, the next one's work is already
 queued on the device (``accel.gpu_scoring`` lets one thread at a time queue work). Where queuing a
 batch's GPU work costs a graph's replay (``ReviewScorer.queue``), the event loop queues it as it
-hands the batch over, and the thread only waits for the scores and finishes them. They queue on
-one CUDA stream unless ``gpu_streams`` says more (``ServeSettings``): computed side by side, each
-batch finishes later, and so do the next requests of its clients. On a CPU one
-batch already uses every core, so one at a time is the default there (``ReviewScorer``).
+hands the batch over, a thread only waits for the GPU, and the loop applies the head to the
+vectors (``_finish``): each hand-over between a thread and the loop, which holds the interpreter
+most of the time, costs the batch's clients a wait. They queue on one CUDA stream unless
+``gpu_streams`` says more (``ServeSettings``): computed side by side, each batch finishes later,
+and so do the next requests of its clients. On a CPU one batch already uses every core, so one at
+a time is the default there (``ReviewScorer``).
 """
 
 from __future__ import annotations
@@ -38,11 +40,14 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from review_toolkit.serve.metrics import ServeMetrics
 from review_toolkit.serve.pacing import ServiceTimes
 from review_toolkit.serve.scorer import ReviewScorer, ScoredReviews
+
+if TYPE_CHECKING:
+    from review_toolkit.accel.gpu_scoring import QueuedWork
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +71,8 @@ REFUSAL_STATUS: dict[type[Exception], int] = {Overloaded: 429, ShuttingDown: 503
 #: scorer (its inputs prepared and its work queued on the GPU) and, as the service times end when
 #: a batch's scores are back, the time those take to come back (benchmarks/README.md, "Serving load").
 HAND_OVER_S = 0.001
+#: The longest the event loop may spend applying a batch's head and calibration (``_finish``).
+FINISH_ON_LOOP_S = 0.001
 
 
 class Reply(Protocol):
@@ -147,6 +154,7 @@ class DynamicBatcher:
         self._free_at = 0.0  # when the scorer is expected to have scored all of them
         self._last_done = 0.0  # when the scorer last finished a batch
         self._last_answered = 0  # requests that batch answered
+        self._finish_on_loop = True
 
     @property
     def pending(self) -> int:
@@ -371,13 +379,28 @@ class DynamicBatcher:
         self.metrics.batch_in_progress.inc()
         try:
             loop = asyncio.get_running_loop()
-            # Queued on the GPU from here where that is cheap (ReviewScorer.queue), waited for in a thread.
-            finish = self.scorer.queue(texts, token_ids)
-            if finish is None:
-                finish = functools.partial(self.scorer.score, texts, token_ids)
-            scored = await loop.run_in_executor(self._executor, finish)
+            # Queued on the GPU from here where that is cheap (ReviewScorer.queue), the GPU waited for in a thread.
+            queued = self.scorer.queue(texts, token_ids)
+            if queued is None:
+                scored = await loop.run_in_executor(self._executor, functools.partial(self.scorer.score, texts, token_ids))
+            else:
+                await loop.run_in_executor(self._executor, queued.wait)
+                scored = self._finish(queued) if self._finish_on_loop else await loop.run_in_executor(self._executor, queued.result)
         finally:
             self.metrics.batch_in_progress.dec()
         self.metrics.reviews_scored.inc(len(texts))
         return scored
 
+    def _finish(self, queued: QueuedWork) -> ScoredReviews:
+        """The head and calibration on a batch's vectors, here on the event loop: a thread taking
+        over from the loop that holds the interpreter waits for it, and the batch's clients wait
+        too. A finish that holds the loop longer than ``FINISH_ON_LOOP_S`` (a costly head) moves
+        the later ones to the scoring threads."""
+        started = time.perf_counter()
+        try:
+            return queued.result()
+        finally:
+            took = time.perf_counter() - started
+            if took > FINISH_ON_LOOP_S:
+                self._finish_on_loop = False
+                logger.info("Finishing a batch took the event loop %.1f ms: scoring threads finish them from now on", took * 1e3)

@@ -7,11 +7,13 @@ from the same forward pass: calibration is applied to them afterwards, as the cl
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from review_toolkit.accel.gpu_scoring import QueuedWork
 
 # Characters per token where a backbone has no tokenizer to count with (featurizer backbones).
 CHARACTERS_PER_TOKEN = 4
@@ -82,11 +84,12 @@ class ReviewScorer:
         extra = {} if token_ids is None else {"token_ids": token_ids}
         return self._scored(len(texts), self.classifier.predict_proba(texts, batch_size=self.batch_size, calibrated=False, **extra))
 
-    def queue(self, texts: list[str], token_ids: list[list[int]] | None) -> Callable[[], ScoredReviews] | None:
-        """``score`` in two steps where the first costs the calling thread (the event loop) well under
-        a millisecond: the batch's work is queued on the GPU now (``Classifier.queue_proba``), and
-        the function returned waits for it and finishes (blocking: run it in a worker thread).
-        None where the batch cannot be queued so cheaply: ``score`` it in a worker thread.
+    def queue(self, texts: list[str], token_ids: list[list[int]] | None) -> QueuedWork | None:
+        """``score`` in steps, where the first costs the calling thread (the event loop) well under
+        a millisecond: the batch's work is queued on the GPU now (``Classifier.queue_proba``);
+        ``wait()`` for the GPU in a worker thread, then ``result()`` applies the head and
+        calibration. None where the batch cannot be queued so cheaply: ``score`` it in a worker
+        thread.
 
         A worker thread that queues the GPU's work shares the interpreter's lock with the event loop
         answering requests, and took several times as long to queue it as the loop does alone
@@ -97,7 +100,7 @@ class ReviewScorer:
         raw = queue_proba(texts, token_ids=token_ids, calibrated=False)
         if raw is None:
             return None
-        return lambda: self._scored(len(texts), raw())
+        return raw.then(lambda raw_scores: self._scored(len(texts), raw_scores))
 
     def _scored(self, reviews: int, raw_scores: Any) -> ScoredReviews:
         raw = np.asarray(raw_scores, dtype=np.float64)

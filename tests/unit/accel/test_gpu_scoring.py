@@ -363,7 +363,8 @@ def test_only_small_rows_of_recorded_graphs_are_queued_cheaply():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="scoring on GPUs needs a CUDA GPU")
 def test_batches_queued_from_one_thread_and_waited_for_in_others_each_get_their_own_vectors():
-    """A server's event loop queues each batch and a worker thread waits for it, two in flight on one lane."""
+    """A server's event loop queues each batch, a worker thread waits for the GPU, and the loop
+    takes the vectors; two in flight on one lane."""
     from concurrent.futures import ThreadPoolExecutor
 
     encoder = tiny_encoder("bert").cuda()
@@ -374,12 +375,15 @@ def test_batches_queued_from_one_thread_and_waited_for_in_others_each_get_their_
     (lane,) = scoring_lanes_for(encoder, device).lanes
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = []
+        queued, waits = [], []
         for chunk in chunks:
-            if len(futures) >= 2:  # the batcher's two slots: a third batch waits for the first of them
-                futures[-2].result()
-            futures.append(pool.submit(queue_on_gpu(encoder, [chunk], pad_token_id=0, device=device).result))
-        together = [future.result() for future in futures]
+            if len(waits) >= 2:  # the batcher's two slots: a third batch waits for the first of them
+                waits[-2].result()
+            queued.append(queue_on_gpu(encoder, [chunk], pad_token_id=0, device=device))
+            waits.append(pool.submit(queued[-1].wait))
+        for wait in waits:
+            wait.result()
+        together = [vectors.result() for vectors in queued]  # in this thread, after the GPU's work
 
     for own, shared in zip(alone, together):
         np.testing.assert_allclose(shared, own, atol=2e-2, rtol=0)
