@@ -354,7 +354,7 @@ class QueuedVectors:
 
     def then(self, finish: Callable[[np.ndarray], Any]) -> QueuedWork:
         """The work of ``finish`` on these vectors, queued as they are (``QueuedWork``)."""
-        return QueuedWork(self.wait, lambda: finish(self.result()))
+        return QueuedWork(self.wait, self.result).then(finish)
 
 
 @torch.inference_mode()
