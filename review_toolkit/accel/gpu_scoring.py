@@ -371,7 +371,7 @@ def queue_on_gpu(
 ) -> QueuedVectors:
     """``embed_on_gpu``'s work, queued on the GPU; returns at once, before the GPU has computed it.
 
-    The caller must call ``result()`` on what it returns: until then, the call holds a lane.
+    The caller must call ``wait()`` or ``result()`` on what it returns: until then, the call holds a lane.
     """
     use_shape_agnostic_attention()
     packed = packs_on(encoder, device) if pack is None else pack

@@ -116,6 +116,11 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {first_line}"
 
 
+def _scoring_failed(error: BaseException) -> ScoringFailed:
+    """What a request whose scoring raised ``error`` is answered with (500, saying why)."""
+    return ScoringFailed(f"scoring failed: {_describe(error)}")
+
+
 class DynamicBatcher:
     """Queue + one worker; ``await score(texts)`` from any request handler."""
 
@@ -251,7 +256,7 @@ class DynamicBatcher:
         except Exception as error:  # the batcher must outlive any batch, or its requests would hang
             logger.exception("Batch handling failed")
             for request in batch:
-                request.fail(ScoringFailed(f"scoring failed: {_describe(error)}"))
+                request.fail(_scoring_failed(error))
         finally:
             done = time.perf_counter()
             started = max(handed_over, self._last_done)  # the scorer was busy with the batch before until then
@@ -349,7 +354,7 @@ class DynamicBatcher:
             self.metrics.batch_failures.inc()
             if len(batch) == 1:
                 logger.exception("Scoring a request of %d reviews failed", len(texts))
-                batch[0].fail(ScoringFailed(f"scoring failed: {_describe(error)}"))
+                batch[0].fail(_scoring_failed(error))
                 return
             logger.warning("Scoring a batch of %d requests failed (%s); scoring each on its own", len(batch), _describe(error))
             for request in batch:
@@ -371,7 +376,7 @@ class DynamicBatcher:
             scored = await self._run_scorer(request.texts, request.token_ids)
         except Exception as error:
             logger.exception("Scoring a request of %d reviews failed", len(request.texts))
-            request.fail(ScoringFailed(f"scoring failed: {_describe(error)}"))
+            request.fail(_scoring_failed(error))
             return
         request.answer(scored)
 
