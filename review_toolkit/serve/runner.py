@@ -149,6 +149,20 @@ def _worker_main(
         sys.exit(1)
 
 
+def _run_event_loop(main: Any) -> None:
+    """Run the coroutine ``main`` on uvloop's event loop where it is installed (the ``serve`` extra
+    has it, and uvicorn runs the HTTP processes on it), else on asyncio's: a model process's loop
+    reads every request, wakes for every batch and answers every review."""
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
 def _engine_main(run: str, settings: dict[str, Any], socket_path: str, threads: int | None, log_level: str) -> None:
     """A model process of ``--http-workers``: load, listen on ``socket_path``, drain on SIGTERM."""
     import asyncio
@@ -168,7 +182,7 @@ def _engine_main(run: str, settings: dict[str, Any], socket_path: str, threads: 
         await run_engine(Path(run), ServeSettings(**settings), Path(socket_path), stop)
 
     try:
-        asyncio.run(main())
+        _run_event_loop(main())
     except ReviewToolkitError as error:
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(1)
